@@ -1,0 +1,145 @@
+//! The per-CPU counters the XDP program keeps and the controller reads at scrape time.
+
+use crate::classify::Class;
+
+/// What the XDP program did with a packet (the program's return code, by name).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Handed to the kernel's stack (XDP_PASS).
+    Pass = 0,
+    /// Dropped in XDP (XDP_DROP).
+    Drop = 1,
+    /// Answered from XDP on the same interface (XDP_TX).
+    Tx = 2,
+    /// The program hit an internal error, e.g. a map lookup that cannot fail did (XDP_ABORTED).
+    Aborted = 3,
+}
+
+impl Action {
+    pub const COUNT: usize = 4;
+
+    pub const ALL: [Action; Action::COUNT] =
+        [Action::Pass, Action::Drop, Action::Tx, Action::Aborted];
+
+    /// The XDP return code for this action (`enum xdp_action` in include/uapi/linux/bpf.h).
+    pub const fn xdp_code(self) -> u32 {
+        match self {
+            Action::Aborted => 0,
+            Action::Drop => 1,
+            Action::Pass => 2,
+            Action::Tx => 3,
+        }
+    }
+
+    /// The label value used in metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+            Action::Tx => "tx",
+            Action::Aborted => "aborted",
+        }
+    }
+}
+
+/// One CPU's counters: packets and bytes by class and by the action taken on them.
+///
+/// It lives in a one-slot per-CPU array, so the XDP program updates it without atomics, and
+/// the controller sums the CPUs when it is scraped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub packets: [[u64; Action::COUNT]; Class::COUNT],
+    pub bytes: [[u64; Action::COUNT]; Class::COUNT],
+}
+
+// A map value crosses the user/kernel boundary byte for byte: no implicit padding, fixed size.
+const _: () = assert!(size_of::<Stats>() == 2 * Class::COUNT * Action::COUNT * 8);
+
+impl Stats {
+    pub const ZERO: Stats = Stats {
+        packets: [[0; Action::COUNT]; Class::COUNT],
+        bytes: [[0; Action::COUNT]; Class::COUNT],
+    };
+
+    #[inline(always)]
+    pub fn record(&mut self, class: Class, action: Action, len: u64) {
+        self.packets[class as usize][action as usize] += 1;
+        self.bytes[class as usize][action as usize] += len;
+    }
+
+    pub fn packets(&self, class: Class, action: Action) -> u64 {
+        self.packets[class as usize][action as usize]
+    }
+
+    pub fn bytes(&self, class: Class, action: Action) -> u64 {
+        self.bytes[class as usize][action as usize]
+    }
+
+    /// All packets of one class, whatever was done with them.
+    pub fn class_packets(&self, class: Class) -> u64 {
+        self.packets[class as usize].iter().sum()
+    }
+
+    /// Adds another CPU's counters to these (wrapping, as the kernel's counters do).
+    pub fn accumulate(&mut self, other: &Stats) {
+        for (mine, theirs) in self.packets.iter_mut().zip(other.packets.iter()) {
+            for (a, b) in mine.iter_mut().zip(theirs.iter()) {
+                *a = a.wrapping_add(*b);
+            }
+        }
+        for (mine, theirs) in self.bytes.iter_mut().zip(other.bytes.iter()) {
+            for (a, b) in mine.iter_mut().zip(theirs.iter()) {
+                *a = a.wrapping_add(*b);
+            }
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `Stats` is `repr(C)`, made only of `u64`s (no padding, every bit pattern valid).
+unsafe impl aya::Pod for Stats {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_table_is_consistent() {
+        for (i, action) in Action::ALL.iter().enumerate() {
+            assert_eq!(*action as usize, i);
+        }
+        // Values from include/uapi/linux/bpf.h, enum xdp_action.
+        assert_eq!(Action::Aborted.xdp_code(), 0);
+        assert_eq!(Action::Drop.xdp_code(), 1);
+        assert_eq!(Action::Pass.xdp_code(), 2);
+        assert_eq!(Action::Tx.xdp_code(), 3);
+    }
+
+    #[test]
+    fn record_and_accumulate_sum_per_cell() {
+        let mut cpu0 = Stats::ZERO;
+        cpu0.record(Class::Syn, Action::Pass, 54);
+        cpu0.record(Class::Syn, Action::Pass, 60);
+        cpu0.record(Class::Ack, Action::Drop, 54);
+        let mut cpu1 = Stats::ZERO;
+        cpu1.record(Class::Syn, Action::Tx, 74);
+        cpu1.packets[Class::NonIp as usize][Action::Pass as usize] = u64::MAX;
+
+        let mut total = Stats::ZERO;
+        total.accumulate(&cpu0);
+        total.accumulate(&cpu1);
+        total.accumulate(&cpu1);
+        assert_eq!(total.packets(Class::Syn, Action::Pass), 2);
+        assert_eq!(total.bytes(Class::Syn, Action::Pass), 114);
+        assert_eq!(total.packets(Class::Syn, Action::Tx), 2);
+        assert_eq!(total.class_packets(Class::Syn), 4);
+        assert_eq!(total.packets(Class::Ack, Action::Drop), 1);
+        assert_eq!(
+            total.packets(Class::NonIp, Action::Pass),
+            u64::MAX - 1,
+            "wraps"
+        );
+    }
+}
