@@ -1,0 +1,131 @@
+//! Header parsing: Ethernet (with up to two VLAN tags), IPv4, IPv6 and TCP, each length checked
+//! against the frame before it is trusted.
+//!
+//! The rules that turn header fields into a class live in `synguard_common::classify`, where
+//! they are unit-tested; this module only reads packet memory.
+
+use aya_ebpf::programs::XdpContext;
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    vlan::VlanHdr,
+};
+use synguard_common::classify::{
+    Class, IPPROTO_TCP, Ipv6Next, classify_tcp_flags, ipv4_is_later_fragment, ipv6_next,
+};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+/// 802.1ad outer tag plus 802.1Q inner tag (QinQ). A third tag is left to the kernel.
+const MAX_VLAN_TAGS: usize = 2;
+
+/// The one bounds-checked way to look at packet memory: a pointer to a `T` at `offset`, or
+/// `None` if the frame is too short. The verifier needs the explicit check against `data_end`
+/// on every access.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
+}
+
+/// Classifies the frame in `ctx`. Never fails: anything that cannot be read is `Malformed`.
+#[inline(always)]
+pub fn classify(ctx: &XdpContext) -> Class {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Class::Malformed;
+    };
+    // SAFETY: `ptr_at` checked that the header lies inside the frame; all fields are byte
+    // arrays or u16 read unaligned-safe (the struct is packed to alignment 1 or 2 as on wire).
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut offset = EthHdr::LEN;
+
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        let Some(vlan) = ptr_at::<VlanHdr>(ctx, offset) else {
+            return Class::Malformed;
+        };
+        // SAFETY: bounds checked by `ptr_at`.
+        ether_type = u16::from_be(unsafe { (*vlan).ether_type });
+        offset += VlanHdr::LEN;
+    }
+
+    match ether_type {
+        ETH_P_IP => classify_ipv4(ctx, offset),
+        ETH_P_IPV6 => classify_ipv6(ctx, offset),
+        _ => Class::NonIp,
+    }
+}
+
+#[inline(always)]
+fn classify_ipv4(ctx: &XdpContext, offset: usize) -> Class {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, offset) else {
+        return Class::Malformed;
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let ip = unsafe { &*ip };
+    let header_len = usize::from(ip.vihl & 0x0f) * 4;
+    let total_len = usize::from(ip.tot_len());
+    if ip.version() != 4
+        || header_len < Ipv4Hdr::LEN
+        || total_len < header_len
+        || offset + total_len > frame_len(ctx)
+    {
+        return Class::Malformed;
+    }
+    if ip.proto as u8 != IPPROTO_TCP {
+        return Class::NonTcp;
+    }
+    if ipv4_is_later_fragment(u16::from_be_bytes(ip.frags)) {
+        return Class::Fragment;
+    }
+    classify_tcp(ctx, offset + header_len, total_len - header_len)
+}
+
+#[inline(always)]
+fn classify_ipv6(ctx: &XdpContext, offset: usize) -> Class {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, offset) else {
+        return Class::Malformed;
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let ip = unsafe { &*ip };
+    let payload_len = usize::from(ip.payload_len());
+    if ip.version() != 6 || offset + Ipv6Hdr::LEN + payload_len > frame_len(ctx) {
+        return Class::Malformed;
+    }
+    match ipv6_next(ip.next_hdr as u8) {
+        Ipv6Next::Tcp => classify_tcp(ctx, offset + Ipv6Hdr::LEN, payload_len),
+        Ipv6Next::Extension => Class::Ipv6Ext,
+        Ipv6Next::Other => Class::NonTcp,
+    }
+}
+
+/// `segment_len` is what the IP header says the TCP segment spans.
+#[inline(always)]
+fn classify_tcp(ctx: &XdpContext, offset: usize, segment_len: usize) -> Class {
+    // Reading the header as bytes keeps the data-offset and flags fields simple: byte 12 holds
+    // the data offset in its high nibble, byte 13 the flags (RFC 9293, section 3.1).
+    let Some(tcp) = ptr_at::<[u8; TcpHdr::LEN]>(ctx, offset) else {
+        return Class::Malformed;
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let tcp = unsafe { &*tcp };
+    let header_len = usize::from(tcp[12] >> 4) * 4;
+    if header_len < TcpHdr::LEN || header_len > segment_len {
+        return Class::Malformed;
+    }
+    classify_tcp_flags(tcp[13])
+}
