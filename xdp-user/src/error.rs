@@ -1,0 +1,76 @@
+//! Errors an operator can act on: each says what failed, where, and what to do next.
+
+use std::{io, net::SocketAddr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "missing {missing}: loading and attaching XDP programs needs CAP_BPF (or CAP_SYS_ADMIN) \
+         and CAP_NET_ADMIN; run synguard as root, or grant them \
+         (systemd: AmbientCapabilities=CAP_BPF CAP_NET_ADMIN)"
+    )]
+    MissingCapabilities { missing: String },
+
+    #[error(
+        "interface '{iface}' does not exist in this network namespace; \
+         list the interfaces with `ip link show`"
+    )]
+    UnknownInterface { iface: String },
+
+    #[error(
+        "another XDP program is already attached to {iface}; synguard does not replace programs \
+         it did not load. Inspect it with `ip link show dev {iface}` and, if it is not needed, \
+         remove it with `ip link set dev {iface} xdp off`"
+    )]
+    AlreadyAttached { iface: String },
+
+    #[error(
+        "native XDP attach to {iface} failed: its driver has no native XDP support; \
+         retry with --xdp-mode skb (generic XDP: same protection, more CPU per packet)"
+    )]
+    NativeXdpUnsupported { iface: String },
+
+    #[error("attaching XDP ({mode} mode) to {iface} failed: {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "the kernel rejected the XDP program: {message}. synguard needs Linux 5.15 or newer \
+         with BPF and XDP enabled; run with RUST_LOG=debug to see the verifier log"
+    )]
+    Load {
+        message: String,
+        verifier_log: String,
+    },
+
+    #[error("cannot serve metrics on {addr}: {reason}; choose another address with --metrics-addr")]
+    MetricsAddr { addr: SocketAddr, reason: String },
+
+    #[error("reading the {map} map failed: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn metrics_addr(addr: SocketAddr, err: &io::Error) -> Self {
+        let reason = match err.kind() {
+            io::ErrorKind::AddrInUse => "the port is already in use".to_string(),
+            io::ErrorKind::AddrNotAvailable => {
+                "the address is not assigned to any interface here".to_string()
+            }
+            io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => err.to_string(),
+        };
+        Error::MetricsAddr { addr, reason }
+    }
+}

@@ -1,0 +1,17 @@
+//! synguard's controller, as a library: the `synguard` binary is a thin CLI over it, and the
+//! integration tests and the lab use the same pieces.
+//!
+//! A run goes through the modules in this order:
+//! `cli` (what to do) -> `preflight` (can we?) -> `loader` (load and attach) ->
+//! `maps` (typed access to what the program counts) -> `metrics` (Prometheus over HTTP).
+
+pub mod cli;
+pub mod error;
+pub mod loader;
+pub mod maps;
+pub mod metrics;
+pub mod objects;
+pub mod preflight;
+pub mod run;
+
+pub use error::Error;

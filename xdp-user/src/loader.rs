@@ -1,0 +1,174 @@
+//! Loading synguard's XDP program and attaching it to an interface.
+//!
+//! The attachment is a BPF link owned by this process: it is detached when the [`Attachment`]
+//! is dropped, and by the kernel if the process dies, so nothing is ever left half-attached.
+
+use std::{error::Error as StdError, io, sync::Arc};
+
+use aya::{
+    Ebpf,
+    programs::{ProgramError, Xdp, XdpMode},
+};
+use synguard_common::PROGRAM_NAME;
+use tracing::debug;
+
+use crate::{Error, cli::AttachMode, maps::StatsMap, objects, preflight};
+
+/// synguard's program, attached to one interface.
+pub struct Attachment {
+    // Owns the program and its link; dropping it detaches.
+    ebpf: Ebpf,
+    stats: Arc<StatsMap>,
+    iface: String,
+    mode: AttachMode,
+    program_id: u32,
+}
+
+impl Attachment {
+    /// Loads the embedded program and attaches it to `iface` in `mode`. Never falls back to
+    /// another mode: the operator asked for this one.
+    pub fn attach(iface: &str, mode: AttachMode) -> Result<Self, Error> {
+        let if_index = preflight::interface_index(iface)?;
+        let mut ebpf = Ebpf::load(objects::SYNGUARD).map_err(|e| load_error(&e))?;
+        let stats = Arc::new(StatsMap::take(&mut ebpf)?);
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| Error::Other(format!("program {PROGRAM_NAME} missing from the object")))?
+            .try_into()
+            .map_err(|e: ProgramError| Error::Other(e.to_string()))?;
+        program.load().map_err(|e| load_error(&e))?;
+        program
+            .attach_to_if_index(if_index, mode.xdp_mode())
+            .map_err(|e| attach_error(iface, mode, &e))?;
+        let program_id = program
+            .info()
+            .map(|info| info.id())
+            .map_err(|e| Error::Other(format!("reading the program's id failed: {e}")))?;
+        Ok(Self {
+            ebpf,
+            stats,
+            iface: iface.to_string(),
+            mode,
+            program_id,
+        })
+    }
+
+    /// The program's counters; shared with the metrics collector.
+    pub fn stats(&self) -> Arc<StatsMap> {
+        Arc::clone(&self.stats)
+    }
+
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    /// The kernel's id for the loaded program, as `bpftool prog show` lists it.
+    pub fn program_id(&self) -> u32 {
+        self.program_id
+    }
+
+    /// Detaches the program and unloads it.
+    pub fn detach(self) {
+        drop(self.ebpf);
+    }
+}
+
+impl AttachMode {
+    fn xdp_mode(self) -> XdpMode {
+        match self {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+/// The first OS error code in an error's chain of sources.
+fn errno(err: &(dyn StdError + 'static)) -> Option<i32> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(code) = e
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
+            return Some(code);
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn load_error(err: &(dyn StdError + 'static)) -> Error {
+    if errno(err) == Some(libc_errno::EPERM) {
+        return Error::MissingCapabilities {
+            missing: "the privilege to load BPF programs".to_string(),
+        };
+    }
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) = e.downcast_ref::<ProgramError>()
+        {
+            let verifier_log = verifier_log.to_string();
+            debug!(%verifier_log, "verifier log");
+            return Error::Load {
+                message: io_error.to_string(),
+                verifier_log,
+            };
+        }
+        current = e.source();
+    }
+    Error::Load {
+        message: chain(err),
+        verifier_log: String::new(),
+    }
+}
+
+fn attach_error(iface: &str, mode: AttachMode, err: &ProgramError) -> Error {
+    match errno(err) {
+        // net/core/dev.c, dev_xdp_attach(): EBUSY when a program or link is already attached
+        // in this mode ("Can't replace active BPF XDP link"), EEXIST when one is attached in
+        // the other mode ("Native and generic XDP can't be active at the same time").
+        Some(libc_errno::EBUSY | libc_errno::EEXIST) => Error::AlreadyAttached {
+            iface: iface.to_string(),
+        },
+        // Same function: "Underlying driver does not support XDP in native mode".
+        Some(libc_errno::EOPNOTSUPP) if mode == AttachMode::Native => Error::NativeXdpUnsupported {
+            iface: iface.to_string(),
+        },
+        Some(libc_errno::EPERM) => Error::MissingCapabilities {
+            missing: "the privilege to attach XDP programs (CAP_NET_ADMIN)".to_string(),
+        },
+        _ => Error::Attach {
+            iface: iface.to_string(),
+            mode: mode.name(),
+            source: io::Error::other(chain(err)),
+        },
+    }
+}
+
+/// An error and its sources on one line.
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut current = err.source();
+    while let Some(e) = current {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        current = e.source();
+    }
+    text
+}
+
+/// The errno values we tell apart, from nix so no raw numbers appear here.
+mod libc_errno {
+    use nix::errno::Errno;
+    pub const EPERM: i32 = Errno::EPERM as i32;
+    pub const EBUSY: i32 = Errno::EBUSY as i32;
+    pub const EEXIST: i32 = Errno::EEXIST as i32;
+    pub const EOPNOTSUPP: i32 = Errno::EOPNOTSUPP as i32;
+}

@@ -1,0 +1,194 @@
+//! Prometheus metrics, read from the XDP program's per-CPU counters at scrape time, and the
+//! HTTP endpoint that serves them.
+
+use std::{future::Future, io, sync::Arc};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{Html, IntoResponse},
+    routing::get,
+};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
+use synguard_common::{Action, Class};
+use tokio::net::TcpListener;
+use tracing::warn;
+
+use crate::{Error, loader::Attachment, maps::StatsMap};
+
+/// Metrics of one attached interface, read from its stats map on every scrape.
+struct InterfaceCollector {
+    iface: String,
+    stats: Arc<StatsMap>,
+    read_errors: IntCounter,
+    // Templates: they give the descriptors, and each scrape fills fresh copies.
+    packets: IntCounterVec,
+    bytes: IntCounterVec,
+}
+
+fn packets_vec() -> IntCounterVec {
+    IntCounterVec::new(
+        Opts::new(
+            "synguard_packets_total",
+            "Packets seen by the XDP program, by class and by the action taken.",
+        ),
+        &["interface", "class", "action"],
+    )
+    .expect("valid metric definition")
+}
+
+fn bytes_vec() -> IntCounterVec {
+    IntCounterVec::new(
+        Opts::new(
+            "synguard_bytes_total",
+            "Bytes (whole frames) seen by the XDP program, by class and by the action taken.",
+        ),
+        &["interface", "class", "action"],
+    )
+    .expect("valid metric definition")
+}
+
+impl Collector for InterfaceCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.packets
+            .desc()
+            .into_iter()
+            .chain(self.bytes.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let stats = match self.stats.read() {
+            Ok(stats) => stats,
+            Err(e) => {
+                self.read_errors.inc();
+                warn!(iface = %self.iface, error = %e, "scrape: reading the counters failed");
+                return Vec::new();
+            }
+        };
+        let (packets, bytes) = (packets_vec(), bytes_vec());
+        // Every class and action is exported, zeros included, so rate() works from the start.
+        for class in Class::ALL {
+            for action in Action::ALL {
+                let labels = [self.iface.as_str(), class.name(), action.name()];
+                packets
+                    .with_label_values(&labels)
+                    .inc_by(stats.packets(class, action));
+                bytes
+                    .with_label_values(&labels)
+                    .inc_by(stats.bytes(class, action));
+            }
+        }
+        packets
+            .collect()
+            .into_iter()
+            .chain(bytes.collect())
+            .collect()
+    }
+}
+
+/// Builds the registry for one attached interface.
+pub fn registry(attachment: &Attachment) -> Result<Registry, Error> {
+    let registry = Registry::new();
+    let register = |collector: Box<dyn Collector>| {
+        registry
+            .register(collector)
+            .map_err(|e| Error::Other(format!("registering metrics failed: {e}")))
+    };
+
+    let build_info = IntGaugeVec::new(
+        Opts::new(
+            "synguard_build_info",
+            "Always 1; the labels say which synguard is running.",
+        ),
+        &["version"],
+    )
+    .expect("valid metric definition");
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    register(Box::new(build_info))?;
+
+    let program = IntGaugeVec::new(
+        Opts::new(
+            "synguard_xdp_program_info",
+            "Always 1 while synguard's XDP program is attached; the labels say where and how.",
+        ),
+        &["interface", "xdp_mode", "program_id"],
+    )
+    .expect("valid metric definition");
+    program
+        .with_label_values(&[
+            attachment.iface(),
+            attachment.mode().name(),
+            &attachment.program_id().to_string(),
+        ])
+        .set(1);
+    register(Box::new(program))?;
+
+    let read_errors = IntCounter::with_opts(
+        Opts::new(
+            "synguard_map_read_errors_total",
+            "Scrapes in which reading the XDP program's counters failed.",
+        )
+        .const_label("interface", attachment.iface()),
+    )
+    .expect("valid metric definition");
+    register(Box::new(read_errors.clone()))?;
+
+    register(Box::new(InterfaceCollector {
+        iface: attachment.iface().to_string(),
+        stats: attachment.stats(),
+        read_errors,
+        packets: packets_vec(),
+        bytes: bytes_vec(),
+    }))?;
+    Ok(registry)
+}
+
+/// Serves `/metrics`, `/healthz` and a landing page until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let app = Router::new()
+        .route("/", get(landing))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(Arc::new(registry));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let encoder = TextEncoder::new();
+    let mut body = Vec::new();
+    match encoder.encode(&registry.gather(), &mut body) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain".to_string())],
+            format!("encoding metrics failed: {e}\n").into_bytes(),
+        ),
+    }
+}
+
+async fn landing() -> Html<&'static str> {
+    Html(concat!(
+        "<!doctype html><title>synguard</title><h1>synguard ",
+        env!("CARGO_PKG_VERSION"),
+        "</h1><p><a href=\"/metrics\">/metrics</a> (Prometheus) &middot; ",
+        "<a href=\"/healthz\">/healthz</a></p>\n"
+    ))
+}
