@@ -1,0 +1,19 @@
+//! The test lab: a server and a client network namespace joined by a veth pair, with real
+//! sockets, real packets and the real kernel.
+//!
+//! Safety rule (../shared/LAB.md): traffic only inside namespaces the lab creates, with
+//! addresses from 198.18.0.0/15 and fd00:198:18::/64. The veth pair is created inside the
+//! namespaces, never in the caller's, and everything is removed when the [`Lab`] is dropped,
+//! during a panic too. Labs left behind by a killed process are removed by the next one.
+
+mod http;
+mod metrics_text;
+mod netns;
+mod process;
+mod synguard;
+
+pub use http::{HttpServer, LegitReport, http_get, run_legit_clients};
+pub use metrics_text::MetricsText;
+pub use netns::{Lab, Netns, require_root};
+pub use process::{Process, run_bounded};
+pub use synguard::{Synguard, synguard_bin};

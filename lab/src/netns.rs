@@ -1,0 +1,285 @@
+//! Namespaces, the veth pair between them, and entering a namespace from a thread.
+
+use std::{
+    fs::File,
+    net::{Ipv4Addr, Ipv6Addr},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use aya::{
+    Ebpf,
+    programs::{Xdp, XdpMode},
+};
+use nix::sched::{CloneFlags, setns};
+
+/// Every lab namespace starts with this, followed by the creating process's pid.
+const PREFIX: &str = "sglab-";
+
+/// One side of the lab.
+#[derive(Debug, Clone)]
+pub struct Netns {
+    /// Name under /run/netns.
+    pub name: String,
+    /// This side's end of the veth pair.
+    pub iface: String,
+    pub mac: [u8; 6],
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Ipv6Addr,
+}
+
+impl Netns {
+    /// A command that runs `program` inside this namespace (`ip netns exec`, which execs it, so
+    /// the child's pid is the program's own).
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Runs `f` on a thread that has joined this namespace. Sockets it opens stay in the
+    /// namespace after it returns.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        thread::scope(|scope| {
+            scope
+                .spawn(move || -> Result<T> {
+                    setns(&file, CloneFlags::CLONE_NEWNET)
+                        .with_context(|| format!("joining network namespace {path}"))?;
+                    Ok(f())
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("a thread in namespace {} panicked", self.name))?
+        })
+    }
+
+    /// Runs a command in this namespace and fails with its stderr if it fails.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Result<String> {
+        let mut cmd = self.command(program);
+        cmd.args(args);
+        run(&mut cmd)
+    }
+
+    /// A sysctl of this namespace, e.g. `net.ipv4.tcp_syncookies`.
+    pub fn sysctl(&self, key: &str) -> Result<String> {
+        Ok(self.exec("sysctl", &["-n", key])?.trim().to_string())
+    }
+
+    /// Whether any XDP program is attached to this side's veth end.
+    pub fn xdp_attached(&self) -> Result<bool> {
+        let out =
+            run(Command::new("ip").args(["-n", &self.name, "link", "show", "dev", &self.iface]))?;
+        Ok(out.contains("prog/xdp"))
+    }
+}
+
+/// A server and a client namespace, joined by veth. Dropping it removes both, with everything
+/// in them: the veth pair, XDP attachments, processes and sockets.
+pub struct Lab {
+    pub server: Netns,
+    pub client: Netns,
+    // The XDP_PASS program on the client's end; see `attach_peer_pass`.
+    _peer_pass: Option<Ebpf>,
+    created: Vec<String>,
+}
+
+impl Lab {
+    /// Builds a fresh lab with unique names.
+    pub fn new() -> Result<Lab> {
+        require_root()?;
+        remove_stale_labs();
+
+        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+        let pid = std::process::id();
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let server = Netns {
+            name: format!("{PREFIX}{pid}-{n}-srv"),
+            // IFNAMSIZ is 16 with the NUL: "sg" + 7-digit pid + "x" + n + side fits.
+            iface: format!("sg{pid}x{n}s"),
+            mac: [0x02, 0x00, 0xc6, 0x12, 0x00, 0x01],
+            ipv4: Ipv4Addr::new(198, 18, 0, 1),
+            ipv6: "fd00:198:18::1".parse().unwrap(),
+        };
+        let client = Netns {
+            name: format!("{PREFIX}{pid}-{n}-cli"),
+            iface: format!("sg{pid}x{n}c"),
+            mac: [0x02, 0x00, 0xc6, 0x12, 0x00, 0x02],
+            ipv4: Ipv4Addr::new(198, 18, 0, 2),
+            ipv6: "fd00:198:18::2".parse().unwrap(),
+        };
+        let mut lab = Lab {
+            server,
+            client,
+            _peer_pass: None,
+            created: Vec::new(),
+        };
+        // From here on, a failure drops `lab`, which removes whatever was created.
+        for ns in [lab.server.name.clone(), lab.client.name.clone()] {
+            run(Command::new("ip").args(["netns", "add", &ns]))?;
+            lab.created.push(ns);
+        }
+        lab.wire()?;
+        lab._peer_pass = Some(attach_peer_pass(&lab.client)?);
+        Ok(lab)
+    }
+
+    fn wire(&self) -> Result<()> {
+        let (s, c) = (&self.server, &self.client);
+        // Created directly inside the namespaces: nothing ever appears in the caller's.
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            &s.iface,
+            "netns",
+            &s.name,
+            "address",
+            &mac(&s.mac),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &c.iface,
+            "netns",
+            &c.name,
+            "address",
+            &mac(&c.mac),
+        ]))?;
+        for (me, peer) in [(s, c), (c, s)] {
+            me.exec("ip", &["link", "set", "lo", "up"])?;
+            me.exec(
+                "ip",
+                &["addr", "add", &format!("{}/24", me.ipv4), "dev", &me.iface],
+            )?;
+            me.exec(
+                "ip",
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/64", me.ipv6),
+                    "dev",
+                    &me.iface,
+                    "nodad",
+                ],
+            )?;
+            me.exec("ip", &["link", "set", &me.iface, "up"])?;
+            // Static neighbours: no ARP or neighbour discovery in the counters, and no packets
+            // queued (and possibly dropped) while an address resolves at the start of a flood.
+            for addr in [peer.ipv4.to_string(), peer.ipv6.to_string()] {
+                me.exec(
+                    "ip",
+                    &[
+                        "neigh",
+                        "replace",
+                        &addr,
+                        "lladdr",
+                        &mac(&peer.mac),
+                        "dev",
+                        &me.iface,
+                        "nud",
+                        "permanent",
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Detach before the namespaces go (they would take it with them anyway).
+        self._peer_pass = None;
+        for ns in self.created.drain(..).rev() {
+            if let Err(e) = remove_netns(&ns) {
+                eprintln!("lab: cleaning up namespace {ns} failed: {e:#}");
+            }
+        }
+    }
+}
+
+/// A trivial XDP_PASS program on the client's end. XDP_TX on veth delivers a frame only when
+/// the peer runs an XDP program too (../shared/LAB.md; veth_xdp_xmit() in drivers/net/veth.c
+/// needs the peer's XDP rings, which exist only while a program is attached).
+fn attach_peer_pass(client: &Netns) -> Result<Ebpf> {
+    let mut ebpf = Ebpf::load(synguard::objects::LAB).context("loading the lab's BPF object")?;
+    let program: &mut Xdp = ebpf
+        .program_mut("lab_pass")
+        .context("lab_pass missing from the lab object")?
+        .try_into()?;
+    program.load().context("loading lab_pass")?;
+    let iface = client.iface.clone();
+    client.enter(move || program.attach(&iface, XdpMode::Driver))??;
+    Ok(ebpf)
+}
+
+/// Fails unless running as root, which the lab needs for namespaces, veth and XDP.
+pub fn require_root() -> Result<()> {
+    ensure!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (network namespaces, veth, XDP). Run it as root, \
+         e.g. `sudo cargo xtask test`; it does not skip itself"
+    );
+    Ok(())
+}
+
+fn remove_netns(name: &str) -> Result<()> {
+    // Processes still inside keep a namespace alive after `ip netns del`: end them first.
+    if let Ok(pids) = run(Command::new("ip").args(["netns", "pids", name])) {
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    run(Command::new("ip").args(["netns", "del", name]))?;
+    Ok(())
+}
+
+/// Removes labs whose creating process is gone (killed before its `Drop` could run).
+fn remove_stale_labs() {
+    let Ok(list) = run(Command::new("ip").args(["netns", "list"])) else {
+        return;
+    };
+    for name in list
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+    {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = remove_netns(name);
+        }
+    }
+}
+
+fn mac(bytes: &[u8; 6]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Runs a command to completion; its stdout, or an error with its stderr.
+pub(crate) fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
