@@ -128,6 +128,22 @@ impl Lab {
 
     fn wire(&self) -> Result<()> {
         let (s, c) = (&self.server, &self.client);
+        // A quiet link: no router solicitations, duplicate-address detection or link-local
+        // address, so that what crosses the veth is what a test sent (MLD reports, which the
+        // kernel sends when an address is added, remain; they are IPv6 with a Hop-by-Hop
+        // header). Set as defaults before the veth exists, so its ends inherit them.
+        for ns in [s, c] {
+            ns.exec(
+                "sysctl",
+                &[
+                    "-qw",
+                    "net.ipv6.conf.default.router_solicitations=0",
+                    "net.ipv6.conf.default.accept_ra=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                    "net.ipv6.conf.default.addr_gen_mode=1",
+                ],
+            )?;
+        }
         // Created directly inside the namespaces: nothing ever appears in the caller's.
         run(Command::new("ip").args([
             "link",
