@@ -21,6 +21,7 @@ const BODY: &str = "synguard lab: ok\n";
 /// Serves `BODY` to every request on one port (IPv4 and IPv6) until dropped.
 pub struct HttpServer {
     pub port: u16,
+    listener: TcpListener,
     served: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
@@ -34,12 +35,14 @@ impl HttpServer {
             .with_context(|| {
                 format!("binding the lab HTTP server to port {port} in {}", ns.name)
             })?;
-        listener.set_nonblocking(true)?;
         let served = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let listener_fd = listener.try_clone()?;
         let thread = thread::spawn({
             let (served, stop) = (Arc::clone(&served), Arc::clone(&stop));
             move || {
+                // Blocking accept: polling would add its interval to every request's latency.
+                // `Drop` wakes it with shutdown(2).
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
@@ -50,13 +53,15 @@ impl HttpServer {
                                 }
                             });
                         }
-                        Err(_) => thread::sleep(Duration::from_millis(2)),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
                     }
                 }
             }
         });
         Ok(HttpServer {
             port,
+            listener: listener_fd,
             served,
             stop,
             thread: Some(thread),
@@ -72,6 +77,11 @@ impl HttpServer {
 impl Drop for HttpServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // On Linux, shutting down a listening socket makes a blocked accept() return EINVAL.
+        let _ = nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&self.listener),
+            nix::sys::socket::Shutdown::Both,
+        );
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

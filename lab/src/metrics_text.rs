@@ -2,10 +2,13 @@
 
 use anyhow::{Context, Result, bail};
 
+/// Label names and values of one sample.
+pub type Labels = Vec<(String, String)>;
+
 /// Parsed samples: metric name, labels, value.
 #[derive(Debug, Clone)]
 pub struct MetricsText {
-    samples: Vec<(String, Vec<(String, String)>, f64)>,
+    samples: Vec<(String, Labels, f64)>,
 }
 
 impl MetricsText {
@@ -54,7 +57,7 @@ impl MetricsText {
     }
 }
 
-fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>, f64)> {
+fn parse_sample(line: &str) -> Result<(String, Labels, f64)> {
     let name_end = line
         .find(['{', ' '])
         .context("no value after the metric name")?;

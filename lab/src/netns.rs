@@ -15,6 +15,10 @@ use aya::{
 };
 use nix::sched::{CloneFlags, setns};
 
+/// Source range for spoofed floods (the upper half of 198.18.0.0/16, inside RFC 2544's
+/// benchmarking range).
+pub const SPOOFED_V4: &str = "198.18.128.0/17";
+
 /// Every lab namespace starts with this, followed by the creating process's pid.
 const PREFIX: &str = "sglab-";
 
@@ -200,6 +204,21 @@ impl Lab {
                 )?;
             }
         }
+        // Spoofed flood sources live in SPOOFED_V4. The server's replies to them go back to the
+        // client namespace, which is not those addresses and does not forward, so its kernel
+        // drops them: nothing leaves the lab.
+        s.exec(
+            "ip",
+            &[
+                "route",
+                "add",
+                SPOOFED_V4,
+                "via",
+                &c.ipv4.to_string(),
+                "dev",
+                &s.iface,
+            ],
+        )?;
         Ok(())
     }
 }

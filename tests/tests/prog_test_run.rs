@@ -316,11 +316,13 @@ fn ipv6_extension_headers_are_never_read_as_tcp() {
         hop_limit: 64,
         ..Default::default()
     };
-    let mut extensions = Ipv6Extensions::default();
-    extensions.hop_by_hop_options = Some(
-        etherparse::Ipv6RawExtHeader::new_raw(etherparse::IpNumber::TCP, &[1, 4, 0, 0, 0, 0])
-            .unwrap(),
-    );
+    let extensions = Ipv6Extensions {
+        hop_by_hop_options: Some(
+            etherparse::Ipv6RawExtHeader::new_raw(etherparse::IpNumber::TCP, &[1, 4, 0, 0, 0, 0])
+                .unwrap(),
+        ),
+        ..Default::default()
+    };
     let mut frame = Vec::new();
     PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
         .ip(IpHeaders::Ipv6(ipv6, extensions))

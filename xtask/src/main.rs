@@ -1,0 +1,176 @@
+//! synguard's automation: `cargo xtask <command>`.
+//!
+//! This crate uses only the standard library, clap and anyhow, so it builds on a fresh machine
+//! before `setup` has installed the eBPF toolchain that the rest of the workspace needs.
+
+mod setup;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Set-up, build, demo and tests for synguard."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh machine lacks (Debian packages, bpf-linker), then check the result.
+    /// Idempotent: with everything in place it only checks.
+    Setup,
+    /// Build the release `synguard` binary, with the XDP program embedded.
+    Build,
+    /// Run synguard in a self-made lab: an HTTP server, a bounded SYN flood, legit requests.
+    Demo,
+    /// Run every test: host unit tests, BPF_PROG_TEST_RUN, and end to end in the lab. Needs root.
+    Test {
+        /// Extra arguments for `cargo test` after `--`, e.g. a test name filter.
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// The project's own checks: rustfmt and clippy with warnings as errors.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Task::Setup => setup::run(),
+        Task::Build => {
+            setup::ensure()?;
+            build_synguard().map(|_| ())
+        }
+        Task::Demo => {
+            setup::ensure()?;
+            require_root("the demo")?;
+            let synguard = build_synguard()?;
+            step("running the demo");
+            cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "synguard-lab",
+                    "--bin",
+                    "synguard-demo",
+                ])
+                .env("SYNGUARD_BIN", &synguard)
+                .status_ok()
+        }
+        Task::Test { cargo_test_args } => {
+            setup::ensure()?;
+            // The privileged tests fail rather than skip; say why once, up front.
+            require_root("the tests (XDP in the kernel, network namespaces)")?;
+            let synguard = build_synguard()?;
+            step("running the tests");
+            cargo()
+                .args(["test", "--release", "--workspace", "--"])
+                .args(cargo_test_args)
+                .env("SYNGUARD_BIN", &synguard)
+                .status_ok()
+        }
+        Task::Lint => {
+            setup::ensure()?;
+            step("cargo fmt --check");
+            cargo()
+                .args(["fmt", "--all", "--", "--check"])
+                .status_ok()?;
+            step("cargo clippy -D warnings");
+            cargo()
+                .args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+                .status_ok()
+        }
+    }
+}
+
+/// Builds `synguard` in release mode and returns the binary's path.
+fn build_synguard() -> Result<PathBuf> {
+    step("building synguard (release)");
+    cargo()
+        .args(["build", "--release", "-p", "synguard"])
+        .status_ok()?;
+    let bin = target_dir().join("release/synguard");
+    ensure!(bin.exists(), "{} missing after the build", bin.display());
+    Ok(bin)
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} need root: run `sudo cargo xtask ...` (or as root in CI)");
+    }
+    Ok(())
+}
+
+pub(crate) fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The cargo that runs xtask (rustup's), in the workspace root, with the sbin directories on
+/// PATH for the lab's tools (ip, sysctl, hping3 live there).
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root())
+        .env("PATH", path_with_sbin());
+    cmd
+}
+
+/// PATH, with /usr/sbin and /sbin appended when missing.
+pub(crate) fn path_with_sbin() -> std::ffi::OsString {
+    let mut dirs: Vec<PathBuf> =
+        env::split_paths(&env::var_os("PATH").unwrap_or_default()).collect();
+    for sbin in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
+        if !dirs.iter().any(|d| d == Path::new(sbin)) {
+            dirs.push(PathBuf::from(sbin));
+        }
+    }
+    env::join_paths(dirs).expect("PATH entries contain no separator")
+}
+
+pub(crate) fn step(what: &str) {
+    eprintln!("==> {what}");
+}
+
+pub(crate) trait StatusOk {
+    fn status_ok(&mut self) -> Result<()>;
+}
+
+impl StatusOk for Command {
+    fn status_ok(&mut self) -> Result<()> {
+        let shown = std::iter::once(self.get_program())
+            .chain(self.get_args())
+            .map(|part| part.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let status = self
+            .status()
+            .with_context(|| format!("cannot run `{shown}`"))?;
+        ensure!(status.success(), "`{shown}` failed ({status})");
+        Ok(())
+    }
+}
