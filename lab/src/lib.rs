@@ -14,6 +14,6 @@ mod synguard;
 
 pub use http::{HttpServer, LegitReport, http_get, run_legit_clients};
 pub use metrics_text::MetricsText;
-pub use netns::{Lab, Netns, SPOOFED_V4, require_root};
+pub use netns::{Lab, Netns, SPOOFED_V4, remove_labs_of, require_root};
 pub use process::{Process, run_bounded};
 pub use synguard::{Synguard, synguard_bin};

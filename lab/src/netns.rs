@@ -279,6 +279,16 @@ fn remove_netns(name: &str) -> Result<()> {
 
 /// Removes labs whose creating process is gone (killed before its `Drop` could run).
 fn remove_stale_labs() {
+    remove_labs_where(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+/// Removes every lab created by process `pid`, with the processes inside. For a signal
+/// handler thread: an interrupted run cleans up at once instead of leaving it to the next.
+pub fn remove_labs_of(pid: u32) {
+    remove_labs_where(|creator| creator == pid);
+}
+
+fn remove_labs_where(matches: impl Fn(u32) -> bool) {
     let Ok(list) = run(Command::new("ip").args(["netns", "list"])) else {
         return;
     };
@@ -286,13 +296,11 @@ fn remove_stale_labs() {
         .lines()
         .filter_map(|line| line.split_whitespace().next())
     {
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let creator = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if creator.is_some_and(&matches) {
             let _ = remove_netns(name);
         }
     }

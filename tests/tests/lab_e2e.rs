@@ -179,10 +179,11 @@ struct EchoConnection {
 }
 
 impl EchoConnection {
-    fn open(lab: &Lab, server_ip: std::net::IpAddr) -> EchoConnection {
+    fn open(lab: &Lab, server_ip: std::net::IpAddr, port: u16) -> EchoConnection {
+        let addr = SocketAddr::new(server_ip, port);
         let listener = lab
             .server
-            .enter(move || TcpListener::bind(SocketAddr::new(server_ip, 7000)))
+            .enter(move || TcpListener::bind(addr))
             .unwrap()
             .unwrap();
         let server = thread::spawn(move || {
@@ -197,12 +198,7 @@ impl EchoConnection {
         });
         let client = lab
             .client
-            .enter(move || {
-                TcpStream::connect_timeout(
-                    &SocketAddr::new(server_ip, 7000),
-                    Duration::from_secs(5),
-                )
-            })
+            .enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
             .unwrap()
             .unwrap();
         client
@@ -232,21 +228,30 @@ impl EchoConnection {
 #[test]
 fn established_connections_survive_attach_and_detach() {
     let lab = Lab::new().unwrap();
-    let mut v4 = EchoConnection::open(&lab, lab.server.ipv4.into());
-    v4.round_trip("before attach");
+    let mut connections = [
+        EchoConnection::open(&lab, lab.server.ipv4.into(), 7000),
+        EchoConnection::open(&lab, lab.server.ipv6.into(), 7001),
+    ];
+    for c in &mut connections {
+        c.round_trip("before attach");
+    }
 
     let sg = Synguard::start(&lab.server, &[]).unwrap();
-    v4.round_trip("while attached");
+    for c in &mut connections {
+        c.round_trip("while attached");
+    }
     let m = sg.metrics().unwrap();
     assert!(
-        packets(&m, Class::Ack) >= 1.0,
-        "the connection's segments were seen"
+        packets(&m, Class::Ack) >= 2.0,
+        "both connections' segments were seen"
     );
     sg.stop(Signal::SIGTERM).unwrap();
     assert!(!lab.server.xdp_attached().unwrap());
 
-    v4.round_trip("after detach");
-    v4.close();
+    for mut c in connections {
+        c.round_trip("after detach");
+        c.close();
+    }
 }
 
 #[test]

@@ -46,9 +46,10 @@ pub fn classify(ctx: &XdpContext) -> Class {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return Class::Malformed;
     };
-    // SAFETY: `ptr_at` checked that the header lies inside the frame; all fields are byte
-    // arrays or u16 read unaligned-safe (the struct is packed to alignment 1 or 2 as on wire).
-    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    // SAFETY: `ptr_at` checked that the header lies inside the frame. `EthHdr` has a `u16`
+    // field (alignment 2) and nothing guarantees the frame's alignment, so read it unaligned.
+    let mut ether_type =
+        u16::from_be(unsafe { core::ptr::addr_of!((*eth).ether_type).read_unaligned() });
     let mut offset = EthHdr::LEN;
 
     for _ in 0..MAX_VLAN_TAGS {
@@ -58,8 +59,9 @@ pub fn classify(ctx: &XdpContext) -> Class {
         let Some(vlan) = ptr_at::<VlanHdr>(ctx, offset) else {
             return Class::Malformed;
         };
-        // SAFETY: bounds checked by `ptr_at`.
-        ether_type = u16::from_be(unsafe { (*vlan).ether_type });
+        // SAFETY: bounds checked by `ptr_at`; unaligned read as for the Ethernet header.
+        ether_type =
+            u16::from_be(unsafe { core::ptr::addr_of!((*vlan).ether_type).read_unaligned() });
         offset += VlanHdr::LEN;
     }
 
@@ -75,7 +77,7 @@ fn classify_ipv4(ctx: &XdpContext, offset: usize) -> Class {
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, offset) else {
         return Class::Malformed;
     };
-    // SAFETY: bounds checked by `ptr_at`.
+    // SAFETY: bounds checked by `ptr_at`; `Ipv4Hdr` is all bytes and byte arrays (alignment 1).
     let ip = unsafe { &*ip };
     let header_len = usize::from(ip.vihl & 0x0f) * 4;
     let total_len = usize::from(ip.tot_len());
@@ -100,7 +102,7 @@ fn classify_ipv6(ctx: &XdpContext, offset: usize) -> Class {
     let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, offset) else {
         return Class::Malformed;
     };
-    // SAFETY: bounds checked by `ptr_at`.
+    // SAFETY: bounds checked by `ptr_at`; `Ipv6Hdr` is all bytes and byte arrays (alignment 1).
     let ip = unsafe { &*ip };
     let payload_len = usize::from(ip.payload_len());
     if ip.version() != 6 || offset + Ipv6Hdr::LEN + payload_len > frame_len(ctx) {

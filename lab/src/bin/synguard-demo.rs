@@ -10,10 +10,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
 use synguard_common::{Action, Class};
 use synguard_lab::{
-    HttpServer, Lab, LegitReport, MetricsText, SPOOFED_V4, Synguard, run_bounded, run_legit_clients,
+    HttpServer, Lab, LegitReport, MetricsText, SPOOFED_V4, Synguard, remove_labs_of, run_bounded,
+    run_legit_clients,
 };
 
 /// Two hping3 processes, each sending this many SYNs as fast as its timer allows
@@ -23,6 +24,7 @@ const FLOOD_SOURCES: [&str; 2] = ["198.18.200.1", "198.18.200.2"];
 const HTTP_PORT: u16 = 80;
 
 fn main() -> Result<()> {
+    remove_lab_on_interrupt()?;
     println!("synguard demo: a server, a client, and a SYN flood, all inside two network");
     println!("namespaces made for this run ({SPOOFED_V4} is the spoofed source range).\n");
 
@@ -119,6 +121,25 @@ fn main() -> Result<()> {
     drop(http);
     drop(lab);
     println!("teardown: synguard detached, namespaces removed.");
+    Ok(())
+}
+
+/// Ctrl-C (or SIGTERM) removes the lab at once, synguard and hping3 with it, instead of
+/// leaving the namespaces for the next run to clean up. The signals are blocked before any
+/// other thread exists, so only the watcher receives them; child processes start with an
+/// empty mask (std resets it before exec).
+fn remove_lab_on_interrupt() -> Result<()> {
+    let mut signals = SigSet::empty();
+    signals.add(nix::sys::signal::SIGINT);
+    signals.add(nix::sys::signal::SIGTERM);
+    signals.thread_block()?;
+    thread::spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            eprintln!("\n{signal}: removing the lab");
+            remove_labs_of(std::process::id());
+            std::process::exit(130);
+        }
+    });
     Ok(())
 }
 
