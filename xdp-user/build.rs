@@ -66,7 +66,10 @@ fn main() {
         }
     }
     // aya-ebpf enables `asm_experimental_arch` on BPF, a nightly feature of a stable compiler.
-    cmd.env("RUSTC", EBPF_RUSTC).env("RUSTC_BOOTSTRAP", "1");
+    // `--btf` has bpf-linker turn the debug info into BTF (see xdp-ebpf/Cargo.toml).
+    cmd.env("RUSTC", EBPF_RUSTC)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=--btf");
     // bpf-linker is installed by `cargo install`, into $CARGO_HOME/bin.
     let cargo_home = env::var_os("CARGO_HOME")
         .map(PathBuf::from)

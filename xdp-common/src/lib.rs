@@ -4,14 +4,32 @@
 //! Everything is `no_std` so the same code is compiled into the BPF object.
 #![no_std]
 
+pub mod checksum;
 pub mod classify;
+pub mod config;
 pub mod stats;
+pub mod tcp;
 
 pub use classify::{Class, classify_tcp_flags};
-pub use stats::{Action, Stats};
+pub use config::{AutoState, Config, Mode};
+pub use stats::{Action, Reason, Stats};
 
 /// Name of the XDP entry point in the BPF object (the `#[xdp]` function).
 pub const PROGRAM_NAME: &str = "synguard";
 
 /// Name of the per-CPU [`Stats`] map (the `#[map]` static in the BPF object).
 pub const STATS_MAP: &str = "SYNGUARD_STATS";
+
+/// Name of the one-slot array holding the [`Config`].
+pub const CONFIG_MAP: &str = "SYNGUARD_CONFIG";
+
+/// Name of the array of protected ports: 1024 `u64` words, one bit per port.
+pub const PORTS_MAP: &str = "SYNGUARD_PORTS";
+pub const PORTS_WORDS: u32 = 65536 / 64;
+
+/// Name of the one-slot per-CPU array holding `Auto` mode's [`AutoState`].
+pub const AUTO_STATE_MAP: &str = "SYNGUARD_AUTO";
+
+/// Name of the per-CPU LRU hash recording when each (address, port) a SYN was answered for
+/// last had its listener's overflow time stamped; see `xdp-ebpf/src/cookie.rs`.
+pub const STAMPS_MAP: &str = "SYNGUARD_STAMPS";

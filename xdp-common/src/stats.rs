@@ -43,6 +43,84 @@ impl Action {
     }
 }
 
+/// Why the program did what it did with a SYN or an ACK to a protected port. Counted on top of
+/// the class/action counters, once per decision.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// SYN answered with a cookie from the socket-less helper.
+    CookieRaw = 0,
+    /// SYN answered with a cookie from `bpf_tcp_gen_syncookie`, which also stamps the
+    /// listener's overflow time so the kernel accepts cookies (once a second per listener).
+    CookieStamped = 1,
+    /// SYN passed: no listener on its address and port.
+    SynNoListener = 2,
+    /// SYN passed: a socket for its 4-tuple exists (established, TIME_WAIT, or a handshake the
+    /// kernel is doing itself).
+    SynExistingSocket = 3,
+    /// SYN passed: the kernel's cookie helper declined (e.g. tcp_syncookies is 0).
+    SynHelperDeclined = 4,
+    /// SYN passed: the frame could not be resized for the SYN-ACK.
+    SynResizeFailed = 5,
+    /// SYN passed: IPv4 options, which the SYN-ACK rewrite does not handle.
+    SynIpOptions = 6,
+    /// SYN passed: its port is not protected.
+    SynUnprotectedPort = 7,
+    /// SYN passed: `auto` mode, rate below the threshold.
+    SynBelowThreshold = 8,
+    /// `monitor` mode: `cookie` mode would have answered this SYN.
+    MonitorWouldAnswer = 9,
+    /// ACK passed: it belongs to a socket.
+    AckEstablished = 10,
+    /// ACK passed: it carries a valid cookie; the kernel builds the connection.
+    AckCookieValid = 11,
+    /// ACK dropped: no socket and no valid cookie (a forged ACK).
+    AckForged = 12,
+    /// `monitor` mode: `cookie` mode would have dropped this ACK.
+    MonitorWouldDrop = 13,
+}
+
+impl Reason {
+    pub const COUNT: usize = 14;
+
+    pub const ALL: [Reason; Reason::COUNT] = [
+        Reason::CookieRaw,
+        Reason::CookieStamped,
+        Reason::SynNoListener,
+        Reason::SynExistingSocket,
+        Reason::SynHelperDeclined,
+        Reason::SynResizeFailed,
+        Reason::SynIpOptions,
+        Reason::SynUnprotectedPort,
+        Reason::SynBelowThreshold,
+        Reason::MonitorWouldAnswer,
+        Reason::AckEstablished,
+        Reason::AckCookieValid,
+        Reason::AckForged,
+        Reason::MonitorWouldDrop,
+    ];
+
+    /// The label value used in metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::CookieRaw => "cookie_sent",
+            Reason::CookieStamped => "cookie_sent_stamped",
+            Reason::SynNoListener => "syn_no_listener",
+            Reason::SynExistingSocket => "syn_existing_socket",
+            Reason::SynHelperDeclined => "syn_helper_declined",
+            Reason::SynResizeFailed => "syn_resize_failed",
+            Reason::SynIpOptions => "syn_ip_options",
+            Reason::SynUnprotectedPort => "syn_unprotected_port",
+            Reason::SynBelowThreshold => "syn_below_threshold",
+            Reason::MonitorWouldAnswer => "monitor_would_answer",
+            Reason::AckEstablished => "ack_established",
+            Reason::AckCookieValid => "ack_cookie_valid",
+            Reason::AckForged => "ack_forged",
+            Reason::MonitorWouldDrop => "monitor_would_drop",
+        }
+    }
+}
+
 /// One CPU's counters: packets and bytes by class and by the action taken on them.
 ///
 /// It lives in a one-slot per-CPU array, so the XDP program updates it without atomics, and
@@ -52,21 +130,32 @@ impl Action {
 pub struct Stats {
     pub packets: [[u64; Action::COUNT]; Class::COUNT],
     pub bytes: [[u64; Action::COUNT]; Class::COUNT],
+    pub reasons: [u64; Reason::COUNT],
 }
 
 // A map value crosses the user/kernel boundary byte for byte: no implicit padding, fixed size.
-const _: () = assert!(size_of::<Stats>() == 2 * Class::COUNT * Action::COUNT * 8);
+const _: () = assert!(size_of::<Stats>() == (2 * Class::COUNT * Action::COUNT + Reason::COUNT) * 8);
 
 impl Stats {
     pub const ZERO: Stats = Stats {
         packets: [[0; Action::COUNT]; Class::COUNT],
         bytes: [[0; Action::COUNT]; Class::COUNT],
+        reasons: [0; Reason::COUNT],
     };
 
     #[inline(always)]
     pub fn record(&mut self, class: Class, action: Action, len: u64) {
         self.packets[class as usize][action as usize] += 1;
         self.bytes[class as usize][action as usize] += len;
+    }
+
+    #[inline(always)]
+    pub fn record_reason(&mut self, reason: Reason) {
+        self.reasons[reason as usize] += 1;
+    }
+
+    pub fn reason(&self, reason: Reason) -> u64 {
+        self.reasons[reason as usize]
     }
 
     pub fn packets(&self, class: Class, action: Action) -> u64 {
@@ -94,6 +183,9 @@ impl Stats {
                 *a = a.wrapping_add(*b);
             }
         }
+        for (a, b) in self.reasons.iter_mut().zip(other.reasons.iter()) {
+            *a = a.wrapping_add(*b);
+        }
     }
 }
 
@@ -118,6 +210,18 @@ mod tests {
     }
 
     #[test]
+    fn reason_table_is_consistent() {
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i);
+            assert!(
+                !Reason::ALL[..i].iter().any(|r| r.name() == reason.name()),
+                "duplicate label {}",
+                reason.name()
+            );
+        }
+    }
+
+    #[test]
     fn record_and_accumulate_sum_per_cell() {
         let mut cpu0 = Stats::ZERO;
         cpu0.record(Class::Syn, Action::Pass, 54);
@@ -125,6 +229,7 @@ mod tests {
         cpu0.record(Class::Ack, Action::Drop, 54);
         let mut cpu1 = Stats::ZERO;
         cpu1.record(Class::Syn, Action::Tx, 74);
+        cpu1.record_reason(Reason::CookieRaw);
         cpu1.packets[Class::NonIp as usize][Action::Pass as usize] = u64::MAX;
 
         let mut total = Stats::ZERO;
@@ -136,6 +241,7 @@ mod tests {
         assert_eq!(total.packets(Class::Syn, Action::Tx), 2);
         assert_eq!(total.class_packets(Class::Syn), 4);
         assert_eq!(total.packets(Class::Ack, Action::Drop), 1);
+        assert_eq!(total.reason(Reason::CookieRaw), 2);
         assert_eq!(
             total.packets(Class::NonIp, Action::Pass),
             u64::MAX - 1,

@@ -1,11 +1,18 @@
 //! The kernel side of synguard: one module per stage of a packet's path.
 //!
-//! `parse` reads the headers and classifies the packet, `count` records the class and the
-//! action. The entry points live in `src/bin/`.
+//! `parse` reads the headers and classifies the packet; `policy` decides what applies to it
+//! (mode, protected ports, `auto`'s rate switch); `cookie` answers SYNs and `ack` checks ACKs,
+//! both asking `sock` about the kernel's sockets; `count` records the outcome. The entry
+//! points live in `src/bin/`.
 #![no_std]
 
+pub mod ack;
+pub mod auto;
+pub mod cookie;
 pub mod count;
 pub mod parse;
+pub mod policy;
+pub mod sock;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -22,11 +22,38 @@ const ETH_P_8021AD: u16 = 0x88a8;
 /// 802.1ad outer tag plus 802.1Q inner tag (QinQ). A third tag is left to the kernel.
 const MAX_VLAN_TAGS: usize = 2;
 
+/// Where a TCP segment's headers are in the frame.
+#[derive(Clone, Copy)]
+pub struct TcpAt {
+    /// Offset of the IP header (after Ethernet and any VLAN tags).
+    pub l3: usize,
+    /// Offset of the TCP header.
+    pub l4: usize,
+    pub ipv6: bool,
+    /// IPv4 header longer than 20 bytes.
+    pub ip_options: bool,
+    /// TCP header length, options included (data offset * 4).
+    pub tcp_len: usize,
+}
+
+/// A classified frame; `tcp` is set for the TCP classes (SYN to other TCP).
+pub struct Packet {
+    pub class: Class,
+    pub tcp: Option<TcpAt>,
+}
+
+impl Packet {
+    #[inline(always)]
+    fn other(class: Class) -> Packet {
+        Packet { class, tcp: None }
+    }
+}
+
 /// The one bounds-checked way to look at packet memory: a pointer to a `T` at `offset`, or
 /// `None` if the frame is too short. The verifier needs the explicit check against `data_end`
 /// on every access.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -35,16 +62,23 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     Some((start + offset) as *const T)
 }
 
+/// `ptr_at` for writing.
 #[inline(always)]
-fn frame_len(ctx: &XdpContext) -> usize {
+pub fn ptr_at_mut<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    ptr_at::<T>(ctx, offset).map(|p| p as *mut T)
+}
+
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> usize {
     ctx.data_end() - ctx.data()
 }
 
-/// Classifies the frame in `ctx`. Never fails: anything that cannot be read is `Malformed`.
+/// Parses and classifies the frame in `ctx`. Never fails: anything that cannot be read is
+/// `Malformed`.
 #[inline(always)]
-pub fn classify(ctx: &XdpContext) -> Class {
+pub fn parse(ctx: &XdpContext) -> Packet {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
-        return Class::Malformed;
+        return Packet::other(Class::Malformed);
     };
     // SAFETY: `ptr_at` checked that the header lies inside the frame. `EthHdr` has a `u16`
     // field (alignment 2) and nothing guarantees the frame's alignment, so read it unaligned.
@@ -57,7 +91,7 @@ pub fn classify(ctx: &XdpContext) -> Class {
             break;
         }
         let Some(vlan) = ptr_at::<VlanHdr>(ctx, offset) else {
-            return Class::Malformed;
+            return Packet::other(Class::Malformed);
         };
         // SAFETY: bounds checked by `ptr_at`; unaligned read as for the Ethernet header.
         ether_type =
@@ -66,16 +100,16 @@ pub fn classify(ctx: &XdpContext) -> Class {
     }
 
     match ether_type {
-        ETH_P_IP => classify_ipv4(ctx, offset),
-        ETH_P_IPV6 => classify_ipv6(ctx, offset),
-        _ => Class::NonIp,
+        ETH_P_IP => parse_ipv4(ctx, offset),
+        ETH_P_IPV6 => parse_ipv6(ctx, offset),
+        _ => Packet::other(Class::NonIp),
     }
 }
 
 #[inline(always)]
-fn classify_ipv4(ctx: &XdpContext, offset: usize) -> Class {
+fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Packet {
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, offset) else {
-        return Class::Malformed;
+        return Packet::other(Class::Malformed);
     };
     // SAFETY: bounds checked by `ptr_at`; `Ipv4Hdr` is all bytes and byte arrays (alignment 1).
     let ip = unsafe { &*ip };
@@ -86,48 +120,59 @@ fn classify_ipv4(ctx: &XdpContext, offset: usize) -> Class {
         || total_len < header_len
         || offset + total_len > frame_len(ctx)
     {
-        return Class::Malformed;
+        return Packet::other(Class::Malformed);
     }
     if ip.proto as u8 != IPPROTO_TCP {
-        return Class::NonTcp;
+        return Packet::other(Class::NonTcp);
     }
     if ipv4_is_later_fragment(u16::from_be_bytes(ip.frags)) {
-        return Class::Fragment;
+        return Packet::other(Class::Fragment);
     }
-    classify_tcp(ctx, offset + header_len, total_len - header_len)
+    parse_tcp(ctx, offset, header_len, total_len - header_len, false)
 }
 
 #[inline(always)]
-fn classify_ipv6(ctx: &XdpContext, offset: usize) -> Class {
+fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Packet {
     let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, offset) else {
-        return Class::Malformed;
+        return Packet::other(Class::Malformed);
     };
     // SAFETY: bounds checked by `ptr_at`; `Ipv6Hdr` is all bytes and byte arrays (alignment 1).
     let ip = unsafe { &*ip };
     let payload_len = usize::from(ip.payload_len());
     if ip.version() != 6 || offset + Ipv6Hdr::LEN + payload_len > frame_len(ctx) {
-        return Class::Malformed;
+        return Packet::other(Class::Malformed);
     }
     match ipv6_next(ip.next_hdr as u8) {
-        Ipv6Next::Tcp => classify_tcp(ctx, offset + Ipv6Hdr::LEN, payload_len),
-        Ipv6Next::Extension => Class::Ipv6Ext,
-        Ipv6Next::Other => Class::NonTcp,
+        Ipv6Next::Tcp => parse_tcp(ctx, offset, Ipv6Hdr::LEN, payload_len, true),
+        Ipv6Next::Extension => Packet::other(Class::Ipv6Ext),
+        Ipv6Next::Other => Packet::other(Class::NonTcp),
     }
 }
 
-/// `segment_len` is what the IP header says the TCP segment spans.
+/// `l3` is the IP header's offset and `ip_len` its length; `segment_len` is what the IP header
+/// says the TCP segment spans.
 #[inline(always)]
-fn classify_tcp(ctx: &XdpContext, offset: usize, segment_len: usize) -> Class {
+fn parse_tcp(ctx: &XdpContext, l3: usize, ip_len: usize, segment_len: usize, ipv6: bool) -> Packet {
+    let l4 = l3 + ip_len;
     // Reading the header as bytes keeps the data-offset and flags fields simple: byte 12 holds
     // the data offset in its high nibble, byte 13 the flags (RFC 9293, section 3.1).
-    let Some(tcp) = ptr_at::<[u8; TcpHdr::LEN]>(ctx, offset) else {
-        return Class::Malformed;
+    let Some(tcp) = ptr_at::<[u8; TcpHdr::LEN]>(ctx, l4) else {
+        return Packet::other(Class::Malformed);
     };
     // SAFETY: bounds checked by `ptr_at`.
     let tcp = unsafe { &*tcp };
-    let header_len = usize::from(tcp[12] >> 4) * 4;
-    if header_len < TcpHdr::LEN || header_len > segment_len {
-        return Class::Malformed;
+    let tcp_len = usize::from(tcp[12] >> 4) * 4;
+    if tcp_len < TcpHdr::LEN || tcp_len > segment_len {
+        return Packet::other(Class::Malformed);
     }
-    classify_tcp_flags(tcp[13])
+    Packet {
+        class: classify_tcp_flags(tcp[13]),
+        tcp: Some(TcpAt {
+            l3,
+            l4,
+            ipv6,
+            ip_options: ip_len > Ipv4Hdr::LEN && !ipv6,
+            tcp_len,
+        }),
+    }
 }

@@ -1,0 +1,145 @@
+//! The run-time configuration the controller writes into a one-slot array map, and the XDP
+//! program reads on every packet. Changing it needs no reload.
+
+/// What synguard does with SYNs to protected ports.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Pass everything, count it.
+    Off = 0,
+    /// Count what `Cookie` would do, change nothing.
+    Monitor = 1,
+    /// Answer every SYN to a protected port with a SYN cookie from XDP; drop forged ACKs.
+    Cookie = 2,
+    /// Like `Off` while the SYN rate to protected ports is below the threshold, like `Cookie`
+    /// above it, with hysteresis.
+    Auto = 3,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::Off, Mode::Monitor, Mode::Cookie, Mode::Auto];
+
+    pub const fn from_u32(value: u32) -> Mode {
+        match value {
+            1 => Mode::Monitor,
+            2 => Mode::Cookie,
+            3 => Mode::Auto,
+            _ => Mode::Off,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Monitor => "monitor",
+            Mode::Cookie => "cookie",
+            Mode::Auto => "auto",
+        }
+    }
+}
+
+/// `Config::flags` bits.
+pub mod flags {
+    /// Every port is protected (SYNs to ports without a listener still go to the kernel).
+    /// Otherwise only the ports set in the ports map are.
+    pub const ALL_PORTS: u32 = 1 << 0;
+    /// Put the timestamp option in SYN-ACKs, with the client's options encoded in its low bits.
+    /// Needs `net.ipv4.tcp_timestamps=2` on the server (see README).
+    pub const TIMESTAMPS: u32 = 1 << 1;
+    /// The server's `net.ipv4.tcp_ecn` accepts ECN from clients that ask for it.
+    pub const ECN: u32 = 1 << 2;
+    /// The server's `net.ipv4.tcp_sack` is on.
+    pub const SACK: u32 = 1 << 3;
+    /// The server's `net.ipv4.tcp_window_scaling` is on.
+    pub const WINDOW_SCALING: u32 = 1 << 4;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// A [`Mode`] value.
+    pub mode: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// The window scale the kernel will use for connections it builds from a cookie ACK
+    /// (`crate::tcp::kernel_rcv_wscale`); advertised in SYN-ACKs.
+    pub rcv_wscale: u32,
+    /// MSS advertised in SYN-ACKs over IPv4 and IPv6 (the interface MTU minus headers).
+    pub mss_v4: u32,
+    pub mss_v6: u32,
+    /// TTL / hop limit of SYN-ACKs.
+    pub ttl: u32,
+    /// Window advertised in SYN-ACKs (not scaled, as in any SYN-ACK).
+    pub synack_window: u32,
+    /// `Auto` switches to cookies when the SYN rate to protected ports reaches this many per
+    /// second, and back when it stays below half of it for `auto_hold_ms`.
+    pub auto_threshold_pps: u32,
+    pub auto_hold_ms: u32,
+    pub _reserved: u32,
+}
+
+const _: () = assert!(size_of::<Config>() == 40);
+
+impl Config {
+    pub const DEFAULT: Config = Config {
+        mode: Mode::Cookie as u32,
+        flags: flags::ALL_PORTS
+            | flags::TIMESTAMPS
+            | flags::ECN
+            | flags::SACK
+            | flags::WINDOW_SCALING,
+        rcv_wscale: 7,
+        mss_v4: 1460,
+        mss_v6: 1440,
+        ttl: 64,
+        synack_window: 64240,
+        auto_threshold_pps: 5000,
+        auto_hold_ms: 1000,
+        _reserved: 0,
+    };
+
+    pub fn mode(&self) -> Mode {
+        Mode::from_u32(self.mode)
+    }
+
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// `Auto` mode's state, one per CPU (a per-CPU array): no CPU ever writes another's, so no
+/// atomics are needed (the BPF target has no atomic read-modify-write in Rust). Each CPU
+/// counts its own SYNs; when it closes a window it sums every CPU's latest rate and decides
+/// for itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AutoState {
+    /// Start of this CPU's current window, in ns of CLOCK_MONOTONIC (bpf_ktime_get_ns).
+    pub window_start_ns: u64,
+    /// SYNs to protected ports this CPU saw in the current window.
+    pub window_syns: u64,
+    /// This CPU's SYN rate over its last closed window, per second, and when it closed.
+    pub rate_pps: u64,
+    pub rate_at_ns: u64,
+    /// The all-CPU rate this CPU computed at its last decision.
+    pub total_rate_pps: u64,
+    /// When the all-CPU rate last was at or above half the threshold.
+    pub last_busy_ns: u64,
+    /// 1 while this CPU answers with cookies.
+    pub under_attack: u64,
+}
+
+const _: () = assert!(size_of::<AutoState>() == 56);
+
+/// Length of one `Auto` rate window: short enough to switch within milliseconds.
+pub const AUTO_WINDOW_NS: u64 = 10_000_000;
+
+/// A CPU's rate older than this is left out of the sum: that CPU has not seen a SYN since.
+pub const AUTO_STALE_NS: u64 = 100_000_000;
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only u32 fields, no padding (asserted above).
+unsafe impl aya::Pod for Config {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only u64 fields.
+unsafe impl aya::Pod for AutoState {}

@@ -1,0 +1,615 @@
+//! The TCP side of answering a SYN with a cookie: what the client's SYN offers, what the
+//! SYN-ACK may offer in return so that the kernel honours it when the ACK comes back, and the
+//! bytes of that SYN-ACK.
+//!
+//! Reference: net/ipv4/syncookies.c (cookie_init_timestamp, cookie_timestamp_decode,
+//! cookie_v4_check), net/ipv4/tcp_input.c (tcp_parse_options) and net/ipv4/tcp_output.c
+//! (tcp_select_initial_window) in Linux 6.18.
+
+use crate::{
+    checksum,
+    config::{Config, flags},
+};
+
+/// Longest TCP options area (data offset 15).
+pub const MAX_OPTIONS_LEN: usize = 40;
+/// Length of every SYN-ACK TCP header synguard writes: 20 bytes plus 20 of options.
+pub const SYNACK_TCP_LEN: usize = 40;
+/// The largest window scale TCP allows (RFC 7323, section 2.3).
+pub const MAX_WSCALE: u8 = 14;
+
+/// The kernel reads these back from the low 6 bits of the TSecr a cookie ACK echoes
+/// (TS_OPT_* in net/ipv4/syncookies.c).
+pub const TS_OPT_WSCALE_MASK: u32 = 0xf;
+pub const TS_OPT_SACK: u32 = 1 << 4;
+pub const TS_OPT_ECN: u32 = 1 << 5;
+const TSBITS: u32 = 6;
+
+/// TCP option kinds (IANA "TCP Option Kind Numbers").
+mod kind {
+    pub const EOL: u8 = 0;
+    pub const NOP: u8 = 1;
+    pub const MSS: u8 = 2;
+    pub const WINDOW: u8 = 3;
+    pub const SACK_PERMITTED: u8 = 4;
+    pub const TIMESTAMP: u8 = 8;
+}
+
+/// What a client's SYN offers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynOptions {
+    pub mss: Option<u16>,
+    /// The client's window scale, clamped to 14 as the kernel does.
+    pub wscale: Option<u8>,
+    pub sack_permitted: bool,
+    /// The client's TSval.
+    pub tsval: Option<u32>,
+}
+
+/// Parses the options area of a SYN (`options[..len]`), as tcp_parse_options() does: an
+/// option with a length below 2 or running past the end stops the parse, and an option whose
+/// length does not match its kind is ignored. Never panics, never loops more than 40 times.
+pub fn parse_syn_options(options: &[u8; MAX_OPTIONS_LEN], len: usize) -> SynOptions {
+    let mut parsed = SynOptions::default();
+    let mut at = 0;
+    for _ in 0..MAX_OPTIONS_LEN {
+        match parse_option_at(options, len, at, &mut parsed) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    parsed
+}
+
+/// One step of [`parse_syn_options`]: reads the option at `at` into `parsed` and returns where
+/// the next one starts, or `None` when the parse is over. Always moves forward.
+///
+/// The XDP program drives the steps itself, keeping `at` in map memory: a cursor the verifier
+/// tracks exactly makes it walk every path through 40 iterations and give up.
+#[inline(always)]
+pub fn parse_option_at(
+    options: &[u8; MAX_OPTIONS_LEN],
+    len: usize,
+    at: usize,
+    parsed: &mut SynOptions,
+) -> Option<usize> {
+    let len = if len > MAX_OPTIONS_LEN {
+        MAX_OPTIONS_LEN
+    } else {
+        len
+    };
+    if at >= len {
+        return None;
+    }
+    let kind = *options.get(at)?;
+    match kind {
+        kind::EOL => return None,
+        kind::NOP => return Some(at + 1),
+        _ => {}
+    }
+    if at + 1 >= len {
+        return None;
+    }
+    let size = usize::from(*options.get(at + 1)?);
+    if size < 2 || at + size > len {
+        return None;
+    }
+    let field = |i: usize| options.get(at + i).copied().unwrap_or(0);
+    match (kind, size) {
+        (kind::MSS, 4) => {
+            let mss = u16::from_be_bytes([field(2), field(3)]);
+            // A zero MSS is ignored (tcp_parse_options).
+            if mss != 0 {
+                parsed.mss = Some(mss);
+            }
+        }
+        (kind::WINDOW, 3) => {
+            let shift = field(2);
+            parsed.wscale = Some(if shift > MAX_WSCALE {
+                MAX_WSCALE
+            } else {
+                shift
+            });
+        }
+        (kind::SACK_PERMITTED, 2) => parsed.sack_permitted = true,
+        (kind::TIMESTAMP, 10) => {
+            parsed.tsval = Some(u32::from_be_bytes([field(2), field(3), field(4), field(5)]));
+        }
+        _ => {}
+    }
+    Some(at + size)
+}
+
+/// What the SYN-ACK offers back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynAckOptions {
+    pub mss: u16,
+    pub sack_permitted: bool,
+    /// Our own window scale, when the client offered one.
+    pub wscale: Option<u8>,
+    /// (TSval, TSecr).
+    pub timestamp: Option<(u32, u32)>,
+    /// ECN accepted: the SYN-ACK carries ECE.
+    pub ecn: bool,
+}
+
+/// Decides what the SYN-ACK may offer so that the kernel, rebuilding the connection from the
+/// cookie ACK, agrees with the client.
+///
+/// The kernel learns SACK, window scaling and ECN only from the low bits of the echoed
+/// timestamp (cookie_timestamp_decode), so without timestamps none of them can be offered:
+/// the kernel itself clears them for a cookie without timestamps (tcp_conn_request).
+#[inline(always)]
+pub fn negotiate(
+    syn: &SynOptions,
+    syn_ece_and_cwr: bool,
+    config: &Config,
+    mss: u16,
+    now_ms: u32,
+) -> SynAckOptions {
+    let Some(client_tsval) = syn.tsval.filter(|_| config.has(flags::TIMESTAMPS)) else {
+        return SynAckOptions {
+            mss,
+            sack_permitted: false,
+            wscale: None,
+            timestamp: None,
+            ecn: false,
+        };
+    };
+    let sack = syn.sack_permitted && config.has(flags::SACK);
+    let client_wscale = syn.wscale.filter(|_| config.has(flags::WINDOW_SCALING));
+    let ecn = syn_ece_and_cwr && config.has(flags::ECN);
+    let mut bits = match client_wscale {
+        Some(shift) => u32::from(shift),
+        None => TS_OPT_WSCALE_MASK,
+    };
+    if sack {
+        bits |= TS_OPT_SACK;
+    }
+    if ecn {
+        bits |= TS_OPT_ECN;
+    }
+    SynAckOptions {
+        mss,
+        sack_permitted: sack,
+        wscale: client_wscale.map(|_| config.rcv_wscale as u8),
+        timestamp: Some((cookie_tsval(now_ms, bits), client_tsval)),
+        ecn,
+    }
+}
+
+/// The TSval of a cookie SYN-ACK: the millisecond clock with its low 6 bits replaced by
+/// `bits`, never ahead of the clock, because the kernel's later TSvals on the connection come
+/// from the same clock (with tcp_timestamps=2 there is no per-connection offset) and the
+/// client's PAWS check drops segments whose TSval goes backwards. Same rule as
+/// cookie_init_timestamp().
+#[inline(always)]
+pub const fn cookie_tsval(now_ms: u32, bits: u32) -> u32 {
+    let ts = (now_ms >> TSBITS << TSBITS) | (bits & ((1 << TSBITS) - 1));
+    if ts > now_ms {
+        ts.wrapping_sub(1 << TSBITS)
+    } else {
+        ts
+    }
+}
+
+/// The window scale the kernel chooses for a connection it builds from a cookie ACK, given
+/// the server namespace's `net.ipv4.tcp_rmem[2]` and `net.core.rmem_max`:
+/// tcp_select_initial_window() takes the larger, and uses ilog2(space) - 15, clamped to 0..=14.
+pub const fn kernel_rcv_wscale(tcp_rmem_max: u32, rmem_max: u32) -> u8 {
+    let space = if tcp_rmem_max > rmem_max {
+        tcp_rmem_max
+    } else {
+        rmem_max
+    };
+    if space == 0 {
+        return 0;
+    }
+    let log = 31 - space.leading_zeros();
+    if log <= 15 {
+        0
+    } else if log - 15 > MAX_WSCALE as u32 {
+        MAX_WSCALE
+    } else {
+        (log - 15) as u8
+    }
+}
+
+/// The SYN-ACK's TCP header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynAck {
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// The cookie.
+    pub seq: u32,
+    /// The client's ISN + 1.
+    pub ack: u32,
+    pub window: u16,
+    pub options: SynAckOptions,
+}
+
+/// Writes the SYN-ACK's TCP header, options and checksum. `pseudo_sum` is the pseudo-header
+/// sum for a 40-byte segment (`checksum::pseudo_ipv4/6`).
+///
+/// Options use one fixed 20-byte layout, the one Linux uses with everything on (MSS,
+/// SACK-permitted, timestamps, NOP, window scale); an option not offered is NOPs. A fixed
+/// length keeps the packet rewrite a single constant-size copy, which the verifier can check.
+///
+/// It writes into `tcp` in place (in the XDP program, the packet itself: the BPF stack is too
+/// small for another copy) and sets every byte.
+#[inline(always)]
+pub fn write_synack(synack: &SynAck, pseudo_sum: u32, tcp: &mut [u8; SYNACK_TCP_LEN]) {
+    const NOP: u8 = kind::NOP;
+    let o = &synack.options;
+    tcp[0..2].copy_from_slice(&synack.src_port.to_be_bytes());
+    tcp[2..4].copy_from_slice(&synack.dst_port.to_be_bytes());
+    tcp[4..8].copy_from_slice(&synack.seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&synack.ack.to_be_bytes());
+    tcp[12] = ((SYNACK_TCP_LEN / 4) as u8) << 4;
+    tcp[13] = crate::classify::tcp_flags::SYN | crate::classify::tcp_flags::ACK;
+    if o.ecn {
+        tcp[13] |= crate::classify::tcp_flags::ECE;
+    }
+    tcp[14..16].copy_from_slice(&synack.window.to_be_bytes());
+    // Checksum (zero while summing) and urgent pointer.
+    tcp[16..20].copy_from_slice(&[0; 4]);
+
+    let mss = o.mss.to_be_bytes();
+    tcp[20..24].copy_from_slice(&[kind::MSS, 4, mss[0], mss[1]]);
+    tcp[24..26].copy_from_slice(&if o.sack_permitted {
+        [kind::SACK_PERMITTED, 2]
+    } else {
+        [NOP, NOP]
+    });
+    match o.timestamp {
+        Some((tsval, tsecr)) => {
+            tcp[26] = kind::TIMESTAMP;
+            tcp[27] = 10;
+            tcp[28..32].copy_from_slice(&tsval.to_be_bytes());
+            tcp[32..36].copy_from_slice(&tsecr.to_be_bytes());
+        }
+        None => tcp[26..36].copy_from_slice(&[NOP; 10]),
+    }
+    tcp[36..40].copy_from_slice(&match o.wscale {
+        Some(shift) => [NOP, kind::WINDOW, 3, shift],
+        None => [NOP; 4],
+    });
+
+    let check = checksum::fold(checksum::sum_words(pseudo_sum, &tcp[..]));
+    tcp[16..18].copy_from_slice(&check.to_be_bytes());
+}
+
+/// The TCP header handed to the kernel's cookie helpers instead of the SYN's own: its first 20
+/// bytes with the data offset set to 6, and one MSS option. The cookie depends only on
+/// addresses, ports, sequence number and MSS, so it is the same; but the length is a constant
+/// the verifier can check, where the SYN's own (20 to 60 bytes) is not. A SYN without an MSS
+/// option gets the MSS the kernel assumes then (TCP_MSS_DEFAULT, 536, or 1220 for IPv6,
+/// which the helpers' tables both round to their lowest entry anyway).
+#[inline(always)]
+pub fn cookie_probe(syn_header: &[u8; 20], mss: Option<u16>, ipv6: bool) -> [u8; 24] {
+    let mss = mss.unwrap_or(if ipv6 { 1220 } else { 536 }).to_be_bytes();
+    let mut probe = [0u8; 24];
+    probe[..20].copy_from_slice(syn_header);
+    probe[12] = (6 << 4) | (syn_header[12] & 0x0f);
+    probe[20..24].copy_from_slice(&[kind::MSS, 4, mss[0], mss[1]]);
+    probe
+}
+
+/// Writes a fresh IPv4 header for the SYN-ACK into `ip` (no options, DF set, identification 0,
+/// as Linux sends SYN-ACKs), checksum included. Every byte is set.
+#[inline(always)]
+pub fn write_ipv4_header(ip: &mut [u8; 20], src: [u8; 4], dst: [u8; 4], ttl: u8, tos: u8) {
+    let total = (20 + SYNACK_TCP_LEN) as u16;
+    *ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[1] = tos;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = ttl;
+    ip[9] = crate::classify::IPPROTO_TCP;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let check = checksum::fold(checksum::sum_words(0, &ip[..]));
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+}
+
+/// Writes a fresh IPv6 header for the SYN-ACK into `ip` (traffic class and flow label zero).
+#[inline(always)]
+pub fn write_ipv6_header(ip: &mut [u8; 40], src: &[u8; 16], dst: &[u8; 16], hop_limit: u8) {
+    *ip = [0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&(SYNACK_TCP_LEN as u16).to_be_bytes());
+    ip[6] = crate::classify::IPPROTO_TCP;
+    ip[7] = hop_limit;
+    ip[8..24].copy_from_slice(src);
+    ip[24..40].copy_from_slice(dst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(bytes: &[u8]) -> SynOptions {
+        let mut buf = [0u8; MAX_OPTIONS_LEN];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        parse_syn_options(&buf, bytes.len())
+    }
+
+    /// Linux's SYN: MSS 1460, SACK-permitted, timestamps, NOP, window scale 7.
+    const LINUX_SYN: [u8; 20] = [
+        2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0x00, 0x01, 0x02, 0x03, 0, 0, 0, 0, 1, 3, 3, 7,
+    ];
+
+    #[test]
+    fn parses_the_options_linux_sends() {
+        assert_eq!(
+            opts(&LINUX_SYN),
+            SynOptions {
+                mss: Some(1460),
+                wscale: Some(7),
+                sack_permitted: true,
+                tsval: Some(0x0001_0203),
+            }
+        );
+    }
+
+    #[test]
+    fn parses_windows_order_and_padding() {
+        // MSS, NOP, WS 8, NOP, NOP, SACK-permitted.
+        let parsed = opts(&[2, 4, 0x05, 0xb4, 1, 3, 3, 8, 1, 1, 4, 2]);
+        assert_eq!(parsed.mss, Some(1460));
+        assert_eq!(parsed.wscale, Some(8));
+        assert!(parsed.sack_permitted);
+        assert_eq!(parsed.tsval, None);
+    }
+
+    #[test]
+    fn stops_at_eol_and_at_bad_lengths_like_the_kernel() {
+        assert_eq!(
+            opts(&[0, 2, 4, 5, 0xb4]),
+            SynOptions::default(),
+            "EOL first"
+        );
+        assert_eq!(
+            opts(&[4, 2, 3, 1, 7]).wscale,
+            None,
+            "length 1 stops the parse"
+        );
+        assert!(
+            opts(&[4, 2, 3, 1, 7]).sack_permitted,
+            "options before it count"
+        );
+        assert_eq!(opts(&[2, 4, 0x05]).mss, None, "runs past the end");
+        assert_eq!(
+            opts(&[2, 5, 0x05, 0xb4, 0]).mss,
+            None,
+            "wrong length for MSS is ignored"
+        );
+        assert_eq!(opts(&[2, 4, 0, 0]).mss, None, "zero MSS is ignored");
+        assert_eq!(opts(&[3, 3, 15]).wscale, Some(14), "clamped to 14");
+        assert_eq!(
+            opts(&[99, 4, 0, 0, 4, 2]).sack_permitted,
+            true,
+            "unknown kinds skipped"
+        );
+        // 40 NOPs: the bound on steps is never the reason to stop early.
+        let mut many = [1u8; 40];
+        many[36..40].copy_from_slice(&[1, 3, 3, 9]);
+        assert_eq!(opts(&many).wscale, Some(9));
+    }
+
+    #[test]
+    fn the_length_argument_bounds_the_parse() {
+        let mut buf = [0u8; MAX_OPTIONS_LEN];
+        buf[..20].copy_from_slice(&LINUX_SYN);
+        assert_eq!(parse_syn_options(&buf, 4).mss, Some(1460));
+        assert!(!parse_syn_options(&buf, 4).sack_permitted);
+        assert_eq!(parse_syn_options(&buf, 0), SynOptions::default());
+        assert_eq!(
+            parse_syn_options(&buf, 500).wscale,
+            Some(7),
+            "clamped to 40"
+        );
+    }
+
+    #[test]
+    fn tsval_keeps_the_clock_and_never_runs_ahead() {
+        assert_eq!(cookie_tsval(1_000_040, 0x17), 1_000_000 | 0x17);
+        assert_eq!(
+            cookie_tsval(1_000_000, 0x17),
+            1_000_000 - 64 + 0x17,
+            "would run ahead"
+        );
+        let now = 64 * 1000 + 5;
+        let ts = cookie_tsval(now, 0x2f);
+        assert!(ts <= now);
+        assert_eq!(ts & 0x3f, 0x2f);
+        assert_eq!(ts, 64 * 999 + 0x2f);
+        for now in [0u32, 1, 63, 64, 1 << 31, u32::MAX] {
+            for bits in [0, 7, 0x0f, 0x1f, 0x3f] {
+                let ts = cookie_tsval(now, bits);
+                assert_eq!(ts & 0x3f, bits, "now {now} bits {bits}");
+                assert!(now.wrapping_sub(ts) < 64, "now {now} bits {bits}: {ts}");
+            }
+        }
+    }
+
+    #[test]
+    fn window_scale_matches_the_kernel_formula() {
+        // Debian 12 defaults: tcp_rmem max 6 MiB, rmem_max 208 KiB -> ilog2(6291456) = 22.
+        assert_eq!(kernel_rcv_wscale(6_291_456, 212_992), 7);
+        // Linux 6.18 defaults: tcp_rmem max 32 MiB.
+        assert_eq!(kernel_rcv_wscale(33_554_432, 212_992), 10);
+        assert_eq!(kernel_rcv_wscale(131_072, 1 << 30), 15 - 1);
+        assert_eq!(kernel_rcv_wscale(65_535, 65_535), 0);
+        assert_eq!(kernel_rcv_wscale(u32::MAX, 0), 14);
+        assert_eq!(kernel_rcv_wscale(0, 0), 0);
+    }
+
+    fn config(flags: u32) -> Config {
+        Config {
+            flags,
+            rcv_wscale: 10,
+            ..Config::DEFAULT
+        }
+    }
+
+    #[test]
+    fn negotiation_encodes_the_clients_options_in_the_tsval() {
+        let all = flags::TIMESTAMPS | flags::SACK | flags::WINDOW_SCALING | flags::ECN;
+        let syn = opts(&LINUX_SYN);
+        let now = 123_456_789;
+        let got = negotiate(&syn, true, &config(all), 1460, now);
+        assert_eq!(got.mss, 1460);
+        assert!(got.sack_permitted);
+        assert_eq!(got.wscale, Some(10), "our scale, not the client's");
+        assert!(got.ecn);
+        let (tsval, tsecr) = got.timestamp.unwrap();
+        assert_eq!(tsecr, 0x0001_0203);
+        assert_eq!(
+            tsval & 0x3f,
+            7 | TS_OPT_SACK | TS_OPT_ECN,
+            "the client's scale"
+        );
+
+        let got = negotiate(&syn, false, &config(all & !flags::SACK), 1460, now);
+        assert!(!got.sack_permitted && !got.ecn);
+        assert_eq!(got.timestamp.unwrap().0 & 0x3f, 7);
+
+        let no_ws = SynOptions {
+            wscale: None,
+            ..syn
+        };
+        let got = negotiate(&no_ws, false, &config(all), 1460, now);
+        assert_eq!(got.wscale, None);
+        assert_eq!(
+            got.timestamp.unwrap().0 & 0x3f,
+            TS_OPT_WSCALE_MASK | TS_OPT_SACK
+        );
+    }
+
+    #[test]
+    fn without_timestamps_nothing_else_can_be_offered() {
+        let all = flags::TIMESTAMPS | flags::SACK | flags::WINDOW_SCALING | flags::ECN;
+        let no_ts = SynOptions {
+            tsval: None,
+            ..opts(&LINUX_SYN)
+        };
+        let bare = SynAckOptions {
+            mss: 1400,
+            sack_permitted: false,
+            wscale: None,
+            timestamp: None,
+            ecn: false,
+        };
+        assert_eq!(negotiate(&no_ts, true, &config(all), 1400, 5), bare);
+        // The operator opted out of timestamps: same, even if the client offers them.
+        let got = negotiate(
+            &opts(&LINUX_SYN),
+            true,
+            &config(all & !flags::TIMESTAMPS),
+            1400,
+            5,
+        );
+        assert_eq!(got, bare);
+    }
+
+    #[test]
+    fn synack_bytes_and_checksum() {
+        let synack = SynAck {
+            src_port: 80,
+            dst_port: 40000,
+            seq: 0xdead_beef,
+            ack: 0x1234_5679,
+            window: 64240,
+            options: SynAckOptions {
+                mss: 1460,
+                sack_permitted: true,
+                wscale: Some(7),
+                timestamp: Some((0x1111_1111, 0x2222_2222)),
+                ecn: false,
+            },
+        };
+        let src = [198, 18, 0, 1];
+        let dst = [198, 18, 0, 2];
+        let mut tcp = [0xaa; 40];
+        write_synack(&synack, checksum::pseudo_ipv4(&src, &dst, 40), &mut tcp);
+        #[rustfmt::skip]
+        let want_without_checksum: [u8; 40] = [
+            0, 80, 0x9c, 0x40, 0xde, 0xad, 0xbe, 0xef, 0x12, 0x34, 0x56, 0x79,
+            0xa0, 0x12, 0xfa, 0xf0, 0, 0, 0, 0,
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0x11, 0x11, 0x11, 0x11, 0x22, 0x22, 0x22, 0x22,
+            1, 3, 3, 7,
+        ];
+        assert_eq!(tcp[..16], want_without_checksum[..16]);
+        assert_eq!(tcp[18..], want_without_checksum[18..]);
+        // Verifying: the sum over pseudo-header and segment, checksum included, folds to 0.
+        let verify = checksum::sum_words(checksum::pseudo_ipv4(&src, &dst, 40), &tcp);
+        assert_eq!(checksum::fold(verify), 0);
+    }
+
+    #[test]
+    fn absent_options_become_nops_and_ecn_sets_ece() {
+        let synack = SynAck {
+            src_port: 443,
+            dst_port: 1,
+            seq: 1,
+            ack: 2,
+            window: 1000,
+            options: SynAckOptions {
+                mss: 536,
+                sack_permitted: false,
+                wscale: None,
+                timestamp: None,
+                ecn: true,
+            },
+        };
+        let mut tcp = [0xaa; 40];
+        write_synack(&synack, 0, &mut tcp);
+        assert_eq!(tcp[13], 0x12 | 0x40);
+        assert_eq!(&tcp[20..24], &[2, 4, 0x02, 0x18]);
+        assert!(tcp[24..40].iter().all(|&b| b == 1));
+        // Parsed back with our own parser: only the MSS.
+        let mut options = [0u8; MAX_OPTIONS_LEN];
+        options[..20].copy_from_slice(&tcp[20..40]);
+        assert_eq!(parse_syn_options(&options, 20).mss, Some(536));
+    }
+
+    #[test]
+    fn cookie_probe_keeps_the_header_and_carries_one_mss_option() {
+        let mut syn = [0u8; 20];
+        syn[..4].copy_from_slice(&[0x9c, 0x40, 0, 80]);
+        syn[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        syn[12] = 0xa0;
+        syn[13] = 0x02;
+        let probe = cookie_probe(&syn, Some(1460), false);
+        assert_eq!(&probe[..12], &syn[..12]);
+        assert_eq!(probe[12], 0x60, "data offset 6");
+        assert_eq!(probe[13], 0x02, "still a SYN");
+        assert_eq!(&probe[20..], &[2, 4, 0x05, 0xb4]);
+        assert_eq!(&cookie_probe(&syn, None, false)[20..], &[2, 4, 0x02, 0x18]);
+        assert_eq!(&cookie_probe(&syn, None, true)[20..], &[2, 4, 0x04, 0xc4]);
+    }
+
+    #[test]
+    fn ip_headers() {
+        let mut ip = [0xaa; 20];
+        write_ipv4_header(&mut ip, [198, 18, 0, 1], [198, 18, 0, 2], 64, 0);
+        assert_eq!(ip[0], 0x45);
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 60);
+        assert_eq!(
+            checksum::fold(checksum::sum_words(0, &ip)),
+            0,
+            "valid checksum"
+        );
+        let mut ip6 = [0xaa; 40];
+        write_ipv6_header(&mut ip6, &[1; 16], &[2; 16], 64);
+        assert!(
+            ip6[1..4].iter().all(|&b| b == 0),
+            "traffic class and flow label"
+        );
+        assert_eq!(ip6[0] >> 4, 6);
+        assert_eq!(u16::from_be_bytes([ip6[4], ip6[5]]), 40);
+        assert_eq!(ip6[6], 6);
+    }
+}

@@ -1,0 +1,65 @@
+//! ACK-flood protection: an ACK to a protected port that belongs to no socket must carry a
+//! valid cookie, or it is dropped before the kernel spends anything on it.
+
+use aya_ebpf::{
+    bindings::{iphdr, ipv6hdr, tcphdr},
+    helpers::generated::{bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6},
+    programs::XdpContext,
+};
+use synguard_common::{Action, Reason};
+
+use crate::{
+    cookie::Scratch,
+    count::Verdict,
+    parse::{TcpAt, ptr_at},
+    sock::{self, Endpoints, Found},
+};
+
+/// `listed_port`: the port was named with `--ports`, so it is protected even without a
+/// listener. With the default (every port with a listener), an ACK to a port nobody listens
+/// on is not ours to judge: the kernel answers it with an RST as always.
+#[inline(always)]
+pub fn check_ack(
+    ctx: &XdpContext,
+    at: &TcpAt,
+    scratch: &mut Scratch,
+    listed_port: bool,
+    monitor: bool,
+) -> Verdict {
+    if Endpoints::read_into(ctx, at, &mut scratch.ends).is_none() {
+        return Verdict::PASS;
+    }
+    let ends = &scratch.ends;
+    match sock::lookup(ctx, ends, &mut scratch.tuple) {
+        Found::Connection => return Verdict::pass(Reason::AckEstablished),
+        Found::Listener(sk) => sock::release(sk),
+        Found::Nothing if !listed_port => return Verdict::PASS,
+        Found::Nothing => {}
+    }
+    // __cookie_v4_check()/__cookie_v6_check(): the ACK number minus one must be a cookie
+    // issued for this 4-tuple and the client's ISN within the last two minutes.
+    let Some(tcp) = ptr_at::<[u8; 20]>(ctx, at.l4) else {
+        return Verdict::PASS;
+    };
+    let th = tcp as *mut tcphdr;
+    // SAFETY: the helpers read fixed-size headers (20-byte TCP, 20- or 40-byte IP) that
+    // `ptr_at` checked against the frame.
+    let verdict = unsafe {
+        if ends.ipv6 {
+            let Some(ip) = ptr_at::<[u8; 40]>(ctx, at.l3) else {
+                return Verdict::PASS;
+            };
+            bpf_tcp_raw_check_syncookie_ipv6(ip as *mut ipv6hdr, th)
+        } else {
+            let Some(ip) = ptr_at::<[u8; 20]>(ctx, at.l3) else {
+                return Verdict::PASS;
+            };
+            bpf_tcp_raw_check_syncookie_ipv4(ip as *mut iphdr, th)
+        }
+    };
+    match (verdict == 0, monitor) {
+        (true, _) => Verdict::pass(Reason::AckCookieValid),
+        (false, true) => Verdict::pass(Reason::MonitorWouldDrop),
+        (false, false) => Verdict::new(Action::Drop, Reason::AckForged),
+    }
+}

@@ -1,0 +1,308 @@
+//! Answering a SYN to a protected port with a SYN cookie, from XDP: find the listener, get a
+//! cookie the kernel will accept, rewrite the SYN into a SYN-ACK in place, send it back.
+//!
+//! The kernel accepts a cookie ACK only if the listener's "recent overflow" time was stamped
+//! less than 120 s before (tcp_synq_no_recent_overflow(), include/net/tcp.h). Only
+//! `bpf_tcp_gen_syncookie` stamps it (through tcp_synq_overflow()); the socket-less
+//! `bpf_tcp_raw_gen_syncookie_ipv4/6` is cheaper but does not. So each CPU calls the stamping
+//! helper for a destination at most once a second and the raw one in between: the stamp never
+//! ages past 1 s while cookies are being sent, and a listener that restarts goes unstamped for
+//! at most that long.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{bpf_sock_tuple, iphdr, ipv6hdr, tcphdr},
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{
+            bpf_loop, bpf_tcp_gen_syncookie, bpf_tcp_raw_gen_syncookie_ipv4,
+            bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+        },
+    },
+    maps::LruPerCpuHashMap,
+    programs::XdpContext,
+};
+use synguard_common::{
+    Action, Config, Reason, checksum,
+    classify::tcp_flags::{CWR, ECE},
+    tcp::{
+        self, MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SynAck, SynOptions, cookie_probe, negotiate,
+        parse_option_at,
+    },
+};
+
+use crate::{
+    count::Verdict,
+    parse::{TcpAt, frame_len, ptr_at, ptr_at_mut},
+    sock::{self, Endpoints, Found},
+};
+
+/// Per-CPU scratch space for the SYN and ACK paths, kept in a map because the BPF stack (512
+/// bytes) cannot hold it next to the rest.
+#[repr(C)]
+pub struct Scratch {
+    pub ends: Endpoints,
+    pub tuple: bpf_sock_tuple,
+    /// The header handed to the cookie helpers (`tcp::cookie_probe`).
+    pub probe: [u8; 24],
+    pub stamp_key: StampKey,
+    /// The SYN's options, and the parse cursor: see `read_syn_options`.
+    pub options: [u8; MAX_OPTIONS_LEN],
+    pub options_len: u64,
+    pub options_at: u64,
+    pub parsed: SynOptions,
+}
+
+/// Key of the stamp map: the destination a SYN was answered for.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StampKey {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub ipv6: u16,
+}
+
+// Map keys are compared byte for byte: no padding.
+const _: () = assert!(size_of::<StampKey>() == 20);
+
+const STAMP_INTERVAL_NS: u64 = 1_000_000_000;
+
+#[inline(always)]
+pub fn answer_syn(
+    ctx: &XdpContext,
+    at: &TcpAt,
+    config: &Config,
+    stamps: &LruPerCpuHashMap<StampKey, u64>,
+    scratch: &mut Scratch,
+    monitor: bool,
+) -> Verdict {
+    // The rewrite builds a 20-byte IPv4 header; a SYN with IP options is left to the kernel.
+    if at.ip_options {
+        return Verdict::pass(Reason::SynIpOptions);
+    }
+    let Some(syn) = ptr_at::<[u8; 20]>(ctx, at.l4) else {
+        return Verdict::PASS;
+    };
+    // SAFETY: bounds checked by `ptr_at`; the array has alignment 1.
+    let syn = unsafe { &*syn };
+    let client_isn = u32::from_be_bytes([syn[4], syn[5], syn[6], syn[7]]);
+    let ece_and_cwr = syn[13] & (ECE | CWR) == (ECE | CWR);
+    let offered = read_syn_options(ctx, at, scratch);
+    scratch.probe = cookie_probe(syn, offered.mss, at.ipv6);
+    if Endpoints::read_into(ctx, at, &mut scratch.ends).is_none() {
+        return Verdict::PASS;
+    }
+    let ends = &scratch.ends;
+
+    let listener = match sock::lookup(ctx, ends, &mut scratch.tuple) {
+        Found::Nothing => return Verdict::pass(Reason::SynNoListener),
+        Found::Connection => return Verdict::pass(Reason::SynExistingSocket),
+        Found::Listener(sk) => sk,
+    };
+    if monitor {
+        sock::release(listener);
+        return Verdict::pass(Reason::MonitorWouldAnswer);
+    }
+
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    scratch.stamp_key = StampKey {
+        addr: ends.dst,
+        port: ends.dst_port(),
+        ipv6: u16::from(ends.ipv6),
+    };
+    // SAFETY: the value is a plain u64, copied out at once.
+    let stamp_due = match unsafe { stamps.get(&scratch.stamp_key) } {
+        Some(last) => now.wrapping_sub(*last) >= STAMP_INTERVAL_NS,
+        None => true,
+    };
+    let probe_ptr = scratch.probe.as_mut_ptr() as *mut tcphdr;
+    // The helpers read the IP header in the packet (for its addresses and version), with a
+    // constant length the verifier checks.
+    let value = if ends.ipv6 {
+        let Some(ip) = ptr_at::<[u8; 40]>(ctx, at.l3) else {
+            sock::release(listener);
+            return Verdict::PASS;
+        };
+        // SAFETY: `ip` is checked for 40 bytes, `probe` is 24 bytes on the stack, and the
+        // listener reference is live. The helpers only read through these pointers.
+        unsafe {
+            if stamp_due {
+                bpf_tcp_gen_syncookie(
+                    listener as *mut c_void,
+                    ip as *mut c_void,
+                    40,
+                    probe_ptr,
+                    24,
+                )
+            } else {
+                bpf_tcp_raw_gen_syncookie_ipv6(ip as *mut ipv6hdr, probe_ptr, 24)
+            }
+        }
+    } else {
+        let Some(ip) = ptr_at::<[u8; 20]>(ctx, at.l3) else {
+            sock::release(listener);
+            return Verdict::PASS;
+        };
+        // SAFETY: as above, with 20 bytes of IPv4 header.
+        unsafe {
+            if stamp_due {
+                bpf_tcp_gen_syncookie(
+                    listener as *mut c_void,
+                    ip as *mut c_void,
+                    20,
+                    probe_ptr,
+                    24,
+                )
+            } else {
+                bpf_tcp_raw_gen_syncookie_ipv4(ip as *mut iphdr, probe_ptr, 24)
+            }
+        }
+    };
+    sock::release(listener);
+    // -ENOENT: tcp_syncookies is 0, or 1 with the SYN queue not full; -EINVAL: the listener
+    // refuses this family. Either way the kernel decides.
+    if value < 0 {
+        return Verdict::pass(Reason::SynHelperDeclined);
+    }
+    if stamp_due {
+        // An LRU map makes room by itself; a failed insert only means stamping again soon.
+        let _ = stamps.insert(&scratch.stamp_key, &now, 0);
+    }
+
+    let mss = if ends.ipv6 {
+        config.mss_v6
+    } else {
+        config.mss_v4
+    } as u16;
+    let options = negotiate(&offered, ece_and_cwr, config, mss, (now / 1_000_000) as u32);
+    let synack = SynAck {
+        src_port: ends.dst_port(),
+        dst_port: ends.src_port(),
+        seq: value as u32,
+        ack: client_isn.wrapping_add(1),
+        window: config.synack_window as u16,
+        options,
+    };
+    // Grow or shrink by exactly what the reply needs: on veth a frame has no tailroom to
+    // spare, and a failed resize leaves the SYN intact for the kernel (../shared/LAB.md).
+    let delta = (at.l4 + SYNACK_TCP_LEN) as i32 - frame_len(ctx) as i32;
+    // SAFETY: the context is the program's own.
+    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return Verdict::pass(Reason::SynResizeFailed);
+    }
+    let reason = if stamp_due {
+        Reason::CookieStamped
+    } else {
+        Reason::CookieRaw
+    };
+    // From here the frame is resized: it must be sent or dropped, never passed half-written.
+    if write_reply(ctx, at, ends, config, &synack).is_none() {
+        return Verdict::new(Action::Aborted, reason);
+    }
+    Verdict::new(Action::Tx, reason)
+}
+
+/// Reads the SYN's options: one `bpf_xdp_load_bytes` copies them into scratch memory, then
+/// `bpf_loop` runs `parse_step` once per option, with the cursor and the result in that
+/// memory too.
+///
+/// Why this shape: the verifier tracks every value in registers and on the stack exactly, so a
+/// plain 40-step loop made it walk each path through every step, for every header layout that
+/// reaches here, past its one-million-instruction budget. A value read back from a map is
+/// unknown to it, so the callback's paths all meet again after one step, and it checks the
+/// callback body about twice. The kernel's own xdp_synproxy selftest parses options with
+/// bpf_loop for the same reason.
+#[inline(always)]
+fn read_syn_options(ctx: &XdpContext, at: &TcpAt, scratch: &mut Scratch) -> SynOptions {
+    let len = (at.tcp_len - 20) as u32;
+    scratch.options_len = u64::from(len);
+    scratch.options_at = 0;
+    scratch.parsed = SynOptions::default();
+    // The length is 4 to 40 here (a multiple of 4); zero means no options to copy.
+    if len > 0 && len <= MAX_OPTIONS_LEN as u32 {
+        // SAFETY: the buffer holds MAX_OPTIONS_LEN bytes and `len` is at most that; on error
+        // (a frame shorter than its header says, which `parse` already rules out) the buffer
+        // keeps its zeroes, which parse as end-of-options.
+        unsafe {
+            let _ = bpf_xdp_load_bytes(
+                ctx.ctx,
+                (at.l4 + 20) as u32,
+                scratch.options.as_mut_ptr() as *mut c_void,
+                len,
+            );
+        }
+    }
+    let mut step_ctx = StepCtx {
+        scratch: scratch as *mut Scratch,
+    };
+    // SAFETY: `parse_step` is a BPF subprogram with the callback signature bpf_loop expects,
+    // and `step_ctx` lives on this stack frame for the whole call.
+    unsafe {
+        bpf_loop(
+            MAX_OPTIONS_LEN as u32,
+            parse_step as *mut c_void,
+            &mut step_ctx as *mut StepCtx as *mut c_void,
+            0,
+        );
+    }
+    scratch.parsed
+}
+
+/// What `bpf_loop` hands `parse_step`: bpf_loop's context must live on the stack, so it only
+/// points at the scratch slot.
+#[repr(C)]
+struct StepCtx {
+    scratch: *mut Scratch,
+}
+
+/// One option per call; returns 1 to stop the loop (bpf_loop's contract).
+#[inline(never)]
+extern "C" fn parse_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `StepCtx` passed to bpf_loop, pointing at this CPU's scratch slot.
+    let scratch = unsafe { &mut *(*(ctx as *mut StepCtx)).scratch };
+    let (len, at) = (scratch.options_len as usize, scratch.options_at as usize);
+    match parse_option_at(&scratch.options, len, at, &mut scratch.parsed) {
+        Some(next) => {
+            scratch.options_at = next as u64;
+            0
+        }
+        None => 1,
+    }
+}
+
+/// Turns the (resized) frame into the SYN-ACK: MACs swapped, VLAN tags kept, a fresh IP
+/// header with the addresses swapped, and the TCP header written by `tcp::write_synack`.
+#[inline(always)]
+fn write_reply(
+    ctx: &XdpContext,
+    at: &TcpAt,
+    ends: &Endpoints,
+    config: &Config,
+    synack: &SynAck,
+) -> Option<()> {
+    let ttl = config.ttl as u8;
+    let len = SYNACK_TCP_LEN as u16;
+    let eth = ptr_at_mut::<[u8; 12]>(ctx, 0)?;
+    // SAFETY: every pointer below was checked against the resized frame by `ptr_at_mut`, and
+    // the arrays they point at have alignment 1.
+    unsafe {
+        let eth = &mut *eth;
+        for i in 0..6 {
+            eth.swap(i, i + 6);
+        }
+        let pseudo = if ends.ipv6 {
+            let ip = &mut *ptr_at_mut::<[u8; 40]>(ctx, at.l3)?;
+            tcp::write_ipv6_header(ip, &ends.dst, &ends.src, ttl);
+            checksum::pseudo_ipv6(&ends.dst, &ends.src, len)
+        } else {
+            let ip = &mut *ptr_at_mut::<[u8; 20]>(ctx, at.l3)?;
+            tcp::write_ipv4_header(ip, ends.dst_v4(), ends.src_v4(), ttl, 0);
+            checksum::pseudo_ipv4(&ends.dst_v4(), &ends.src_v4(), len)
+        };
+        let tcp = &mut *ptr_at_mut::<[u8; SYNACK_TCP_LEN]>(ctx, at.l4)?;
+        tcp::write_synack(synack, pseudo, tcp);
+    }
+    Some(())
+}

@@ -1,0 +1,81 @@
+//! Decides what happens to a classified packet: which mode is in force, whether its port is
+//! protected, and which stage handles it (cookie responder for SYNs, cookie check for ACKs).
+
+use aya_ebpf::{
+    maps::{Array, LruPerCpuHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use synguard_common::{AutoState, Class, Config, Mode, Reason, config::flags};
+
+use crate::{
+    ack, auto,
+    cookie::{self, Scratch, StampKey},
+    count::Verdict,
+    parse::{Packet, ptr_at},
+};
+
+/// The maps the decision reads; defined with the entry point.
+pub struct Maps {
+    pub config: &'static Array<Config>,
+    pub ports: &'static Array<u64>,
+    pub auto: &'static PerCpuArray<AutoState>,
+    pub stamps: &'static LruPerCpuHashMap<StampKey, u64>,
+    pub scratch: &'static PerCpuArray<Scratch>,
+}
+
+#[inline(always)]
+pub fn decide(ctx: &XdpContext, packet: &Packet, maps: &Maps) -> Verdict {
+    let (Some(at), Class::Syn | Class::Ack) = (packet.tcp, packet.class) else {
+        return Verdict::PASS;
+    };
+    let Some(config) = maps.config.get(0) else {
+        return Verdict::PASS;
+    };
+    let mode = config.mode();
+    if mode == Mode::Off {
+        return Verdict::PASS;
+    }
+    let Some(ports) = ptr_at::<[u8; 4]>(ctx, at.l4) else {
+        return Verdict::PASS;
+    };
+    // SAFETY: bounds checked by `ptr_at`.
+    let dst_port = u16::from_be_bytes(unsafe { [(*ports)[2], (*ports)[3]] });
+    let all_ports = config.has(flags::ALL_PORTS);
+    if !all_ports && !port_listed(maps.ports, dst_port) {
+        return match packet.class {
+            Class::Syn => Verdict::pass(Reason::SynUnprotectedPort),
+            _ => Verdict::PASS,
+        };
+    }
+
+    let answering = match mode {
+        Mode::Cookie | Mode::Monitor => true,
+        Mode::Auto if packet.class == Class::Syn => auto::observe_syn(maps.auto, config),
+        Mode::Auto => auto::under_attack(maps.auto),
+        Mode::Off => false,
+    };
+    if !answering {
+        return match packet.class {
+            Class::Syn => Verdict::pass(Reason::SynBelowThreshold),
+            _ => Verdict::PASS,
+        };
+    }
+    let monitor = mode == Mode::Monitor;
+    let Some(scratch) = maps.scratch.get_ptr_mut(0) else {
+        return Verdict::PASS;
+    };
+    // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
+    let scratch = unsafe { &mut *scratch };
+    match packet.class {
+        Class::Syn => cookie::answer_syn(ctx, &at, config, maps.stamps, scratch, monitor),
+        _ => ack::check_ack(ctx, &at, scratch, !all_ports, monitor),
+    }
+}
+
+#[inline(always)]
+fn port_listed(ports: &Array<u64>, port: u16) -> bool {
+    match ports.get(u32::from(port >> 6)) {
+        Some(word) => word & (1u64 << (port & 63)) != 0,
+        None => false,
+    }
+}

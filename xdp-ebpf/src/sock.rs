@@ -1,0 +1,144 @@
+//! The kernel's socket table, seen from XDP: is there a listener, a connection, or nothing for
+//! this segment? (`bpf_skc_lookup_tcp`, net/core/filter.c; it finds established, TIME_WAIT and
+//! request sockets first, then listeners, as the stack would.)
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{
+        BPF_F_CURRENT_NETNS, bpf_sock, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
+    },
+    helpers::generated::{bpf_sk_release, bpf_skc_lookup_tcp},
+    programs::XdpContext,
+};
+
+use crate::parse::{TcpAt, ptr_at};
+
+/// TCP_LISTEN in include/net/tcp_states.h.
+const TCP_LISTEN: u32 = 10;
+
+/// Addresses and ports of a segment, copied out of the packet (network byte order). IPv4
+/// addresses take the first 4 bytes.
+pub struct Endpoints {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: [u8; 2],
+    pub dst_port: [u8; 2],
+    pub ipv6: bool,
+}
+
+impl Endpoints {
+    /// Fills `ends` from the packet (in scratch memory: the stack has no room for it).
+    #[inline(always)]
+    pub fn read_into(ctx: &XdpContext, at: &TcpAt, ends: &mut Endpoints) -> Option<()> {
+        ends.ipv6 = at.ipv6;
+        ends.src = [0; 16];
+        ends.dst = [0; 16];
+        // SAFETY: every pointer comes from `ptr_at`, which checked it against the frame.
+        unsafe {
+            if at.ipv6 {
+                let ip = &*ptr_at::<[u8; 40]>(ctx, at.l3)?;
+                ends.src.copy_from_slice(&ip[8..24]);
+                ends.dst.copy_from_slice(&ip[24..40]);
+            } else {
+                let ip = &*ptr_at::<[u8; 20]>(ctx, at.l3)?;
+                ends.src[..4].copy_from_slice(&ip[12..16]);
+                ends.dst[..4].copy_from_slice(&ip[16..20]);
+            }
+            let ports = ptr_at::<[u8; 4]>(ctx, at.l4)?;
+            ends.src_port = [(*ports)[0], (*ports)[1]];
+            ends.dst_port = [(*ports)[2], (*ports)[3]];
+        }
+        Some(())
+    }
+
+    #[inline(always)]
+    pub fn dst_port(&self) -> u16 {
+        u16::from_be_bytes(self.dst_port)
+    }
+
+    #[inline(always)]
+    pub fn src_port(&self) -> u16 {
+        u16::from_be_bytes(self.src_port)
+    }
+
+    #[inline(always)]
+    pub fn src_v4(&self) -> [u8; 4] {
+        [self.src[0], self.src[1], self.src[2], self.src[3]]
+    }
+
+    #[inline(always)]
+    pub fn dst_v4(&self) -> [u8; 4] {
+        [self.dst[0], self.dst[1], self.dst[2], self.dst[3]]
+    }
+}
+
+/// What the socket lookup found. A `Listener` holds a reference that must be given back with
+/// [`release`].
+pub enum Found {
+    Nothing,
+    Listener(*mut bpf_sock),
+    /// An established, TIME_WAIT or request socket: the kernel owns this 4-tuple.
+    Connection,
+}
+
+/// Looks the segment's 4-tuple up. `tuple` is scratch space (in a per-CPU map: the BPF stack
+/// is too small to hold it next to everything else).
+#[inline(always)]
+pub fn lookup(ctx: &XdpContext, ends: &Endpoints, tuple: &mut bpf_sock_tuple) -> Found {
+    let size = if ends.ipv6 {
+        tuple.__bindgen_anon_1.ipv6 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
+            saddr: words(&ends.src),
+            daddr: words(&ends.dst),
+            sport: u16::from_ne_bytes(ends.src_port),
+            dport: u16::from_ne_bytes(ends.dst_port),
+        };
+        size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2>()
+    } else {
+        tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+            saddr: u32::from_ne_bytes([ends.src[0], ends.src[1], ends.src[2], ends.src[3]]),
+            daddr: u32::from_ne_bytes([ends.dst[0], ends.dst[1], ends.dst[2], ends.dst[3]]),
+            sport: u16::from_ne_bytes(ends.src_port),
+            dport: u16::from_ne_bytes(ends.dst_port),
+        };
+        size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>()
+    };
+    // SAFETY: the tuple lives on the stack for the call; the context is the program's own.
+    let sk = unsafe {
+        bpf_skc_lookup_tcp(
+            ctx.ctx as *mut c_void,
+            tuple,
+            size as u32,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        )
+    };
+    if sk.is_null() {
+        return Found::Nothing;
+    }
+    // SAFETY: a non-null result is a valid socket until released.
+    if unsafe { (*sk).state } == TCP_LISTEN {
+        Found::Listener(sk)
+    } else {
+        release(sk);
+        Found::Connection
+    }
+}
+
+#[inline(always)]
+pub fn release(sk: *mut bpf_sock) {
+    // SAFETY: `sk` came from `lookup` and is released exactly once.
+    unsafe { bpf_sk_release(sk as *mut c_void) };
+}
+
+/// 16 address bytes as the four network-order words the tuple holds.
+#[inline(always)]
+fn words(addr: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
+        u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]),
+        u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]),
+        u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]),
+    ]
+}
