@@ -72,6 +72,40 @@ impl Netns {
         Ok(self.exec("sysctl", &["-n", key])?.trim().to_string())
     }
 
+    /// A counter of the kernel's TCP/IP statistics in this namespace, e.g.
+    /// `TcpExtSyncookiesSent` (from /proc/net/netstat or /proc/net/snmp, as nstat names them).
+    pub fn netstat(&self, name: &str) -> Result<u64> {
+        // /proc/net is /proc/self/net: the namespace of the process's main thread. This
+        // thread's own is under /proc/thread-self.
+        let text = self.enter(|| -> std::io::Result<String> {
+            Ok(std::fs::read_to_string("/proc/thread-self/net/netstat")?
+                + &std::fs::read_to_string("/proc/thread-self/net/snmp")?)
+        })??;
+        // Each group is two lines: "TcpExt: names..." then "TcpExt: values...".
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let Some((group, names)) = names.split_once(": ") else {
+                continue;
+            };
+            let Some((_, values)) = values.split_once(": ") else {
+                continue;
+            };
+            for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+                if format!("{group}{n}") == name {
+                    return Ok(v.parse()?);
+                }
+            }
+        }
+        bail!("no counter {name} in /proc/net/netstat or /proc/net/snmp")
+    }
+
+    /// Sets a sysctl of this namespace.
+    pub fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.exec("sysctl", &["-qw", &format!("{key}={value}")])?;
+        Ok(())
+    }
+
     /// Whether any XDP program is attached to this side's veth end.
     pub fn xdp_attached(&self) -> Result<bool> {
         let out =

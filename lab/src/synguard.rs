@@ -103,6 +103,11 @@ impl Synguard {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Kills synguard with SIGKILL, as a crash would, and waits for it.
+    pub fn kill(mut self) -> Result<Output> {
+        self.process.stop(Signal::SIGKILL, Duration::from_secs(10))
+    }
+
     /// Sends `signal` and waits for synguard to exit; fails if it does not exit cleanly.
     pub fn stop(mut self, signal: Signal) -> Result<Output> {
         let out = self.process.stop(signal, Duration::from_secs(10))?;

@@ -108,6 +108,7 @@ fn attach_foreign_program(ns: &Netns, mode: XdpMode) -> Ebpf {
 #[test]
 fn another_program_already_attached() {
     let lab = Lab::new().unwrap();
+    let timestamps = lab.server.sysctl("net.ipv4.tcp_timestamps").unwrap();
     for (theirs, ours) in [
         (XdpMode::Driver, "native"),
         // A generic-mode program blocks a native one too (EEXIST rather than EBUSY).
@@ -132,6 +133,11 @@ fn another_program_already_attached() {
         assert!(
             link.contains("name lab_pass"),
             "the other program is untouched: {link}"
+        );
+        assert_eq!(
+            lab.server.sysctl("net.ipv4.tcp_timestamps").unwrap(),
+            timestamps,
+            "no sysctl was touched"
         );
         drop(foreign);
         assert!(!lab.server.xdp_attached().unwrap());

@@ -1,8 +1,11 @@
 //! The command line. Every flag can also come from the environment (`SYNGUARD_*`); a flag wins.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use synguard_common::Mode;
+
+use crate::ports::PortSet;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -11,11 +14,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "SYN-flood mitigation in XDP: attach to a server's NIC, count what arrives, \
              and serve it to Prometheus.",
     long_about = "SYN-flood mitigation in XDP.\n\n\
-        synguard attaches an XDP program to a network interface. Today it classifies and counts \
-        every packet (SYN, SYN-ACK, ACK, RST, FIN, other TCP, non-TCP, non-IP, malformed) and \
-        passes it on unchanged; counters are served as Prometheus metrics.\n\n\
+        synguard attaches an XDP program to a network interface. It answers SYNs to protected \
+        ports with SYN cookies from XDP, which the kernel accepts when the client's ACK comes \
+        back, and drops ACKs that carry neither a connection nor a valid cookie. Every packet \
+        is classified and counted; counters are served as Prometheus metrics.\n\n\
         Needs root, or CAP_BPF and CAP_NET_ADMIN. Logging follows RUST_LOG (default: info).\n\n\
-        Example:\n  synguard run --iface eth0 --metrics-addr 0.0.0.0:9477"
+        Examples:\n  synguard run --iface eth0 --metrics-addr 0.0.0.0:9477\n  \
+        synguard run --iface eth0 --mode cookie --ports 80,443"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -49,6 +54,69 @@ pub struct RunArgs {
         value_name = "ADDR:PORT"
     )]
     pub metrics_addr: SocketAddr,
+
+    /// What to do with SYNs to protected ports: `off` passes and counts; `monitor` counts
+    /// what `cookie` would do; `cookie` answers every one with a SYN cookie from XDP (and sets
+    /// net.ipv4.tcp_syncookies=2 while running); `auto` passes them while the SYN rate is
+    /// below --auto-threshold and answers with cookies above it.
+    #[arg(long, value_parser = parse_mode, default_value = "auto", env = "SYNGUARD_MODE")]
+    pub mode: Mode,
+
+    /// Ports to protect: lists and ranges, e.g. 80,443,8000-8100. Default: every port that
+    /// has a listener. A listed port is protected even without one: ACKs to it without a
+    /// valid cookie are dropped.
+    #[arg(long, env = "SYNGUARD_PORTS", value_name = "PORTS")]
+    pub ports: Option<PortSet>,
+
+    /// `auto` mode: SYNs per second (to protected ports, all CPUs together) at which cookies
+    /// take over, within one 10 ms window.
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        env = "SYNGUARD_AUTO_THRESHOLD",
+        value_name = "SYN/s"
+    )]
+    pub auto_threshold: u32,
+
+    /// `auto` mode: how long the SYN rate must stay below half the threshold before SYNs are
+    /// passed to the kernel again, in milliseconds.
+    #[arg(
+        long,
+        default_value_t = 2_000,
+        env = "SYNGUARD_AUTO_HOLD_MS",
+        value_name = "MS"
+    )]
+    pub auto_hold_ms: u32,
+
+    /// Put the timestamp option in SYN-ACKs (sets net.ipv4.tcp_timestamps=2 while running).
+    /// The kernel learns window scaling, SACK and ECN of a cookie connection only from the
+    /// timestamp; with `false`, those connections get none of them (window capped at
+    /// 64 KiB), but the host's timestamp setting is left alone.
+    #[arg(
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        env = "SYNGUARD_COOKIE_TIMESTAMPS",
+        value_name = "BOOL"
+    )]
+    pub cookie_timestamps: bool,
+
+    /// Where synguard records the sysctl values it changed, so that a run after a crash can
+    /// restore them.
+    #[arg(
+        long,
+        default_value = "/run/synguard",
+        env = "SYNGUARD_STATE_DIR",
+        value_name = "DIR"
+    )]
+    pub state_dir: PathBuf,
+}
+
+fn parse_mode(text: &str) -> Result<Mode, String> {
+    Mode::ALL
+        .into_iter()
+        .find(|m| m.name() == text)
+        .ok_or_else(|| format!("'{text}' is not a mode; use one of: off, monitor, cookie, auto"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,6 +153,30 @@ mod tests {
         assert_eq!(args.iface, "eth0");
         assert_eq!(args.xdp_mode, AttachMode::Native);
         assert_eq!(args.metrics_addr, "127.0.0.1:9477".parse().unwrap());
+        assert_eq!(args.mode, Mode::Auto);
+        assert!(args.ports.is_none());
+        assert!(args.cookie_timestamps);
+    }
+
+    #[test]
+    fn modes_ports_and_switches_parse() {
+        let cli = Cli::try_parse_from([
+            "synguard",
+            "run",
+            "-i",
+            "eth0",
+            "--mode",
+            "cookie",
+            "--ports",
+            "80,8000-8001",
+            "--cookie-timestamps",
+            "false",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command;
+        assert_eq!(args.mode, Mode::Cookie);
+        assert!(args.ports.as_ref().unwrap().contains(8001));
+        assert!(!args.cookie_timestamps);
     }
 
     #[test]

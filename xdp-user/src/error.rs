@@ -57,6 +57,9 @@ pub enum Error {
         source: aya::maps::MapError,
     },
 
+    #[error("sysctl {key}: {reason}")]
+    Sysctl { key: String, reason: String },
+
     #[error("{0}")]
     Other(String),
 }

@@ -2,8 +2,9 @@
 //! integration tests and the lab use the same pieces.
 //!
 //! A run goes through the modules in this order:
-//! `cli` (what to do) -> `preflight` (can we?) -> `loader` (load and attach) ->
-//! `maps` (typed access to what the program counts) -> `metrics` (Prometheus over HTTP).
+//! `cli` (what to do) -> `preflight` (can we?) -> `settings` and `sysctl` (what the namespace
+//! needs and allows) -> `loader` (load, configure, attach) -> `maps` (typed access) ->
+//! `metrics` (Prometheus over HTTP).
 
 pub mod cli;
 pub mod error;
@@ -11,7 +12,10 @@ pub mod loader;
 pub mod maps;
 pub mod metrics;
 pub mod objects;
+pub mod ports;
 pub mod preflight;
 pub mod run;
+pub mod settings;
+pub mod sysctl;
 
 pub use error::Error;

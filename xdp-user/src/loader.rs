@@ -3,34 +3,55 @@
 //! The attachment is a BPF link owned by this process: it is detached when the [`Attachment`]
 //! is dropped, and by the kernel if the process dies, so nothing is ever left half-attached.
 
-use std::{error::Error as StdError, io, sync::Arc};
+use std::{
+    error::Error as StdError,
+    io,
+    sync::{Arc, Mutex},
+};
 
 use aya::{
     Ebpf,
     programs::{ProgramError, Xdp, XdpMode},
 };
-use synguard_common::PROGRAM_NAME;
+use synguard_common::{Config, Mode, PROGRAM_NAME};
 use tracing::debug;
 
-use crate::{Error, cli::AttachMode, maps::StatsMap, objects, preflight};
+use crate::{
+    Error,
+    cli::AttachMode,
+    maps::{ControlMaps, StatsMap},
+    objects, preflight,
+    settings::Settings,
+};
 
 /// synguard's program, attached to one interface.
 pub struct Attachment {
     // Owns the program and its link; dropping it detaches.
     ebpf: Ebpf,
     stats: Arc<StatsMap>,
+    control: Arc<Mutex<ControlMaps>>,
     iface: String,
     mode: AttachMode,
     program_id: u32,
 }
 
 impl Attachment {
-    /// Loads the embedded program and attaches it to `iface` in `mode`. Never falls back to
-    /// another mode: the operator asked for this one.
-    pub fn attach(iface: &str, mode: AttachMode) -> Result<Self, Error> {
+    /// Loads the embedded program and attaches it to `iface` in `mode`, passing everything
+    /// (mode `off`) until [`Attachment::configure`] says otherwise: attaching can fail, and
+    /// nothing else should change before it has succeeded. Never falls back to another XDP
+    /// mode: the operator asked for this one.
+    pub fn attach(iface: &str, mode: AttachMode, settings: &Settings) -> Result<Self, Error> {
         let if_index = preflight::interface_index(iface)?;
         let mut ebpf = Ebpf::load(objects::SYNGUARD).map_err(|e| load_error(&e))?;
         let stats = Arc::new(StatsMap::take(&mut ebpf)?);
+        let mut control = ControlMaps::take(&mut ebpf)?;
+        control.set_config(&Config {
+            mode: Mode::Off as u32,
+            ..settings.config
+        })?;
+        if let Some(ports) = &settings.ports {
+            control.set_ports(ports)?;
+        }
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or_else(|| Error::Other(format!("program {PROGRAM_NAME} missing from the object")))?
@@ -47,6 +68,7 @@ impl Attachment {
         Ok(Self {
             ebpf,
             stats,
+            control: Arc::new(Mutex::new(control)),
             iface: iface.to_string(),
             mode,
             program_id,
@@ -56,6 +78,20 @@ impl Attachment {
     /// The program's counters; shared with the metrics collector.
     pub fn stats(&self) -> Arc<StatsMap> {
         Arc::clone(&self.stats)
+    }
+
+    /// Writes `settings` into the program's maps; the next packet sees them.
+    pub fn configure(&self, settings: &Settings) -> Result<(), Error> {
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ports) = &settings.ports {
+            control.set_ports(ports)?;
+        }
+        control.set_config(&settings.config)
+    }
+
+    /// The configuration and ports maps, for run-time changes; shared with the metrics.
+    pub fn control(&self) -> Arc<Mutex<ControlMaps>> {
+        Arc::clone(&self.control)
     }
 
     pub fn iface(&self) -> &str {

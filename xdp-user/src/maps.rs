@@ -2,11 +2,21 @@
 
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray},
+    maps::{Array, MapData, PerCpuArray},
 };
-use synguard_common::{STATS_MAP, Stats};
+use synguard_common::{AUTO_STATE_MAP, AutoState, CONFIG_MAP, Config, PORTS_MAP, STATS_MAP, Stats};
 
-use crate::Error;
+use crate::{Error, ports::PortSet};
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| Error::Other(format!("map {name} missing from the BPF object")))?;
+    T::try_from(map).map_err(|source| Error::Map { map: name, source })
+}
 
 /// The per-CPU counters ([`Stats`], one slot per CPU).
 pub struct StatsMap {
@@ -16,14 +26,9 @@ pub struct StatsMap {
 impl StatsMap {
     /// Takes the map out of a loaded object, so it can be read while the program runs.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
-        let map = ebpf
-            .take_map(STATS_MAP)
-            .ok_or_else(|| Error::Other(format!("map {STATS_MAP} missing from the BPF object")))?;
-        let map = PerCpuArray::try_from(map).map_err(|source| Error::Map {
-            map: STATS_MAP,
-            source,
-        })?;
-        Ok(Self { map })
+        Ok(Self {
+            map: take(ebpf, STATS_MAP)?,
+        })
     }
 
     /// The counters summed over all CPUs.
@@ -37,5 +42,76 @@ impl StatsMap {
             total.accumulate(cpu);
         }
         Ok(total)
+    }
+}
+
+/// The run-time configuration and the protected ports: written whole, read by the program on
+/// every packet, so a change applies from the next packet on, without a reload.
+pub struct ControlMaps {
+    config: Array<MapData, Config>,
+    ports: Array<MapData, u64>,
+    auto: PerCpuArray<MapData, AutoState>,
+}
+
+/// `auto` mode's state, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AutoSummary {
+    /// Whether any CPU answers with cookies.
+    pub under_attack: bool,
+    /// The highest all-CPU SYN rate a CPU computed at its last decision.
+    pub syn_rate_pps: u64,
+}
+
+impl ControlMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
+        Ok(Self {
+            config: take(ebpf, CONFIG_MAP)?,
+            ports: take(ebpf, PORTS_MAP)?,
+            auto: take(ebpf, AUTO_STATE_MAP)?,
+        })
+    }
+
+    pub fn config(&self) -> Result<Config, Error> {
+        self.config.get(&0, 0).map_err(|source| Error::Map {
+            map: CONFIG_MAP,
+            source,
+        })
+    }
+
+    /// Replaces the configuration. An array element is updated in place under RCU: a packet
+    /// sees either the old or the new value, field by field; mode, flags and limits are each
+    /// one aligned word.
+    pub fn set_config(&mut self, config: &Config) -> Result<(), Error> {
+        self.config.set(0, *config, 0).map_err(|source| Error::Map {
+            map: CONFIG_MAP,
+            source,
+        })
+    }
+
+    /// Replaces the protected ports. Words are written one at a time, so during a change a
+    /// packet may see some words old and some new; that only matters for the ports changing.
+    pub fn set_ports(&mut self, ports: &PortSet) -> Result<(), Error> {
+        for (index, word) in ports.words().iter().enumerate() {
+            self.ports
+                .set(index as u32, *word, 0)
+                .map_err(|source| Error::Map {
+                    map: PORTS_MAP,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    pub fn auto_summary(&self) -> Result<AutoSummary, Error> {
+        let per_cpu = self.auto.get(&0, 0).map_err(|source| Error::Map {
+            map: AUTO_STATE_MAP,
+            source,
+        })?;
+        Ok(per_cpu
+            .iter()
+            .fold(AutoSummary::default(), |acc, cpu| AutoSummary {
+                under_attack: acc.under_attack || cpu.under_attack != 0,
+                syn_rate_pps: acc.syn_rate_pps.max(cpu.total_rate_pps),
+            }))
     }
 }

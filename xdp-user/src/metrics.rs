@@ -15,20 +15,64 @@ use prometheus::{
     core::{Collector, Desc},
     proto::MetricFamily,
 };
-use synguard_common::{Action, Class};
+use std::sync::Mutex;
+
+use synguard_common::{Action, Class, Mode, Reason};
 use tokio::net::TcpListener;
 use tracing::warn;
 
-use crate::{Error, loader::Attachment, maps::StatsMap};
+use crate::{
+    Error,
+    loader::Attachment,
+    maps::{ControlMaps, StatsMap},
+};
 
 /// Metrics of one attached interface, read from its stats map on every scrape.
 struct InterfaceCollector {
     iface: String,
     stats: Arc<StatsMap>,
+    control: Arc<Mutex<ControlMaps>>,
     read_errors: IntCounter,
     // Templates: they give the descriptors, and each scrape fills fresh copies.
     packets: IntCounterVec,
     bytes: IntCounterVec,
+    decisions: IntCounterVec,
+    mode: IntGaugeVec,
+    under_attack: IntGaugeVec,
+}
+
+fn decisions_vec() -> IntCounterVec {
+    IntCounterVec::new(
+        Opts::new(
+            "synguard_decisions_total",
+            "SYNs and ACKs to protected ports, by what was decided and why.",
+        ),
+        &["interface", "reason"],
+    )
+    .expect("valid metric definition")
+}
+
+fn mode_vec() -> IntGaugeVec {
+    IntGaugeVec::new(
+        Opts::new(
+            "synguard_mode",
+            "1 for the mode in force (off, monitor, cookie, auto), 0 for the others.",
+        ),
+        &["interface", "mode"],
+    )
+    .expect("valid metric definition")
+}
+
+fn under_attack_vec() -> IntGaugeVec {
+    IntGaugeVec::new(
+        Opts::new(
+            "synguard_under_attack",
+            "1 while SYNs are answered with cookies: always in cookie mode, above the \
+             threshold in auto mode.",
+        ),
+        &["interface"],
+    )
+    .expect("valid metric definition")
 }
 
 fn packets_vec() -> IntCounterVec {
@@ -55,11 +99,14 @@ fn bytes_vec() -> IntCounterVec {
 
 impl Collector for InterfaceCollector {
     fn desc(&self) -> Vec<&Desc> {
-        self.packets
-            .desc()
-            .into_iter()
-            .chain(self.bytes.desc())
-            .collect()
+        [
+            self.packets.desc(),
+            self.bytes.desc(),
+            self.decisions.desc(),
+            self.mode.desc(),
+            self.under_attack.desc(),
+        ]
+        .concat()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -71,7 +118,8 @@ impl Collector for InterfaceCollector {
                 return Vec::new();
             }
         };
-        let (packets, bytes) = (packets_vec(), bytes_vec());
+        let (packets, bytes, decisions) = (packets_vec(), bytes_vec(), decisions_vec());
+        let (mode, under_attack) = (mode_vec(), under_attack_vec());
         // Every class and action is exported, zeros included, so rate() works from the start.
         for class in Class::ALL {
             for action in Action::ALL {
@@ -84,11 +132,34 @@ impl Collector for InterfaceCollector {
                     .inc_by(stats.bytes(class, action));
             }
         }
-        packets
-            .collect()
-            .into_iter()
-            .chain(bytes.collect())
-            .collect()
+        for reason in Reason::ALL {
+            decisions
+                .with_label_values(&[self.iface.as_str(), reason.name()])
+                .inc_by(stats.reason(reason));
+        }
+        let control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Ok(config), Ok(auto)) = (control.config(), control.auto_summary()) {
+            for m in Mode::ALL {
+                mode.with_label_values(&[self.iface.as_str(), m.name()])
+                    .set(i64::from(config.mode() == m));
+            }
+            let attacked = match config.mode() {
+                Mode::Cookie => true,
+                Mode::Auto => auto.under_attack,
+                Mode::Off | Mode::Monitor => false,
+            };
+            under_attack
+                .with_label_values(&[self.iface.as_str()])
+                .set(i64::from(attacked));
+        }
+        [
+            packets.collect(),
+            bytes.collect(),
+            decisions.collect(),
+            mode.collect(),
+            under_attack.collect(),
+        ]
+        .concat()
     }
 }
 
@@ -144,9 +215,13 @@ pub fn registry(attachment: &Attachment) -> Result<Registry, Error> {
     register(Box::new(InterfaceCollector {
         iface: attachment.iface().to_string(),
         stats: attachment.stats(),
+        control: attachment.control(),
         read_errors,
         packets: packets_vec(),
         bytes: bytes_vec(),
+        decisions: decisions_vec(),
+        mode: mode_vec(),
+        under_attack: under_attack_vec(),
     }))?;
     Ok(registry)
 }
