@@ -87,6 +87,16 @@ fn main() -> Result<()> {
             cargo()
                 .args(["fmt", "--all", "--", "--check"])
                 .status_ok()?;
+            // The eBPF crate is its own workspace, outside `--all`.
+            cargo()
+                .args([
+                    "fmt",
+                    "--manifest-path",
+                    "xdp-ebpf/Cargo.toml",
+                    "--",
+                    "--check",
+                ])
+                .status_ok()?;
             step("cargo clippy -D warnings");
             cargo()
                 .args([

@@ -1,0 +1,602 @@
+//! The SYN-ACKs synguard's XDP program writes, checked in the kernel with BPF_PROG_TEST_RUN.
+//!
+//! The program runs on a thread inside a lab namespace with a real listener, because the
+//! cookie helpers look sockets up in the caller's namespace. Each SYN-ACK must equal, byte for
+//! byte, the one etherparse's builder makes from the same fields (checksums included), and
+//! etherparse's parser must read back the options we meant. The cookie itself is proven by
+//! sending the client's ACK back through the program.
+
+use std::net::TcpListener;
+
+use aya::{
+    Ebpf,
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use etherparse::{
+    IpHeaders, Ipv4Header, Ipv6Header, NetHeaders, PacketBuilder, PacketHeaders, TcpHeader,
+    TcpOptionElement, TransportHeader, VlanId,
+};
+use synguard::maps::{ControlMaps, StatsMap};
+use synguard_common::{
+    Config, Mode, PROGRAM_NAME, Reason, Stats,
+    classify::tcp_flags::{CWR, ECE},
+    config::flags,
+};
+use synguard_lab::Lab;
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 2];
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 1];
+const CLIENT_V4: [u8; 4] = [198, 18, 0, 2];
+const SERVER_V4: [u8; 4] = [198, 18, 0, 1];
+const CLIENT_V6: [u8; 16] = [0xfd, 0, 1, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const SERVER_V6: [u8; 16] = [0xfd, 0, 1, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const PORT: u16 = 80;
+const CLIENT_PORT: u16 = 40000;
+const ISN: u32 = 0x1234_5678;
+const CLIENT_TSVAL: u32 = 0x0102_0304;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+fn config(mode: Mode) -> Config {
+    Config {
+        mode: mode as u32,
+        flags: flags::ALL_PORTS
+            | flags::TIMESTAMPS
+            | flags::SACK
+            | flags::WINDOW_SCALING
+            | flags::ECN,
+        rcv_wscale: 9,
+        mss_v4: 1460,
+        mss_v6: 1440,
+        ttl: 64,
+        synack_window: 64240,
+        ..Config::DEFAULT
+    }
+}
+
+struct Program {
+    ebpf: Ebpf,
+    stats: StatsMap,
+    control: ControlMaps,
+}
+
+impl Program {
+    fn load(mode: Mode) -> Program {
+        let mut ebpf = Ebpf::load(synguard::objects::SYNGUARD).unwrap();
+        let stats = StatsMap::take(&mut ebpf).unwrap();
+        let mut control = ControlMaps::take(&mut ebpf).unwrap();
+        control.set_config(&config(mode)).unwrap();
+        let program: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
+        program.load().expect("the verifier accepts the program");
+        Program {
+            ebpf,
+            stats,
+            control,
+        }
+    }
+
+    /// Runs one frame; returns the XDP code, the frame as it came out, and the reasons that
+    /// were counted.
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>, Vec<Reason>) {
+        let before = self.stats.read().unwrap();
+        let mut out = vec![0u8; frame.len() + 256];
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        let after = self.stats.read().unwrap();
+        (result.return_value, out, reasons(&before, &after))
+    }
+}
+
+fn reasons(before: &Stats, after: &Stats) -> Vec<Reason> {
+    Reason::ALL
+        .into_iter()
+        .flat_map(|r| std::iter::repeat_n(r, (after.reason(r) - before.reason(r)) as usize))
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Family {
+    V4,
+    V6,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Vlans {
+    None,
+    One,
+    Two,
+}
+
+/// A frame from client to server (or, with `reply`, from server to client).
+fn frame(family: Family, vlans: Vlans, tcp: TcpHeader, payload: &[u8], reply: bool) -> Vec<u8> {
+    let (src_mac, dst_mac) = if reply {
+        (SERVER_MAC, CLIENT_MAC)
+    } else {
+        (CLIENT_MAC, SERVER_MAC)
+    };
+    let ip = match family {
+        Family::V4 => {
+            let (src, dst) = if reply {
+                (SERVER_V4, CLIENT_V4)
+            } else {
+                (CLIENT_V4, SERVER_V4)
+            };
+            let mut ip = Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, src, dst).unwrap();
+            ip.dont_fragment = true;
+            ip.identification = 0;
+            IpHeaders::Ipv4(ip, Default::default())
+        }
+        Family::V6 => {
+            let (source, destination) = if reply {
+                (SERVER_V6, CLIENT_V6)
+            } else {
+                (CLIENT_V6, SERVER_V6)
+            };
+            IpHeaders::Ipv6(
+                Ipv6Header {
+                    source,
+                    destination,
+                    hop_limit: 64,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+        }
+    };
+    let eth = PacketBuilder::ethernet2(src_mac, dst_mac);
+    let vlan = |id| VlanId::try_new(id).unwrap();
+    let mut out = Vec::new();
+    match vlans {
+        Vlans::None => eth.ip(ip).tcp_header(tcp).write(&mut out, payload),
+        Vlans::One => eth
+            .single_vlan(vlan(10))
+            .ip(ip)
+            .tcp_header(tcp)
+            .write(&mut out, payload),
+        Vlans::Two => eth
+            .double_vlan(vlan(100), vlan(10))
+            .ip(ip)
+            .tcp_header(tcp)
+            .write(&mut out, payload),
+    }
+    .unwrap();
+    out
+}
+
+fn syn(options: &[TcpOptionElement], extra_flags: u8) -> TcpHeader {
+    let mut tcp = TcpHeader::new(CLIENT_PORT, PORT, ISN, 64240);
+    tcp.syn = true;
+    tcp.ece = extra_flags & ECE != 0;
+    tcp.cwr = extra_flags & CWR != 0;
+    tcp.set_options(options).unwrap();
+    tcp
+}
+
+const LINUX_OPTIONS: [TcpOptionElement; 5] = [
+    TcpOptionElement::MaximumSegmentSize(1460),
+    TcpOptionElement::SelectiveAcknowledgementPermitted,
+    TcpOptionElement::Timestamp(CLIENT_TSVAL, 0),
+    TcpOptionElement::Noop,
+    TcpOptionElement::WindowScale(7),
+];
+
+/// What the SYN-ACK should offer.
+struct Expect {
+    sack: bool,
+    /// The client's window scale as encoded in the TSval (0xf: none), `None`: no timestamps.
+    ts_bits: Option<u32>,
+    wscale: bool,
+    ecn: bool,
+}
+
+/// Builds the expected SYN-ACK with etherparse, taking the cookie and TSval from `got`, and
+/// compares the bytes. Returns the cookie.
+fn check_synack(family: Family, vlans: Vlans, got: &[u8], expect: &Expect) -> u32 {
+    let parsed = PacketHeaders::from_ethernet_slice(got).expect("etherparse reads the SYN-ACK");
+    let Some(TransportHeader::Tcp(tcp)) = &parsed.transport else {
+        panic!("no TCP header in {got:02x?}");
+    };
+    assert!(tcp.syn && tcp.ack && !tcp.rst && !tcp.fin, "SYN-ACK flags");
+    assert_eq!(tcp.ece, expect.ecn, "ECE");
+    assert_eq!(tcp.acknowledgment_number, ISN.wrapping_add(1));
+    // Checksums, recomputed by etherparse.
+    match &parsed.net {
+        Some(NetHeaders::Ipv4(ip, _)) => {
+            assert_eq!(
+                ip.header_checksum,
+                ip.calc_header_checksum(),
+                "IPv4 checksum"
+            );
+            assert_eq!(
+                tcp.checksum,
+                tcp.calc_checksum_ipv4(ip, &[]).unwrap(),
+                "TCP checksum"
+            );
+        }
+        Some(NetHeaders::Ipv6(ip, _)) => {
+            assert_eq!(
+                tcp.checksum,
+                tcp.calc_checksum_ipv6(ip, &[]).unwrap(),
+                "TCP checksum"
+            );
+        }
+        other => panic!("unexpected network header {other:?}"),
+    }
+    let options: Vec<TcpOptionElement> = tcp.options_iterator().map(|o| o.unwrap()).collect();
+    let tsval = options.iter().find_map(|o| match o {
+        TcpOptionElement::Timestamp(val, ecr) => {
+            assert_eq!(*ecr, CLIENT_TSVAL, "TSecr echoes the client's TSval");
+            Some(*val)
+        }
+        _ => None,
+    });
+
+    let mut want_options = vec![TcpOptionElement::MaximumSegmentSize(match family {
+        Family::V4 => 1460,
+        Family::V6 => 1440,
+    })];
+    if expect.sack {
+        want_options.push(TcpOptionElement::SelectiveAcknowledgementPermitted);
+    } else {
+        want_options.extend([TcpOptionElement::Noop, TcpOptionElement::Noop]);
+    }
+    match expect.ts_bits {
+        Some(bits) => {
+            let tsval = tsval.expect("a timestamp option");
+            let mut want_bits = bits;
+            if expect.sack {
+                want_bits |= 1 << 4;
+            }
+            if expect.ecn {
+                want_bits |= 1 << 5;
+            }
+            assert_eq!(tsval & 0x3f, want_bits, "options encoded in the TSval");
+            want_options.push(TcpOptionElement::Timestamp(tsval, CLIENT_TSVAL));
+        }
+        None => {
+            assert_eq!(tsval, None, "no timestamp option");
+            want_options.extend(std::iter::repeat_n(TcpOptionElement::Noop, 10));
+        }
+    }
+    want_options.push(TcpOptionElement::Noop);
+    if expect.wscale {
+        want_options.push(TcpOptionElement::WindowScale(9));
+    } else {
+        want_options.extend(std::iter::repeat_n(TcpOptionElement::Noop, 3));
+    }
+
+    let mut want_tcp = TcpHeader::new(PORT, CLIENT_PORT, tcp.sequence_number, 64240);
+    want_tcp.syn = true;
+    want_tcp.ack = true;
+    want_tcp.ece = expect.ecn;
+    want_tcp.acknowledgment_number = ISN.wrapping_add(1);
+    want_tcp.set_options(&want_options).unwrap();
+    let want = frame(family, vlans, want_tcp, &[], true);
+    assert_eq!(
+        got,
+        want.as_slice(),
+        "{family:?} {vlans:?}: SYN-ACK bytes\n got {got:02x?}\nwant {want:02x?}"
+    );
+    tcp.sequence_number
+}
+
+/// The client's ACK completing the handshake; `cookie_offset` 0 acknowledges the real cookie.
+fn ack(family: Family, vlans: Vlans, cookie: u32, cookie_offset: u32) -> Vec<u8> {
+    let mut tcp = TcpHeader::new(CLIENT_PORT, PORT, ISN.wrapping_add(1), 502);
+    tcp.ack = true;
+    tcp.acknowledgment_number = cookie.wrapping_add(1).wrapping_add(cookie_offset);
+    frame(family, vlans, tcp, &[], false)
+}
+
+/// Runs `body` on a thread in a fresh lab namespace with a dual-stack listener on PORT and
+/// tcp_syncookies=2.
+fn in_lab(body: impl FnOnce() + Send) {
+    let lab = Lab::new().unwrap();
+    lab.server
+        .set_sysctl("net.ipv4.tcp_syncookies", "2")
+        .unwrap();
+    lab.server
+        .enter(|| {
+            let _listener = TcpListener::bind(("::", PORT)).unwrap();
+            body();
+        })
+        .unwrap();
+}
+
+#[test]
+fn syn_ack_bytes_for_each_family_vlan_layout_and_option_set() {
+    in_lab(|| {
+        let mut program = Program::load(Mode::Cookie);
+        let cases: Vec<(&str, Vec<TcpOptionElement>, u8, Expect)> = vec![
+            (
+                "Linux",
+                LINUX_OPTIONS.to_vec(),
+                0,
+                Expect {
+                    sack: true,
+                    ts_bits: Some(7),
+                    wscale: true,
+                    ecn: false,
+                },
+            ),
+            (
+                "Linux asking for ECN",
+                LINUX_OPTIONS.to_vec(),
+                ECE | CWR,
+                Expect {
+                    sack: true,
+                    ts_bits: Some(7),
+                    wscale: true,
+                    ecn: true,
+                },
+            ),
+            (
+                "ECE without CWR is no ECN request",
+                LINUX_OPTIONS.to_vec(),
+                ECE,
+                Expect {
+                    sack: true,
+                    ts_bits: Some(7),
+                    wscale: true,
+                    ecn: false,
+                },
+            ),
+            (
+                "no options (hping3)",
+                vec![],
+                0,
+                Expect {
+                    sack: false,
+                    ts_bits: None,
+                    wscale: false,
+                    ecn: false,
+                },
+            ),
+            (
+                "Windows order, no timestamps",
+                vec![
+                    TcpOptionElement::MaximumSegmentSize(1460),
+                    TcpOptionElement::Noop,
+                    TcpOptionElement::WindowScale(8),
+                    TcpOptionElement::Noop,
+                    TcpOptionElement::Noop,
+                    TcpOptionElement::SelectiveAcknowledgementPermitted,
+                ],
+                ECE | CWR,
+                Expect {
+                    sack: false,
+                    ts_bits: None,
+                    wscale: false,
+                    ecn: false,
+                },
+            ),
+            (
+                "timestamps only",
+                vec![
+                    TcpOptionElement::Noop,
+                    TcpOptionElement::Noop,
+                    TcpOptionElement::Timestamp(CLIENT_TSVAL, 0),
+                ],
+                0,
+                Expect {
+                    sack: false,
+                    ts_bits: Some(0xf),
+                    wscale: false,
+                    ecn: false,
+                },
+            ),
+            (
+                "odd order and padding",
+                vec![
+                    TcpOptionElement::Timestamp(CLIENT_TSVAL, 0),
+                    TcpOptionElement::WindowScale(14),
+                    TcpOptionElement::Noop,
+                    TcpOptionElement::Noop,
+                    TcpOptionElement::Noop,
+                    TcpOptionElement::SelectiveAcknowledgementPermitted,
+                    TcpOptionElement::MaximumSegmentSize(1200),
+                ],
+                0,
+                Expect {
+                    sack: true,
+                    ts_bits: Some(14),
+                    wscale: true,
+                    ecn: false,
+                },
+            ),
+        ];
+        for family in [Family::V4, Family::V6] {
+            for vlans in [Vlans::None, Vlans::One, Vlans::Two] {
+                for (name, options, extra_flags, expect) in &cases {
+                    let what = format!("{family:?} {vlans:?} {name}");
+                    let syn = frame(family, vlans, syn(options, *extra_flags), &[], false);
+                    let (code, out, why) = program.run(&syn);
+                    assert_eq!(code, XDP_TX, "{what}: {why:?}");
+                    assert!(
+                        matches!(why.as_slice(), [Reason::CookieRaw | Reason::CookieStamped]),
+                        "{what}: {why:?}"
+                    );
+                    let cookie = check_synack(family, vlans, &out, expect);
+
+                    // The kernel's own check (__cookie_v4/v6_check, via the program's ACK
+                    // path) accepts the cookie. Its low 24 bits are a hash plus the MSS
+                    // table index (0-3, net/ipv4/syncookies.c), so cookie+1 can be a valid
+                    // cookie for another MSS; +4 is out of the table for every index.
+                    let (code, _, why) = program.run(&ack(family, vlans, cookie, 0));
+                    assert_eq!(
+                        (code, why),
+                        (XDP_PASS, vec![Reason::AckCookieValid]),
+                        "{what}"
+                    );
+                    let (code, _, why) = program.run(&ack(family, vlans, cookie, 4));
+                    assert_eq!((code, why), (XDP_DROP, vec![Reason::AckForged]), "{what}");
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn syn_with_data_shrinks_to_the_syn_ack() {
+    in_lab(|| {
+        let mut program = Program::load(Mode::Cookie);
+        for family in [Family::V4, Family::V6] {
+            let syn = frame(
+                family,
+                Vlans::One,
+                syn(&LINUX_OPTIONS, 0),
+                &[0x55; 100],
+                false,
+            );
+            let (code, out, _) = program.run(&syn);
+            assert_eq!(code, XDP_TX);
+            let expect = Expect {
+                sack: true,
+                ts_bits: Some(7),
+                wscale: true,
+                ecn: false,
+            };
+            check_synack(family, Vlans::One, &out, &expect);
+        }
+    });
+}
+
+#[test]
+fn the_stamping_helper_runs_once_a_second_and_the_raw_one_otherwise() {
+    in_lab(|| {
+        let mut program = Program::load(Mode::Cookie);
+        let syn = frame(Family::V4, Vlans::None, syn(&LINUX_OPTIONS, 0), &[], false);
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            seen.extend(program.run(&syn).2);
+        }
+        // BPF_PROG_TEST_RUN runs on this thread's CPU; the stamp map is per CPU, so at most
+        // one stamp per CPU this thread ran on within the second.
+        let stamped = seen.iter().filter(|r| **r == Reason::CookieStamped).count();
+        let raw = seen.iter().filter(|r| **r == Reason::CookieRaw).count();
+        assert!((1..=2).contains(&stamped), "{seen:?}");
+        assert_eq!(stamped + raw, 50);
+    });
+}
+
+#[test]
+fn syns_the_kernel_must_handle_are_passed_untouched() {
+    in_lab(|| {
+        let mut program = Program::load(Mode::Cookie);
+        // No listener on port 81.
+        let mut tcp = syn(&LINUX_OPTIONS, 0);
+        tcp.destination_port = 81;
+        let no_listener = frame(Family::V4, Vlans::None, tcp, &[], false);
+        let (code, out, why) = program.run(&no_listener);
+        assert_eq!((code, why), (XDP_PASS, vec![Reason::SynNoListener]));
+        assert_eq!(out, no_listener, "untouched");
+
+        // IPv4 options: the rewrite does not handle them.
+        let mut ip =
+            Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, CLIENT_V4, SERVER_V4).unwrap();
+        ip.options = [1u8, 1, 1, 0].as_slice().try_into().unwrap();
+        let mut with_options = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+            .ip(IpHeaders::Ipv4(ip, Default::default()))
+            .tcp_header(syn(&LINUX_OPTIONS, 0))
+            .write(&mut with_options, &[])
+            .unwrap();
+        let (code, out, why) = program.run(&with_options);
+        assert_eq!((code, why), (XDP_PASS, vec![Reason::SynIpOptions]));
+        assert_eq!(out, with_options, "untouched");
+    });
+}
+
+#[test]
+fn mode_changes_take_effect_on_the_next_packet_without_a_reload() {
+    in_lab(|| {
+        let mut program = Program::load(Mode::Off);
+        let syn = frame(Family::V6, Vlans::Two, syn(&LINUX_OPTIONS, 0), &[], false);
+        let forged = ack(Family::V6, Vlans::Two, 0xdead_beef, 0);
+
+        let (code, out, why) = program.run(&syn);
+        assert_eq!(
+            (code, &why),
+            (XDP_PASS, &vec![]),
+            "off: passed, no decision"
+        );
+        assert_eq!(out, syn);
+
+        program.control.set_config(&config(Mode::Monitor)).unwrap();
+        let (code, out, why) = program.run(&syn);
+        assert_eq!((code, why), (XDP_PASS, vec![Reason::MonitorWouldAnswer]));
+        assert_eq!(out, syn, "monitor changes nothing");
+        let (code, _, why) = program.run(&forged);
+        assert_eq!((code, why), (XDP_PASS, vec![Reason::MonitorWouldDrop]));
+
+        program.control.set_config(&config(Mode::Cookie)).unwrap();
+        let (code, _, _) = program.run(&syn);
+        assert_eq!(code, XDP_TX, "cookie: answered");
+        let (code, _, why) = program.run(&forged);
+        assert_eq!((code, why), (XDP_DROP, vec![Reason::AckForged]));
+
+        // Auto, far below its threshold: passed.
+        program
+            .control
+            .set_config(&Config {
+                auto_threshold_pps: 1_000_000,
+                ..config(Mode::Auto)
+            })
+            .unwrap();
+        let (code, _, why) = program.run(&syn);
+        assert_eq!((code, why), (XDP_PASS, vec![Reason::SynBelowThreshold]));
+        // A threshold of 1 SYN/s: the next window close switches to cookies.
+        program
+            .control
+            .set_config(&Config {
+                auto_threshold_pps: 1,
+                ..config(Mode::Auto)
+            })
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (code, _, _) = program.run(&syn);
+        assert_eq!(code, XDP_TX, "auto above the threshold: answered");
+        assert!(program.control.auto_summary().unwrap().under_attack);
+    });
+}
+
+#[test]
+fn unprotected_ports_are_left_alone_when_ports_are_listed() {
+    in_lab(|| {
+        let mut program = Program::load(Mode::Cookie);
+        let mut listed = config(Mode::Cookie);
+        listed.flags &= !flags::ALL_PORTS;
+        program.control.set_config(&listed).unwrap();
+        program
+            .control
+            .set_ports(&"443,8000-8100".parse().unwrap())
+            .unwrap();
+        let syn = frame(Family::V4, Vlans::None, syn(&LINUX_OPTIONS, 0), &[], false);
+        let (code, out, why) = program.run(&syn);
+        assert_eq!((code, why), (XDP_PASS, vec![Reason::SynUnprotectedPort]));
+        assert_eq!(out, syn);
+
+        program.control.set_ports(&"80".parse().unwrap()).unwrap();
+        assert_eq!(program.run(&syn).0, XDP_TX, "listed now");
+        // A listed port is protected without a listener too: a forged ACK to it is dropped.
+        let mut tcp = TcpHeader::new(CLIENT_PORT, 80, 1, 100);
+        tcp.ack = true;
+        tcp.acknowledgment_number = 42;
+        let (code, _, why) = program.run(&frame(Family::V4, Vlans::None, tcp, &[], false));
+        assert_eq!((code, why), (XDP_DROP, vec![Reason::AckForged]));
+    });
+}
