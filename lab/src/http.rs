@@ -161,6 +161,40 @@ impl LegitReport {
     }
 }
 
+/// Makes sequential requests from `ns` to `addr` for `duration`, each bounded by `timeout`:
+/// how many complete in a fixed time is the measure of service under load.
+pub fn run_legit_for(
+    ns: &Netns,
+    addr: SocketAddr,
+    duration: Duration,
+    timeout: Duration,
+) -> Result<LegitReport> {
+    ns.enter(move || {
+        let mut report = LegitReport::default();
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            report.attempted += 1;
+            let start = Instant::now();
+            match get(addr, "/", timeout) {
+                Ok(body) if body == BODY => {
+                    report.succeeded += 1;
+                    report.latencies.push(start.elapsed());
+                }
+                Ok(body) => {
+                    report
+                        .first_error
+                        .get_or_insert(format!("unexpected body {body:?}"));
+                }
+                Err(e) => {
+                    report.first_error.get_or_insert(format!("{e:#}"));
+                }
+            }
+        }
+        report.latencies.sort();
+        report
+    })
+}
+
 /// Makes `count` sequential requests from `ns` to `addr`, each bounded by `timeout`, spaced by
 /// `interval`.
 pub fn run_legit_clients(

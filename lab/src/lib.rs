@@ -6,13 +6,15 @@
 //! namespaces, never in the caller's, and everything is removed when the [`Lab`] is dropped,
 //! during a panic too. Labs left behind by a killed process are removed by the next one.
 
+mod flood;
 mod http;
 mod metrics_text;
 mod netns;
 mod process;
 mod synguard;
 
-pub use http::{HttpServer, LegitReport, http_get, run_legit_clients};
+pub use flood::{FLOOD_SOURCES, FloodReport, SynShape, syn_flood};
+pub use http::{HttpServer, LegitReport, http_get, run_legit_clients, run_legit_for};
 pub use metrics_text::MetricsText;
 pub use netns::{Lab, Netns, SPOOFED_V4, remove_labs_of, require_root};
 pub use process::{Process, run_bounded};

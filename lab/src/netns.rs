@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use aya::{
     Ebpf,
+    maps::PerCpuArray,
     programs::{Xdp, XdpMode},
 };
 use nix::sched::{CloneFlags, setns};
@@ -119,8 +120,8 @@ impl Netns {
 pub struct Lab {
     pub server: Netns,
     pub client: Netns,
-    // The XDP_PASS program on the client's end; see `attach_peer_pass`.
-    _peer_pass: Option<Ebpf>,
+    // The program on the client's end; see `attach_client_program`.
+    client_program: Option<Ebpf>,
     created: Vec<String>,
 }
 
@@ -151,7 +152,7 @@ impl Lab {
         let mut lab = Lab {
             server,
             client,
-            _peer_pass: None,
+            client_program: None,
             created: Vec::new(),
         };
         // From here on, a failure drops `lab`, which removes whatever was created.
@@ -160,8 +161,20 @@ impl Lab {
             lab.created.push(ns);
         }
         lab.wire()?;
-        lab._peer_pass = Some(attach_peer_pass(&lab.client)?);
+        lab.client_program = Some(attach_client_program(&lab.client)?);
         Ok(lab)
+    }
+
+    /// SYN-ACKs that reached the client end so far, and how many of them were addressed to
+    /// spoofed sources (and dropped there).
+    pub fn client_synacks(&mut self) -> Result<(u64, u64)> {
+        let ebpf = self.client_program.as_mut().context("no client program")?;
+        let counts: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            ebpf.map_mut("LAB_CLIENT_COUNTS")
+                .context("LAB_CLIENT_COUNTS missing")?,
+        )?;
+        let sum = |index: u32| -> Result<u64> { Ok(counts.get(&index, 0)?.iter().sum()) };
+        Ok((sum(0)?, sum(1)?))
     }
 
     fn wire(&self) -> Result<()> {
@@ -260,7 +273,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         // Detach before the namespaces go (they would take it with them anyway).
-        self._peer_pass = None;
+        self.client_program = None;
         for ns in self.created.drain(..).rev() {
             if let Err(e) = remove_netns(&ns) {
                 eprintln!("lab: cleaning up namespace {ns} failed: {e:#}");
@@ -269,16 +282,18 @@ impl Drop for Lab {
     }
 }
 
-/// A trivial XDP_PASS program on the client's end. XDP_TX on veth delivers a frame only when
-/// the peer runs an XDP program too (../shared/LAB.md; veth_xdp_xmit() in drivers/net/veth.c
-/// needs the peer's XDP rings, which exist only while a program is attached).
-fn attach_peer_pass(client: &Netns) -> Result<Ebpf> {
+/// The client end's XDP program (`lab_client`): it counts the SYN-ACKs that come back and
+/// drops those addressed to spoofed sources. It is also what lets the server's XDP_TX frames
+/// arrive at all: on veth they are delivered only when the peer runs an XDP program too
+/// (../shared/LAB.md; veth_xdp_xmit() in drivers/net/veth.c needs the peer's XDP rings, which
+/// exist only while a program is attached).
+fn attach_client_program(client: &Netns) -> Result<Ebpf> {
     let mut ebpf = Ebpf::load(synguard::objects::LAB).context("loading the lab's BPF object")?;
     let program: &mut Xdp = ebpf
-        .program_mut("lab_pass")
-        .context("lab_pass missing from the lab object")?
+        .program_mut("lab_client")
+        .context("lab_client missing from the lab object")?
         .try_into()?;
-    program.load().context("loading lab_pass")?;
+    program.load().context("loading lab_client")?;
     let iface = client.iface.clone();
     client.enter(move || program.attach(&iface, XdpMode::Driver))??;
     Ok(ebpf)

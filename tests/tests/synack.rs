@@ -249,13 +249,18 @@ fn check_synack(family: Family, vlans: Vlans, got: &[u8], expect: &Expect) -> u3
         Family::V4 => 1460,
         Family::V6 => 1440,
     })];
-    if expect.sack {
-        want_options.push(TcpOptionElement::SelectiveAcknowledgementPermitted);
-    } else {
-        want_options.extend([TcpOptionElement::Noop, TcpOptionElement::Noop]);
-    }
     match expect.ts_bits {
+        // Without timestamps the SYN-ACK offers the MSS and nothing else.
+        None => {
+            assert_eq!(tsval, None, "no timestamp option");
+            assert!(!expect.sack && !expect.wscale && !expect.ecn);
+        }
         Some(bits) => {
+            if expect.sack {
+                want_options.push(TcpOptionElement::SelectiveAcknowledgementPermitted);
+            } else {
+                want_options.extend([TcpOptionElement::Noop, TcpOptionElement::Noop]);
+            }
             let tsval = tsval.expect("a timestamp option");
             let mut want_bits = bits;
             if expect.sack {
@@ -266,17 +271,13 @@ fn check_synack(family: Family, vlans: Vlans, got: &[u8], expect: &Expect) -> u3
             }
             assert_eq!(tsval & 0x3f, want_bits, "options encoded in the TSval");
             want_options.push(TcpOptionElement::Timestamp(tsval, CLIENT_TSVAL));
+            want_options.push(TcpOptionElement::Noop);
+            if expect.wscale {
+                want_options.push(TcpOptionElement::WindowScale(9));
+            } else {
+                want_options.extend(std::iter::repeat_n(TcpOptionElement::Noop, 3));
+            }
         }
-        None => {
-            assert_eq!(tsval, None, "no timestamp option");
-            want_options.extend(std::iter::repeat_n(TcpOptionElement::Noop, 10));
-        }
-    }
-    want_options.push(TcpOptionElement::Noop);
-    if expect.wscale {
-        want_options.push(TcpOptionElement::WindowScale(9));
-    } else {
-        want_options.extend(std::iter::repeat_n(TcpOptionElement::Noop, 3));
     }
 
     let mut want_tcp = TcpHeader::new(PORT, CLIENT_PORT, tcp.sequence_number, 64240);

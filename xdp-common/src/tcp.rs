@@ -13,8 +13,14 @@ use crate::{
 
 /// Longest TCP options area (data offset 15).
 pub const MAX_OPTIONS_LEN: usize = 40;
-/// Length of every SYN-ACK TCP header synguard writes: 20 bytes plus 20 of options.
+/// Length of a SYN-ACK's TCP header with timestamps: 20 bytes plus 20 of options (MSS,
+/// SACK-permitted, timestamps, NOP, window scale, as Linux lays them out). Also the size of
+/// the buffer `write_synack` fills.
 pub const SYNACK_TCP_LEN: usize = 40;
+/// Length without timestamps: the MSS option only, as the kernel's own cookie SYN-ACK. It also
+/// keeps the reply to a bare 54-byte SYN within 4 bytes of it: veth leaves such a frame only
+/// 10 bytes of tailroom (SKB_DATA_ALIGN(54) - 54, veth_convert_skb_to_xdp_buff()).
+pub const SYNACK_TCP_LEN_SHORT: usize = 24;
 /// The largest window scale TCP allows (RFC 7323, section 2.3).
 pub const MAX_WSCALE: u8 = 14;
 
@@ -215,6 +221,18 @@ pub const fn kernel_rcv_wscale(tcp_rmem_max: u32, rmem_max: u32) -> u8 {
     }
 }
 
+impl SynAckOptions {
+    /// The SYN-ACK's TCP header length for these options.
+    #[inline(always)]
+    pub fn tcp_len(&self) -> usize {
+        if self.timestamp.is_some() {
+            SYNACK_TCP_LEN
+        } else {
+            SYNACK_TCP_LEN_SHORT
+        }
+    }
+}
+
 /// The SYN-ACK's TCP header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SynAck {
@@ -228,24 +246,24 @@ pub struct SynAck {
     pub options: SynAckOptions,
 }
 
-/// Writes the SYN-ACK's TCP header, options and checksum. `pseudo_sum` is the pseudo-header
-/// sum for a 40-byte segment (`checksum::pseudo_ipv4/6`).
+/// Writes the SYN-ACK's TCP header, options and checksum into `tcp`, and returns its length
+/// (`options.tcp_len()`; the rest of `tcp` is zeroed). `pseudo_sum` is the pseudo-header sum
+/// for a segment of that length (`checksum::pseudo_ipv4/6`).
 ///
-/// Options use one fixed 20-byte layout, the one Linux uses with everything on (MSS,
-/// SACK-permitted, timestamps, NOP, window scale); an option not offered is NOPs. A fixed
-/// length keeps the packet rewrite a single constant-size copy, which the verifier can check.
-///
-/// It writes into `tcp` in place (in the XDP program, the packet itself: the BPF stack is too
-/// small for another copy) and sets every byte.
+/// With timestamps, the options take Linux's 20-byte layout with everything on (MSS,
+/// SACK-permitted, timestamps, NOP, window scale), an option not offered being NOPs. Without,
+/// only MSS: SACK and window scaling are never offered then (see `negotiate`). Two fixed
+/// lengths keep the packet rewrite a constant-size copy, which the verifier can check.
 #[inline(always)]
-pub fn write_synack(synack: &SynAck, pseudo_sum: u32, tcp: &mut [u8; SYNACK_TCP_LEN]) {
+pub fn write_synack(synack: &SynAck, pseudo_sum: u32, tcp: &mut [u8; SYNACK_TCP_LEN]) -> usize {
     const NOP: u8 = kind::NOP;
     let o = &synack.options;
+    let len = o.tcp_len();
     tcp[0..2].copy_from_slice(&synack.src_port.to_be_bytes());
     tcp[2..4].copy_from_slice(&synack.dst_port.to_be_bytes());
     tcp[4..8].copy_from_slice(&synack.seq.to_be_bytes());
     tcp[8..12].copy_from_slice(&synack.ack.to_be_bytes());
-    tcp[12] = ((SYNACK_TCP_LEN / 4) as u8) << 4;
+    tcp[12] = ((len / 4) as u8) << 4;
     tcp[13] = crate::classify::tcp_flags::SYN | crate::classify::tcp_flags::ACK;
     if o.ecn {
         tcp[13] |= crate::classify::tcp_flags::ECE;
@@ -256,6 +274,15 @@ pub fn write_synack(synack: &SynAck, pseudo_sum: u32, tcp: &mut [u8; SYNACK_TCP_
 
     let mss = o.mss.to_be_bytes();
     tcp[20..24].copy_from_slice(&[kind::MSS, 4, mss[0], mss[1]]);
+    if len == SYNACK_TCP_LEN_SHORT {
+        tcp[24..].copy_from_slice(&[0; SYNACK_TCP_LEN - SYNACK_TCP_LEN_SHORT]);
+        let check = checksum::fold(checksum::sum_words(
+            pseudo_sum,
+            &tcp[..SYNACK_TCP_LEN_SHORT],
+        ));
+        tcp[16..18].copy_from_slice(&check.to_be_bytes());
+        return len;
+    }
     tcp[24..26].copy_from_slice(&if o.sack_permitted {
         [kind::SACK_PERMITTED, 2]
     } else {
@@ -277,6 +304,7 @@ pub fn write_synack(synack: &SynAck, pseudo_sum: u32, tcp: &mut [u8; SYNACK_TCP_
 
     let check = checksum::fold(checksum::sum_words(pseudo_sum, &tcp[..]));
     tcp[16..18].copy_from_slice(&check.to_be_bytes());
+    len
 }
 
 /// The TCP header handed to the kernel's cookie helpers instead of the SYN's own: its first 20
@@ -298,11 +326,10 @@ pub fn cookie_probe(syn_header: &[u8; 20], mss: Option<u16>, ipv6: bool) -> [u8;
 /// Writes a fresh IPv4 header for the SYN-ACK into `ip` (no options, DF set, identification 0,
 /// as Linux sends SYN-ACKs), checksum included. Every byte is set.
 #[inline(always)]
-pub fn write_ipv4_header(ip: &mut [u8; 20], src: [u8; 4], dst: [u8; 4], ttl: u8, tos: u8) {
-    let total = (20 + SYNACK_TCP_LEN) as u16;
+pub fn write_ipv4_header(ip: &mut [u8; 20], src: [u8; 4], dst: [u8; 4], ttl: u8, tcp_len: u16) {
+    let total = 20 + tcp_len;
     *ip = [0u8; 20];
     ip[0] = 0x45;
-    ip[1] = tos;
     ip[2..4].copy_from_slice(&total.to_be_bytes());
     ip[6] = 0x40; // DF
     ip[8] = ttl;
@@ -315,10 +342,16 @@ pub fn write_ipv4_header(ip: &mut [u8; 20], src: [u8; 4], dst: [u8; 4], ttl: u8,
 
 /// Writes a fresh IPv6 header for the SYN-ACK into `ip` (traffic class and flow label zero).
 #[inline(always)]
-pub fn write_ipv6_header(ip: &mut [u8; 40], src: &[u8; 16], dst: &[u8; 16], hop_limit: u8) {
+pub fn write_ipv6_header(
+    ip: &mut [u8; 40],
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    hop_limit: u8,
+    tcp_len: u16,
+) {
     *ip = [0u8; 40];
     ip[0] = 0x60;
-    ip[4..6].copy_from_slice(&(SYNACK_TCP_LEN as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&tcp_len.to_be_bytes());
     ip[6] = crate::classify::IPPROTO_TCP;
     ip[7] = hop_limit;
     ip[8..24].copy_from_slice(src);
@@ -532,7 +565,10 @@ mod tests {
         let src = [198, 18, 0, 1];
         let dst = [198, 18, 0, 2];
         let mut tcp = [0xaa; 40];
-        write_synack(&synack, checksum::pseudo_ipv4(&src, &dst, 40), &mut tcp);
+        assert_eq!(
+            write_synack(&synack, checksum::pseudo_ipv4(&src, &dst, 40), &mut tcp),
+            40
+        );
         #[rustfmt::skip]
         let want_without_checksum: [u8; 40] = [
             0, 80, 0x9c, 0x40, 0xde, 0xad, 0xbe, 0xef, 0x12, 0x34, 0x56, 0x79,
@@ -548,7 +584,7 @@ mod tests {
     }
 
     #[test]
-    fn absent_options_become_nops_and_ecn_sets_ece() {
+    fn without_timestamps_the_synack_carries_the_mss_only() {
         let synack = SynAck {
             src_port: 443,
             dst_port: 1,
@@ -564,14 +600,18 @@ mod tests {
             },
         };
         let mut tcp = [0xaa; 40];
-        write_synack(&synack, 0, &mut tcp);
+        let src = [198, 18, 0, 1];
+        let dst = [198, 18, 0, 2];
+        let pseudo = checksum::pseudo_ipv4(&src, &dst, 24);
+        assert_eq!(write_synack(&synack, pseudo, &mut tcp), 24, "MSS only");
+        assert_eq!(tcp[12], 6 << 4, "data offset 6");
         assert_eq!(tcp[13], 0x12 | 0x40);
         assert_eq!(&tcp[20..24], &[2, 4, 0x02, 0x18]);
-        assert!(tcp[24..40].iter().all(|&b| b == 1));
-        // Parsed back with our own parser: only the MSS.
-        let mut options = [0u8; MAX_OPTIONS_LEN];
-        options[..20].copy_from_slice(&tcp[20..40]);
-        assert_eq!(parse_syn_options(&options, 20).mss, Some(536));
+        assert!(
+            tcp[24..40].iter().all(|&b| b == 0),
+            "nothing written past the header"
+        );
+        assert_eq!(checksum::fold(checksum::sum_words(pseudo, &tcp[..24])), 0);
     }
 
     #[test]
@@ -593,7 +633,7 @@ mod tests {
     #[test]
     fn ip_headers() {
         let mut ip = [0xaa; 20];
-        write_ipv4_header(&mut ip, [198, 18, 0, 1], [198, 18, 0, 2], 64, 0);
+        write_ipv4_header(&mut ip, [198, 18, 0, 1], [198, 18, 0, 2], 64, 40);
         assert_eq!(ip[0], 0x45);
         assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 60);
         assert_eq!(
@@ -602,7 +642,7 @@ mod tests {
             "valid checksum"
         );
         let mut ip6 = [0xaa; 40];
-        write_ipv6_header(&mut ip6, &[1; 16], &[2; 16], 64);
+        write_ipv6_header(&mut ip6, &[1; 16], &[2; 16], 64, 40);
         assert!(
             ip6[1..4].iter().all(|&b| b == 0),
             "traffic class and flow label"

@@ -27,8 +27,8 @@ use synguard_common::{
     Action, Config, Reason, checksum,
     classify::tcp_flags::{CWR, ECE},
     tcp::{
-        self, MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SynAck, SynOptions, cookie_probe, negotiate,
-        parse_option_at,
+        self, MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SYNACK_TCP_LEN_SHORT, SynAck, SynOptions,
+        cookie_probe, negotiate, parse_option_at,
     },
 };
 
@@ -52,6 +52,8 @@ pub struct Scratch {
     pub options_len: u64,
     pub options_at: u64,
     pub parsed: SynOptions,
+    /// The SYN-ACK's TCP header, built here before it is copied into the frame.
+    pub synack: [u8; SYNACK_TCP_LEN],
 }
 
 /// Key of the stamp map: the destination a SYN was answered for.
@@ -187,7 +189,14 @@ pub fn answer_syn(
     };
     // Grow or shrink by exactly what the reply needs: on veth a frame has no tailroom to
     // spare, and a failed resize leaves the SYN intact for the kernel (../shared/LAB.md).
-    let delta = (at.l4 + SYNACK_TCP_LEN) as i32 - frame_len(ctx) as i32;
+    let len = options.tcp_len();
+    let pseudo = if scratch.ends.ipv6 {
+        checksum::pseudo_ipv6(&scratch.ends.dst, &scratch.ends.src, len as u16)
+    } else {
+        checksum::pseudo_ipv4(&scratch.ends.dst_v4(), &scratch.ends.src_v4(), len as u16)
+    };
+    tcp::write_synack(&synack, pseudo, &mut scratch.synack);
+    let delta = (at.l4 + len) as i32 - frame_len(ctx) as i32;
     // SAFETY: the context is the program's own.
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         return Verdict::pass(Reason::SynResizeFailed);
@@ -198,7 +207,7 @@ pub fn answer_syn(
         Reason::CookieRaw
     };
     // From here the frame is resized: it must be sent or dropped, never passed half-written.
-    if write_reply(ctx, at, ends, config, &synack).is_none() {
+    if write_reply(ctx, at, scratch, config, len).is_none() {
         return Verdict::new(Action::Aborted, reason);
     }
     Verdict::new(Action::Tx, reason)
@@ -273,17 +282,18 @@ extern "C" fn parse_step(_index: u64, ctx: *mut c_void) -> i64 {
 }
 
 /// Turns the (resized) frame into the SYN-ACK: MACs swapped, VLAN tags kept, a fresh IP
-/// header with the addresses swapped, and the TCP header written by `tcp::write_synack`.
+/// header with the addresses swapped, and the TCP header `tcp::write_synack` built in
+/// `scratch.synack`, copied in with one constant-size copy per layout.
 #[inline(always)]
 fn write_reply(
     ctx: &XdpContext,
     at: &TcpAt,
-    ends: &Endpoints,
+    scratch: &Scratch,
     config: &Config,
-    synack: &SynAck,
+    len: usize,
 ) -> Option<()> {
+    let ends = &scratch.ends;
     let ttl = config.ttl as u8;
-    let len = SYNACK_TCP_LEN as u16;
     let eth = ptr_at_mut::<[u8; 12]>(ctx, 0)?;
     // SAFETY: every pointer below was checked against the resized frame by `ptr_at_mut`, and
     // the arrays they point at have alignment 1.
@@ -292,17 +302,19 @@ fn write_reply(
         for i in 0..6 {
             eth.swap(i, i + 6);
         }
-        let pseudo = if ends.ipv6 {
+        if ends.ipv6 {
             let ip = &mut *ptr_at_mut::<[u8; 40]>(ctx, at.l3)?;
-            tcp::write_ipv6_header(ip, &ends.dst, &ends.src, ttl);
-            checksum::pseudo_ipv6(&ends.dst, &ends.src, len)
+            tcp::write_ipv6_header(ip, &ends.dst, &ends.src, ttl, len as u16);
         } else {
             let ip = &mut *ptr_at_mut::<[u8; 20]>(ctx, at.l3)?;
-            tcp::write_ipv4_header(ip, ends.dst_v4(), ends.src_v4(), ttl, 0);
-            checksum::pseudo_ipv4(&ends.dst_v4(), &ends.src_v4(), len)
-        };
-        let tcp = &mut *ptr_at_mut::<[u8; SYNACK_TCP_LEN]>(ctx, at.l4)?;
-        tcp::write_synack(synack, pseudo, tcp);
+            tcp::write_ipv4_header(ip, ends.dst_v4(), ends.src_v4(), ttl, len as u16);
+        }
+        if len == SYNACK_TCP_LEN {
+            *ptr_at_mut::<[u8; SYNACK_TCP_LEN]>(ctx, at.l4)? = scratch.synack;
+        } else {
+            let tcp = &mut *ptr_at_mut::<[u8; SYNACK_TCP_LEN_SHORT]>(ctx, at.l4)?;
+            tcp.copy_from_slice(&scratch.synack[..SYNACK_TCP_LEN_SHORT]);
+        }
     }
     Some(())
 }

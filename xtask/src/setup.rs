@@ -103,7 +103,7 @@ fn problems() -> Result<Vec<String>> {
         if let Some(why) = bpf_linker_problem()? {
             problems.push(format!("bpf-linker: {why}"));
         }
-        for tool in ["ip", "sysctl", "hping3", "promtool", "setpriv"] {
+        for tool in ["ip", "sysctl", "tc", "hping3", "promtool", "setpriv"] {
             if which(tool).is_none() {
                 problems.push(format!("{tool} not found on PATH"));
             }

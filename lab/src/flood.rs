@@ -1,0 +1,194 @@
+//! SYN floods from the client namespace, by a generator of our own: hping3 manages about
+//! 23 k frames a second here, and trafgen gives up with EAGAIN as soon as the peer's XDP ring
+//! pushes back (its socket buffer is capped by net.core.wmem_max, which a child namespace
+//! cannot raise). This one sends pre-built frames with sendmmsg(2) on an AF_PACKET socket
+//! whose buffer is raised with SO_SNDBUFFORCE, and waits briefly when the ring is full.
+//!
+//! Sources are spread over 32,768 addresses inside 198.18.128.0/17 only; the server routes that
+//! range back to the client namespace, whose XDP program drops the replies (`SPOOFED_V4`,
+//! `lab_client`). Every flood is bounded in frames and in time.
+
+use std::{
+    io,
+    mem::size_of,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use etherparse::{PacketBuilder, TcpOptionElement};
+
+use crate::Lab;
+
+/// Distinct spoofed sources: every address of 198.18.128.0/17.
+pub const FLOOD_SOURCES: usize = 32_768;
+const BATCH: usize = 64;
+
+/// What a flood did.
+#[derive(Debug, Clone, Copy)]
+pub struct FloodReport {
+    pub sent: u64,
+    pub elapsed: Duration,
+}
+
+impl FloodReport {
+    pub fn rate(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The SYNs' TCP options: none (as hping3 and most flood tools send), or Linux's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynShape {
+    Bare,
+    LinuxOptions,
+}
+
+/// Sends `count` SYNs to the server's `port` at `rate` per second (`None`: as fast as one CPU
+/// and the veth allow), for at most `limit`.
+pub fn syn_flood(
+    lab: &Lab,
+    port: u16,
+    count: u64,
+    rate: Option<u64>,
+    shape: SynShape,
+    limit: Duration,
+) -> Result<FloodReport> {
+    let frames = build_frames(lab, port, shape)?;
+    let iface = lab.client.iface.clone();
+    lab.client
+        .enter(move || send(&iface, &frames, count, rate, limit))?
+}
+
+fn build_frames(lab: &Lab, port: u16, shape: SynShape) -> Result<Vec<Vec<u8>>> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..FLOOD_SOURCES)
+        .map(|i| {
+            let source = [198, 18, 128 + (i >> 8) as u8, i as u8];
+            let random = next();
+            let builder = PacketBuilder::ethernet2(lab.client.mac, lab.server.mac)
+                .ipv4(source, lab.server.ipv4.octets(), 64)
+                .tcp(
+                    (random >> 16) as u16 | 1024,
+                    port,
+                    (random >> 32) as u32,
+                    64240,
+                )
+                .syn();
+            let builder = match shape {
+                SynShape::Bare => builder,
+                SynShape::LinuxOptions => builder
+                    .options(&[
+                        TcpOptionElement::MaximumSegmentSize(1460),
+                        TcpOptionElement::SelectiveAcknowledgementPermitted,
+                        TcpOptionElement::Timestamp(random as u32, 0),
+                        TcpOptionElement::Noop,
+                        TcpOptionElement::WindowScale(7),
+                    ])
+                    .context("SYN options")?,
+            };
+            let mut frame = Vec::new();
+            builder.write(&mut frame, &[])?;
+            Ok(frame)
+        })
+        .collect()
+}
+
+fn send(
+    iface: &str,
+    frames: &[Vec<u8>],
+    count: u64,
+    rate: Option<u64>,
+    limit: Duration,
+) -> Result<FloodReport> {
+    let ifindex = nix::net::if_::if_nametoindex(iface)?;
+    // SAFETY: plain socket calls on a descriptor this function owns and closes.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        bail!("AF_PACKET socket: {}", io::Error::last_os_error());
+    }
+    let _close = CloseOnDrop(fd);
+    let buffer: libc::c_int = 64 << 20;
+    // SAFETY: setsockopt with a c_int value of the size passed.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            &buffer as *const _ as *const libc::c_void,
+            size_of::<libc::c_int>() as u32,
+        );
+    }
+    // SAFETY: a zeroed sockaddr_ll with family and interface set is a valid destination.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+
+    let mut iovecs: Vec<libc::iovec> = frames
+        .iter()
+        .map(|f| libc::iovec {
+            iov_base: f.as_ptr() as *mut libc::c_void,
+            iov_len: f.len(),
+        })
+        .collect();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut at = 0usize;
+    while sent < count && start.elapsed() < limit {
+        // Paced: never ahead of `rate`; a batch is 64 frames, so the pace is smooth enough.
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            let elapsed = start.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+        let n = BATCH.min((count - sent) as usize).min(frames.len() - at);
+        // SAFETY: zeroed mmsghdrs, each pointing at one iovec and at `addr`, all of which
+        // outlive the call.
+        let mut msgs: Vec<libc::mmsghdr> = (0..n)
+            .map(|i| {
+                let mut msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                msg.msg_hdr.msg_name = &mut addr as *mut _ as *mut libc::c_void;
+                msg.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+                msg.msg_hdr.msg_iov = &mut iovecs[at + i];
+                msg.msg_hdr.msg_iovlen = 1;
+                msg
+            })
+            .collect();
+        // SAFETY: as above.
+        let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, 0) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                // The peer's ring is full: wait for it to drain.
+                Some(libc::ENOBUFS | libc::EAGAIN) => {
+                    std::thread::sleep(Duration::from_micros(50));
+                    continue;
+                }
+                _ => bail!("sendmmsg on {iface}: {err}"),
+            }
+        }
+        sent += rc as u64;
+        at = (at + rc as usize) % frames.len();
+    }
+    Ok(FloodReport {
+        sent,
+        elapsed: start.elapsed(),
+    })
+}
+
+struct CloseOnDrop(libc::c_int);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is owned here.
+        unsafe { libc::close(self.0) };
+    }
+}
