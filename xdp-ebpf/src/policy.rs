@@ -23,8 +23,10 @@ pub struct Maps {
     pub scratch: &'static PerCpuArray<Scratch>,
 }
 
+/// `rewrite`: turn answered SYNs into SYN-ACKs (always, but for the benchmark's copy; see
+/// `cookie::answer_syn`).
 #[inline(always)]
-pub fn decide(ctx: &XdpContext, packet: &Packet, maps: &Maps) -> Verdict {
+pub fn decide(ctx: &XdpContext, packet: &Packet, maps: &Maps, rewrite: bool) -> Verdict {
     let (Some(at), Class::Syn | Class::Ack) = (packet.tcp, packet.class) else {
         return Verdict::PASS;
     };
@@ -67,7 +69,7 @@ pub fn decide(ctx: &XdpContext, packet: &Packet, maps: &Maps) -> Verdict {
     // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
     let scratch = unsafe { &mut *scratch };
     match packet.class {
-        Class::Syn => cookie::answer_syn(ctx, &at, config, maps.stamps, scratch, monitor),
+        Class::Syn => cookie::answer_syn(ctx, &at, config, maps.stamps, scratch, monitor, rewrite),
         _ => ack::check_ack(ctx, &at, scratch, !all_ports, monitor),
     }
 }

@@ -41,6 +41,12 @@ enum Task {
     },
     /// The project's own checks: rustfmt and clippy with warnings as errors.
     Lint,
+    /// Benchmarks. `prog`: ns per packet for each path through the XDP program, in the
+    /// kernel (BPF_PROG_TEST_RUN), against a floor program, in one run. Needs root.
+    Bench {
+        #[arg(value_parser = ["prog"])]
+        which: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -78,6 +84,26 @@ fn main() -> Result<()> {
             cargo()
                 .args(["test", "--release", "--workspace", "--"])
                 .args(cargo_test_args)
+                .env("SYNGUARD_BIN", &synguard)
+                .status_ok()
+        }
+        Task::Bench { which } => {
+            setup::ensure()?;
+            require_root("benchmarks (XDP in the kernel, network namespaces)")?;
+            let synguard = build_synguard()?;
+            step(&format!("benchmark: {which}"));
+            cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "synguard-lab",
+                    "--bin",
+                    "synguard-bench",
+                    "--",
+                ])
+                .arg(&which)
                 .env("SYNGUARD_BIN", &synguard)
                 .status_ok()
         }

@@ -51,7 +51,7 @@ pub fn synguard(ctx: XdpContext) -> u32 {
         stamps: &SYNGUARD_STAMPS,
         scratch: &SYNGUARD_SCRATCH,
     };
-    let verdict = policy::decide(&ctx, &packet, &maps);
+    let verdict = policy::decide(&ctx, &packet, &maps, true);
     count::finish(&SYNGUARD_STATS, &ctx, packet.class, verdict)
 }
 

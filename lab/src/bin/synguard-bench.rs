@@ -1,0 +1,293 @@
+//! `cargo xtask bench prog`: nanoseconds per packet for each path through synguard's XDP
+//! program, measured in the kernel with BPF_PROG_TEST_RUN, side by side with a floor program
+//! that only swaps addresses and returns XDP_TX, in one run.
+//!
+//! Method. BPF_PROG_TEST_RUN with `repeat` reruns a program on one buffer without restoring it
+//! (bpf_test_run() in net/bpf/test_run.c; live-frames mode does not rewrite page contents
+//! either, Documentation/bpf/bpf_prog_run.rst). So warm, repeated runs are taken with
+//! `bench_synguard`, the lab object's copy of synguard's pipeline that stops short of turning
+//! an answered SYN into a SYN-ACK; every other path is the product's code as is. The cost of
+//! that last step, and of the stamping cookie helper (which runs once a second, so cannot be
+//! repeated), come from single runs on fresh frames, compared with single runs of the same
+//! path without it.
+//!
+//! Everything runs on a thread inside a lab namespace with a listener on port 80 and an
+//! established connection, since the program looks sockets up in the caller's namespace.
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuHashMap},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use etherparse::{PacketBuilder, TcpOptionElement};
+use synguard::maps::ControlMaps;
+use synguard_common::{Config, Mode, PROGRAM_NAME, STAMPS_MAP, config::flags};
+use synguard_lab::Lab;
+
+/// Repeated runs: rounds interleaved across paths, so drift on a noisy machine hits every
+/// path alike; the median round counts.
+const ROUNDS: usize = 7;
+const REPEAT: u32 = 200_000;
+/// Single runs per path.
+const SINGLE_RUNS: usize = 20_000;
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 2];
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 1];
+const CLIENT: [u8; 4] = [198, 18, 0, 2];
+const SERVER: [u8; 4] = [198, 18, 0, 1];
+
+fn main() -> Result<()> {
+    let what = std::env::args().nth(1).unwrap_or_else(|| "prog".into());
+    anyhow::ensure!(
+        what == "prog",
+        "unknown benchmark '{what}'; available: prog"
+    );
+    let lab = Lab::new()?;
+    lab.server.set_sysctl("net.ipv4.tcp_syncookies", "2")?;
+    lab.server.set_sysctl("net.ipv4.tcp_timestamps", "2")?;
+    // The client's address on the server's loopback too, for one established connection.
+    lab.server
+        .exec("ip", &["addr", "add", "198.18.0.2/32", "dev", "lo"])?;
+    lab.server.enter(run)?
+}
+
+/// Which program a measurement runs.
+#[derive(Clone, Copy)]
+enum Prog {
+    Synguard,
+    BenchSynguard,
+    Floor,
+    Pass,
+}
+
+struct Programs {
+    synguard: Ebpf,
+    lab: Ebpf,
+}
+
+impl Programs {
+    fn xdp(&mut self, which: Prog) -> Result<&mut Xdp> {
+        let (ebpf, name) = match which {
+            Prog::Synguard => (&mut self.synguard, PROGRAM_NAME),
+            Prog::BenchSynguard => (&mut self.lab, "bench_synguard"),
+            Prog::Floor => (&mut self.lab, "bench_floor"),
+            Prog::Pass => (&mut self.lab, "lab_pass"),
+        };
+        Ok(ebpf.program_mut(name).context(name)?.try_into()?)
+    }
+
+    /// Mean ns per run over `repeat` runs on one buffer.
+    fn repeated(&mut self, which: Prog, frame: &[u8], repeat: u32) -> Result<f64> {
+        let result = self.xdp(which)?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })?;
+        Ok(result.duration.as_nanos() as f64)
+    }
+
+    /// The kernel's timing of one run on a fresh copy of `frame`.
+    fn single(&mut self, which: Prog, frame: &[u8]) -> Result<f64> {
+        let result = self.xdp(which)?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        })?;
+        Ok(result.duration.as_nanos() as f64)
+    }
+}
+
+fn run() -> Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", 80))?;
+    let established =
+        TcpStream::connect_timeout(&SocketAddr::from((SERVER, 80)), Duration::from_secs(2))?;
+    let client_port = established.local_addr()?.port();
+    let _accepted = listener.accept()?;
+
+    let config = Config {
+        mode: Mode::Cookie as u32,
+        flags: flags::ALL_PORTS | flags::TIMESTAMPS | flags::SACK | flags::WINDOW_SCALING,
+        ..Config::DEFAULT
+    };
+    let mut programs = Programs {
+        synguard: Ebpf::load(synguard::objects::SYNGUARD)?,
+        lab: Ebpf::load(synguard::objects::LAB)?,
+    };
+    // Taken maps must stay alive: their fds are what the programs are loaded against.
+    let mut synguard_control = ControlMaps::take(&mut programs.synguard)?;
+    let mut lab_control = ControlMaps::take(&mut programs.lab)?;
+    synguard_control.set_config(&config)?;
+    lab_control.set_config(&config)?;
+    let mut stamps: PerCpuHashMap<MapData, [u8; 20], u64> =
+        PerCpuHashMap::try_from(programs.synguard.take_map(STAMPS_MAP).context("stamps")?)?;
+    for which in [Prog::Synguard, Prog::BenchSynguard, Prog::Floor, Prog::Pass] {
+        programs.xdp(which)?.load()?;
+    }
+
+    let syn = |port| tcp_frame(40000, port, true, false, 0, &LINUX);
+    let forged_ack = tcp_frame(40001, 80, false, true, 12345, &[]);
+    let established_ack = tcp_frame(client_port, 80, false, true, 1, &[]);
+
+    // Warm: repeated runs.
+    let warm: Vec<(&str, &str, Prog, Vec<u8>)> = vec![
+        (
+            "harness",
+            "XDP_PASS and nothing else: the measurement's own cost",
+            Prog::Pass,
+            syn(80),
+        ),
+        (
+            "floor",
+            "swap MACs, IPs and ports, XDP_TX",
+            Prog::Floor,
+            syn(80),
+        ),
+        (
+            "non-TCP",
+            "UDP: parse, count, pass",
+            Prog::BenchSynguard,
+            udp_frame(),
+        ),
+        (
+            "passed SYN",
+            "no listener: socket lookup misses, pass",
+            Prog::BenchSynguard,
+            syn(81),
+        ),
+        (
+            "passed bare SYN",
+            "the same without TCP options",
+            Prog::BenchSynguard,
+            tcp_frame(40000, 81, true, false, 0, &[]),
+        ),
+        (
+            "cookie SYN",
+            "listener found, raw cookie helper, SYN-ACK built; rewrite excluded",
+            Prog::BenchSynguard,
+            syn(80),
+        ),
+        (
+            "ACK check",
+            "no socket: cookie check fails, drop",
+            Prog::BenchSynguard,
+            forged_ack,
+        ),
+        (
+            "established ACK",
+            "lookup finds the connection, pass",
+            Prog::BenchSynguard,
+            established_ack,
+        ),
+    ];
+    let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); warm.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, _, which, frame)) in warm.iter().enumerate() {
+            rounds[i].push(programs.repeated(*which, frame, REPEAT)?);
+        }
+    }
+    let warm_ns: Vec<f64> = rounds.iter_mut().map(|r| median(r)).collect();
+    let floor = warm_ns[1];
+
+    println!(
+        "## Warm: BPF_PROG_TEST_RUN, repeat {REPEAT}, median of {ROUNDS} interleaved rounds\n"
+    );
+    println!("| path | ns/packet | × floor | what |");
+    println!("| --- | ---: | ---: | --- |");
+    for ((name, what, _, _), ns) in warm.iter().zip(&warm_ns) {
+        println!("| {name} | {ns:.1} | {:.2} | {what} |", ns / floor);
+    }
+
+    // Cold: single runs, for what cannot be repeated on one buffer.
+    let mut raw = Vec::new();
+    let mut stamped = Vec::new();
+    let mut without_rewrite = Vec::new();
+    let mut floor_single = Vec::new();
+    for _ in 0..SINGLE_RUNS {
+        raw.push(programs.single(Prog::Synguard, &syn(80))?);
+        let keys: Vec<[u8; 20]> = stamps.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            let _ = stamps.remove(&key);
+        }
+        stamped.push(programs.single(Prog::Synguard, &syn(80))?);
+        without_rewrite.push(programs.single(Prog::BenchSynguard, &syn(80))?);
+        floor_single.push(programs.single(Prog::Floor, &syn(80))?);
+    }
+    let (raw, stamped) = (median(&mut raw), median(&mut stamped));
+    let (without_rewrite, floor_single) = (median(&mut without_rewrite), median(&mut floor_single));
+    let rewrite = raw - without_rewrite;
+    println!("\n## Single runs on fresh frames (cold caches), median of {SINGLE_RUNS}\n");
+    println!("| path | ns/packet | what |");
+    println!("| --- | ---: | --- |");
+    println!(
+        "| cookie SYN, raw helper | {raw:.0} | the product program, SYN-ACK written and sent |"
+    );
+    println!(
+        "| cookie SYN, stamping helper | {stamped:.0} | the same with bpf_tcp_gen_syncookie, as once a second |"
+    );
+    println!(
+        "| cookie SYN without the rewrite | {without_rewrite:.0} | bench_synguard, as in the warm table |"
+    );
+    println!("| floor | {floor_single:.0} | |");
+    println!(
+        "\nThe raw helper saves {:.0} % of the stamping path ({raw:.0} vs {stamped:.0} ns).",
+        100.0 * (stamped - raw) / stamped
+    );
+    let cookie_total = warm_ns[5] + rewrite.max(0.0);
+    println!(
+        "Rewrite (resize, headers, SYN-ACK copy): {rewrite:.0} ns cold. Cookie SYN warm with the \
+         rewrite added: {cookie_total:.0} ns = {:.2} × floor.",
+        cookie_total / floor
+    );
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+const LINUX: [TcpOptionElement; 5] = [
+    TcpOptionElement::MaximumSegmentSize(1460),
+    TcpOptionElement::SelectiveAcknowledgementPermitted,
+    TcpOptionElement::Timestamp(0x0102_0304, 0),
+    TcpOptionElement::Noop,
+    TcpOptionElement::WindowScale(7),
+];
+
+fn tcp_frame(
+    sport: u16,
+    dport: u16,
+    syn: bool,
+    ack: bool,
+    ack_number: u32,
+    options: &[TcpOptionElement],
+) -> Vec<u8> {
+    let mut builder = PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(CLIENT, SERVER, 64)
+        .tcp(sport, dport, 0x1234_5678, 64240);
+    if syn {
+        builder = builder.syn();
+    }
+    if ack {
+        builder = builder.ack(ack_number);
+    }
+    let builder = builder.options(options).expect("options fit");
+    let mut frame = Vec::new();
+    builder.write(&mut frame, &[]).expect("frame");
+    frame
+}
+
+fn udp_frame() -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(CLIENT, SERVER, 64)
+        .udp(5353, 53)
+        .write(&mut frame, b"benchmark")
+        .expect("frame");
+    frame
+}
