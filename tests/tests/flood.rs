@@ -138,3 +138,103 @@ fn legit_clients_keep_their_service_under_a_spoofed_flood_of_150k_syn_per_second
     );
     sg.stop(Signal::SIGTERM).unwrap();
 }
+
+#[test]
+fn auto_mode_answers_with_cookies_during_a_flood_only() {
+    let lab = Lab::new().unwrap();
+    let _http = HttpServer::start(&lab.server, PORT).unwrap();
+    let original = lab.server.sysctl("net.ipv4.tcp_syncookies").unwrap();
+    let sg = Synguard::start(
+        &lab.server,
+        &[
+            "--mode",
+            "auto",
+            "--auto-threshold",
+            "20000",
+            "--auto-hold-ms",
+            "500",
+        ],
+    )
+    .unwrap();
+    let target: SocketAddr = (lab.server.ipv4, PORT).into();
+    let cookies = |m: &synguard_lab::MetricsText| {
+        m.sum(
+            "synguard_decisions_total",
+            &[("reason", Reason::CookieRaw.name())],
+        ) + m.sum(
+            "synguard_decisions_total",
+            &[("reason", Reason::CookieStamped.name())],
+        )
+    };
+    let attack = |m: &synguard_lab::MetricsText| m.sum("synguard_under_attack", &[]);
+
+    // Calm: the kernel does its normal handshakes.
+    let calm = run_legit_clients(&lab.client, target, 50, LEGIT_INTERVAL, LEGIT_TIMEOUT).unwrap();
+    assert_eq!(calm.succeeded, 50);
+    let m = sg.metrics().unwrap();
+    assert_eq!(cookies(&m), 0.0);
+    assert_eq!(
+        m.sum(
+            "synguard_decisions_total",
+            &[("reason", Reason::SynBelowThreshold.name())]
+        ),
+        50.0
+    );
+    assert_eq!(attack(&m), 0.0);
+    assert_eq!(
+        lab.server.sysctl("net.ipv4.tcp_syncookies").unwrap(),
+        original
+    );
+
+    // A flood five times the threshold: cookies, and tcp_syncookies=2 for the stamping helper.
+    let (during, seen_attack, seen_sysctl) = thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            syn_flood(
+                &lab,
+                PORT,
+                300_000,
+                Some(100_000),
+                SynShape::Bare,
+                Duration::from_secs(20),
+            )
+        });
+        thread::sleep(Duration::from_millis(500));
+        let m = sg.metrics().unwrap();
+        let sysctl = lab.server.sysctl("net.ipv4.tcp_syncookies").unwrap();
+        let during =
+            run_legit_clients(&lab.client, target, 200, LEGIT_INTERVAL, LEGIT_TIMEOUT).unwrap();
+        flood.join().unwrap().unwrap();
+        (during, attack(&m), sysctl)
+    });
+    assert_eq!(seen_attack, 1.0, "under attack during the flood");
+    assert_eq!(seen_sysctl, "2", "tcp_syncookies follows the attack");
+    assert_eq!(
+        during.succeeded, 200,
+        "legit requests during the switch: {during:?}"
+    );
+    assert!(cookies(&sg.metrics().unwrap()) >= 100_000.0);
+
+    // After it: back to passing once the hold time has passed, and the sysctl follows.
+    let mut over = false;
+    for _ in 0..40 {
+        thread::sleep(Duration::from_millis(100));
+        let m = sg.metrics().unwrap();
+        if attack(&m) == 0.0 && lab.server.sysctl("net.ipv4.tcp_syncookies").unwrap() == original {
+            over = true;
+            break;
+        }
+    }
+    assert!(over, "auto mode did not return to passing: {}", sg.log());
+    let before = cookies(&sg.metrics().unwrap());
+    let after = run_legit_clients(&lab.client, target, 50, LEGIT_INTERVAL, LEGIT_TIMEOUT).unwrap();
+    assert_eq!(after.succeeded, 50);
+    assert_eq!(
+        cookies(&sg.metrics().unwrap()),
+        before,
+        "no cookies once calm again"
+    );
+    let log = sg.log();
+    assert!(log.contains("SYN flood: answering with cookies"), "{log}");
+    assert!(log.contains("SYN flood over"), "{log}");
+    sg.stop(Signal::SIGTERM).unwrap();
+}

@@ -4,7 +4,10 @@ use aya::{
     Ebpf,
     maps::{Array, MapData, PerCpuArray},
 };
-use synguard_common::{AUTO_STATE_MAP, AutoState, CONFIG_MAP, Config, PORTS_MAP, STATS_MAP, Stats};
+use synguard_common::{
+    AUTO_STATE_MAP, AutoState, CONFIG_MAP, Config, PORTS_MAP, STATS_MAP, Stats,
+    config::AUTO_WINDOW_NS,
+};
 
 use crate::{Error, ports::PortSet};
 
@@ -102,16 +105,32 @@ impl ControlMaps {
         Ok(())
     }
 
+    /// A CPU decides only when it closes a window, that is when a SYN arrives; after a flood
+    /// that stops dead, its flag would stay up. So a CPU's flag counts only while its last
+    /// window closed within the hold time (plus a window of slack).
     pub fn auto_summary(&self) -> Result<AutoSummary, Error> {
         let per_cpu = self.auto.get(&0, 0).map_err(|source| Error::Map {
             map: AUTO_STATE_MAP,
             source,
         })?;
-        Ok(per_cpu
-            .iter()
-            .fold(AutoSummary::default(), |acc, cpu| AutoSummary {
-                under_attack: acc.under_attack || cpu.under_attack != 0,
-                syn_rate_pps: acc.syn_rate_pps.max(cpu.total_rate_pps),
-            }))
+        let config = self.config()?;
+        let now = monotonic_ns();
+        let fresh = u64::from(config.auto_hold_ms) * 1_000_000 + AUTO_WINDOW_NS;
+        Ok(per_cpu.iter().fold(AutoSummary::default(), |acc, cpu| {
+            let recent = now.saturating_sub(cpu.rate_at_ns) <= fresh;
+            AutoSummary {
+                under_attack: acc.under_attack || (cpu.under_attack != 0 && recent),
+                syn_rate_pps: acc
+                    .syn_rate_pps
+                    .max(if recent { cpu.total_rate_pps } else { 0 }),
+            }
+        }))
     }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
