@@ -279,6 +279,7 @@ impl Drop for Lab {
                 eprintln!("lab: cleaning up namespace {ns} failed: {e:#}");
             }
         }
+        remove_synguard_state(&self.server.iface);
     }
 }
 
@@ -307,6 +308,24 @@ pub fn require_root() -> Result<()> {
          e.g. `sudo cargo xtask test`; it does not skip itself"
     );
     Ok(())
+}
+
+/// A synguard killed inside the lab leaves the sysctl values it meant to restore in its state
+/// directory (the default one; tests that choose their own remove it). The namespace took the
+/// sysctls with it, so the file is only litter.
+fn remove_synguard_state(iface: &str) {
+    let Ok(entries) = std::fs::read_dir("/run/synguard") else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(&format!("-{iface}"))
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn remove_netns(name: &str) -> Result<()> {
