@@ -58,7 +58,8 @@ pub struct RunArgs {
     /// What to do with SYNs to protected ports: `off` passes and counts; `monitor` counts
     /// what `cookie` would do; `cookie` answers every one with a SYN cookie from XDP (and sets
     /// net.ipv4.tcp_syncookies=2 while running); `auto` passes them while the SYN rate is
-    /// below --auto-threshold and answers with cookies above it.
+    /// below --auto-threshold and answers with cookies above it (tcp_syncookies=2 only while it
+    /// does).
     #[arg(long, value_parser = parse_mode, default_value = "auto", env = "SYNGUARD_MODE")]
     pub mode: Mode,
 

@@ -39,8 +39,9 @@ pub enum Error {
     },
 
     #[error(
-        "the kernel rejected the XDP program: {message}. synguard needs Linux 5.15 or newer \
-         with BPF and XDP enabled; run with RUST_LOG=debug to see the verifier log"
+        "the kernel rejected the XDP program: {message}. synguard needs Linux 6.0 or newer \
+         (for the socket-less SYN-cookie helpers) with BPF, XDP and SYN cookies enabled; \
+         run with RUST_LOG=debug to see the verifier log"
     )]
     Load {
         message: String,
