@@ -144,6 +144,25 @@ pub struct LegitReport {
 }
 
 impl LegitReport {
+    /// Makes one request (from the calling thread's namespace) and records how it went.
+    fn request(&mut self, addr: SocketAddr, timeout: Duration) {
+        self.attempted += 1;
+        let start = Instant::now();
+        match get(addr, "/", timeout) {
+            Ok(body) if body == BODY => {
+                self.succeeded += 1;
+                self.latencies.push(start.elapsed());
+            }
+            Ok(body) => {
+                self.first_error
+                    .get_or_insert(format!("unexpected body {body:?}"));
+            }
+            Err(e) => {
+                self.first_error.get_or_insert(format!("{e:#}"));
+            }
+        }
+    }
+
     pub fn success_rate(&self) -> f64 {
         if self.attempted == 0 {
             return 0.0;
@@ -173,22 +192,7 @@ pub fn run_legit_for(
         let mut report = LegitReport::default();
         let end = Instant::now() + duration;
         while Instant::now() < end {
-            report.attempted += 1;
-            let start = Instant::now();
-            match get(addr, "/", timeout) {
-                Ok(body) if body == BODY => {
-                    report.succeeded += 1;
-                    report.latencies.push(start.elapsed());
-                }
-                Ok(body) => {
-                    report
-                        .first_error
-                        .get_or_insert(format!("unexpected body {body:?}"));
-                }
-                Err(e) => {
-                    report.first_error.get_or_insert(format!("{e:#}"));
-                }
-            }
+            report.request(addr, timeout);
         }
         report.latencies.sort();
         report
@@ -207,22 +211,7 @@ pub fn run_legit_clients(
     ns.enter(move || {
         let mut report = LegitReport::default();
         for _ in 0..count {
-            report.attempted += 1;
-            let start = Instant::now();
-            match get(addr, "/", timeout) {
-                Ok(body) if body == BODY => {
-                    report.succeeded += 1;
-                    report.latencies.push(start.elapsed());
-                }
-                Ok(body) => {
-                    report
-                        .first_error
-                        .get_or_insert(format!("unexpected body {body:?}"));
-                }
-                Err(e) => {
-                    report.first_error.get_or_insert(format!("{e:#}"));
-                }
-            }
+            report.request(addr, timeout);
             thread::sleep(interval);
         }
         report.latencies.sort();

@@ -14,6 +14,62 @@ pub mod parse;
 pub mod policy;
 pub mod sock;
 
+/// Defines synguard's maps and an XDP entry point `$name` running the whole pipeline:
+/// parse -> policy (cookie / ack) -> count. The product (`src/bin/synguard.rs`) and the
+/// benchmark's copy (`src/bin/lab.rs`, `$rewrite` false: answered SYNs are not rewritten, see
+/// `cookie::answer_syn`) are the same code, each with its own maps, named as
+/// `synguard_common`'s constants say.
+#[macro_export]
+macro_rules! synguard_program {
+    ($name:ident, rewrite: $rewrite:expr) => {
+        /// Per-CPU counters (`synguard_common::STATS_MAP`).
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_STATS: aya_ebpf::maps::PerCpuArray<synguard_common::Stats> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+        /// The run-time configuration, written by the controller (`CONFIG_MAP`).
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_CONFIG: aya_ebpf::maps::Array<synguard_common::Config> =
+            aya_ebpf::maps::Array::with_max_entries(1, 0);
+
+        /// A bitmap of protected ports (`PORTS_MAP`).
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_PORTS: aya_ebpf::maps::Array<u64> =
+            aya_ebpf::maps::Array::with_max_entries(synguard_common::PORTS_WORDS, 0);
+
+        /// `auto` mode's per-CPU state (`AUTO_STATE_MAP`).
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_AUTO: aya_ebpf::maps::PerCpuArray<synguard_common::AutoState> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+        /// When each CPU last stamped a destination's listener (`STAMPS_MAP`, see
+        /// `cookie.rs`). A few hundred destinations (address, port) cover any real server; the
+        /// LRU evicts the rest.
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_STAMPS: aya_ebpf::maps::LruPerCpuHashMap<$crate::cookie::StampKey, u64> =
+            aya_ebpf::maps::LruPerCpuHashMap::with_max_entries(1024, 0);
+
+        /// Scratch space for the SYN and ACK paths (`cookie::Scratch`).
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_SCRATCH: aya_ebpf::maps::PerCpuArray<$crate::cookie::Scratch> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+        #[aya_ebpf::macros::xdp]
+        pub fn $name(ctx: aya_ebpf::programs::XdpContext) -> u32 {
+            let packet = $crate::parse::parse(&ctx);
+            let maps = $crate::policy::Maps {
+                config: &SYNGUARD_CONFIG,
+                ports: &SYNGUARD_PORTS,
+                auto: &SYNGUARD_AUTO,
+                stamps: &SYNGUARD_STAMPS,
+                scratch: &SYNGUARD_SCRATCH,
+            };
+            let verdict = $crate::policy::decide(&ctx, &packet, &maps, $rewrite);
+            $crate::count::finish(&SYNGUARD_STATS, &ctx, packet.class, verdict)
+        }
+    };
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

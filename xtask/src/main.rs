@@ -57,24 +57,7 @@ fn main() -> Result<()> {
             setup::ensure()?;
             build_synguard().map(|_| ())
         }
-        Task::Demo => {
-            setup::ensure()?;
-            require_root("the demo")?;
-            let synguard = build_synguard()?;
-            step("running the demo");
-            cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "synguard-lab",
-                    "--bin",
-                    "synguard-demo",
-                ])
-                .env("SYNGUARD_BIN", &synguard)
-                .status_ok()
-        }
+        Task::Demo => run_lab_binary("the demo", "synguard-demo", &[]),
         Task::Test { cargo_test_args } => {
             setup::ensure()?;
             // The privileged tests fail rather than skip; say why once, up front.
@@ -87,26 +70,11 @@ fn main() -> Result<()> {
                 .env("SYNGUARD_BIN", &synguard)
                 .status_ok()
         }
-        Task::Bench { which } => {
-            setup::ensure()?;
-            require_root("benchmarks (XDP in the kernel, network namespaces)")?;
-            let synguard = build_synguard()?;
-            step(&format!("benchmark: {which}"));
-            cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "synguard-lab",
-                    "--bin",
-                    "synguard-bench",
-                    "--",
-                ])
-                .arg(&which)
-                .env("SYNGUARD_BIN", &synguard)
-                .status_ok()
-        }
+        Task::Bench { which } => run_lab_binary(
+            "benchmarks (XDP in the kernel, network namespaces)",
+            "synguard-bench",
+            &[which.as_str()],
+        ),
         Task::Lint => {
             setup::ensure()?;
             step("cargo fmt --check");
@@ -138,6 +106,29 @@ fn main() -> Result<()> {
     }
 }
 
+/// Runs one of the lab crate's binaries (the demo, the benchmarks) as root, after setup and
+/// with the release `synguard` built.
+fn run_lab_binary(what: &str, bin: &str, args: &[&str]) -> Result<()> {
+    setup::ensure()?;
+    require_root(what)?;
+    let synguard = build_synguard()?;
+    step(&format!("running {bin} {}", args.join(" ")));
+    cargo()
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "synguard-lab",
+            "--bin",
+            bin,
+            "--",
+        ])
+        .args(args)
+        .env("SYNGUARD_BIN", &synguard)
+        .status_ok()
+}
+
 /// Builds `synguard` in release mode and returns the binary's path.
 fn build_synguard() -> Result<PathBuf> {
     step("building synguard (release)");
@@ -152,7 +143,7 @@ fn build_synguard() -> Result<PathBuf> {
 fn require_root(what: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("{what} need root: run `sudo cargo xtask ...` (or as root in CI)");
+        bail!("running {what} needs root: run `sudo cargo xtask ...` (or as root in CI)");
     }
     Ok(())
 }

@@ -5,16 +5,10 @@
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, LruPerCpuHashMap, PerCpuArray},
+    maps::PerCpuArray,
     programs::XdpContext,
 };
-use synguard_common::{AutoState, Config, PORTS_WORDS, Stats};
-use synguard_ebpf::{
-    cookie::{Scratch, StampKey},
-    count,
-    parse::{parse, ptr_at},
-    policy::{self, Maps},
-};
+use synguard_ebpf::parse::{parse, ptr_at};
 
 /// Attached to the client end of the lab's veth pair by tests that need a "foreign" program.
 /// On veth, a frame sent with XDP_TX is only delivered if the peer runs an XDP program too
@@ -89,37 +83,11 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
-// The maps of `bench_synguard`, named as the product's so the controller's typed access works.
-#[map]
-static SYNGUARD_STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(1, 0);
-#[map]
-static SYNGUARD_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
-#[map]
-static SYNGUARD_PORTS: Array<u64> = Array::with_max_entries(PORTS_WORDS, 0);
-#[map]
-static SYNGUARD_AUTO: PerCpuArray<AutoState> = PerCpuArray::with_max_entries(1, 0);
-#[map]
-static SYNGUARD_STAMPS: LruPerCpuHashMap<StampKey, u64> =
-    LruPerCpuHashMap::with_max_entries(1024, 0);
-#[map]
-static SYNGUARD_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
-
-/// synguard's pipeline, line for line (`src/bin/synguard.rs`), except that an answered SYN is
-/// not rewritten into a SYN-ACK: the frame stays as it came, so BPF_PROG_TEST_RUN can repeat
-/// the cookie path a million times on it for `cargo xtask bench prog`.
-#[xdp]
-pub fn bench_synguard(ctx: XdpContext) -> u32 {
-    let packet = parse(&ctx);
-    let maps = Maps {
-        config: &SYNGUARD_CONFIG,
-        ports: &SYNGUARD_PORTS,
-        auto: &SYNGUARD_AUTO,
-        stamps: &SYNGUARD_STAMPS,
-        scratch: &SYNGUARD_SCRATCH,
-    };
-    let verdict = policy::decide(&ctx, &packet, &maps, false);
-    count::finish(&SYNGUARD_STATS, &ctx, packet.class, verdict)
-}
+// synguard's pipeline, line for line, except that an answered SYN is not rewritten into a
+// SYN-ACK: the frame stays as it came, so BPF_PROG_TEST_RUN can repeat the cookie path a
+// million times on it for `cargo xtask bench prog`. Its maps are named as the product's, so
+// the controller's typed access works on them.
+synguard_ebpf::synguard_program!(bench_synguard, rewrite: false);
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
