@@ -1,1 +1,87 @@
-//! Integration tests live in tests/.
+//! What the integration tests in `tests/` share: synguard's XDP program loaded (not attached)
+//! and run in the kernel on a frame with BPF_PROG_TEST_RUN. The tests themselves live in
+//! `tests/`.
+
+use aya::{
+    Ebpf,
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use synguard::maps::{ControlMaps, StatsMap};
+use synguard_common::{Config, PROGRAM_NAME, Reason, Stats};
+
+/// synguard's program, loaded with its maps taken out for the test to read and write.
+pub struct InKernel {
+    ebpf: Ebpf,
+    pub stats: StatsMap,
+    pub control: ControlMaps,
+}
+
+/// One run: the XDP code, the frame as it came out, and the counters before and after.
+pub struct Outcome {
+    pub code: u32,
+    pub frame: Vec<u8>,
+    pub before: Stats,
+    pub after: Stats,
+}
+
+impl Outcome {
+    /// The decisions counted by this run, in `Reason` order.
+    pub fn reasons(&self) -> Vec<Reason> {
+        Reason::ALL
+            .into_iter()
+            .flat_map(|r| {
+                let n = self.after.reason(r) - self.before.reason(r);
+                std::iter::repeat_n(r, n as usize)
+            })
+            .collect()
+    }
+}
+
+impl InKernel {
+    /// Loads the program with `config` in its config map (`Config` all zeroes is mode `off`).
+    /// Fails loudly without root: these tests never skip themselves.
+    pub fn load(config: &Config) -> InKernel {
+        synguard_lab::require_root().unwrap();
+        let mut ebpf = Ebpf::load(synguard::objects::SYNGUARD).expect("loading the object");
+        let stats = StatsMap::take(&mut ebpf).expect("stats map");
+        let mut control = ControlMaps::take(&mut ebpf).expect("control maps");
+        control.set_config(config).expect("config");
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .expect("program in object")
+            .try_into()
+            .expect("an XDP program");
+        program.load().expect("the verifier accepts the program");
+        InKernel {
+            ebpf,
+            stats,
+            control,
+        }
+    }
+
+    /// Runs the program once on a fresh copy of `frame`.
+    pub fn run(&mut self, frame: &[u8]) -> Outcome {
+        let before = self.stats.read().unwrap();
+        let mut out = vec![0u8; frame.len() + 256];
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        Outcome {
+            code: result.return_value,
+            frame: out,
+            before,
+            after: self.stats.read().unwrap(),
+        }
+    }
+}

@@ -1,7 +1,12 @@
 //! synguard under a spoofed SYN flood in the lab: legitimate clients keep their service, and
 //! every SYN-ACK synguard counts is one the client side receives.
 
-use std::{net::SocketAddr, thread, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Mutex, MutexGuard},
+    thread,
+    time::Duration,
+};
 
 use nix::sys::signal::Signal;
 use synguard_common::Reason;
@@ -10,6 +15,17 @@ use synguard_lab::{
 };
 
 const PORT: u16 = 80;
+
+/// Tests in one binary run in parallel; two floods at once on a two-core machine would measure
+/// each other. Each flood test holds this for its whole run.
+static ONE_FLOOD_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_flood_at_a_time() -> MutexGuard<'static, ()> {
+    // A test that panicked while holding it leaves nothing behind that matters here.
+    ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
 
 /// Legit load: a request every 5 ms for about 3 s, each allowed 1 s. A request whose SYN is
 /// lost waits out the kernel's 1 s SYN retransmission timeout and fails, so this counts what
@@ -21,6 +37,7 @@ const LEGIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[test]
 fn legit_clients_keep_their_service_under_a_spoofed_flood_of_150k_syn_per_second() {
+    let _flood = one_flood_at_a_time();
     let mut lab = Lab::new().unwrap();
     let _http = HttpServer::start(&lab.server, PORT).unwrap();
     let sg = Synguard::start(&lab.server, &["--mode", "cookie"]).unwrap();
@@ -141,6 +158,7 @@ fn legit_clients_keep_their_service_under_a_spoofed_flood_of_150k_syn_per_second
 
 #[test]
 fn auto_mode_answers_with_cookies_during_a_flood_only() {
+    let _flood = one_flood_at_a_time();
     let lab = Lab::new().unwrap();
     let _http = HttpServer::start(&lab.server, PORT).unwrap();
     let original = lab.server.sysctl("net.ipv4.tcp_syncookies").unwrap();

@@ -4,15 +4,11 @@
 //! passes everything), and that exactly one counter moved: the expected class, by one packet
 //! and by the frame's length in bytes.
 
-use aya::{
-    Ebpf,
-    programs::{TestRun, TestRunOptions, Xdp},
-};
 use etherparse::{
     IpHeaders, Ipv4Header, Ipv6Extensions, Ipv6Header, PacketBuilder, TcpHeader, VlanId,
 };
-use synguard::maps::StatsMap;
-use synguard_common::{Action, Class, PROGRAM_NAME, Stats, classify::tcp_flags::*};
+use synguard_common::{Action, Class, Config, Mode, Stats, classify::tcp_flags::*};
+use synguard_tests::InKernel;
 
 const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
@@ -22,52 +18,24 @@ const SRC_V6: [u8; 16] = [0xfd, 0, 0x01, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 
 const DST_V6: [u8; 16] = [0xfd, 0, 0x01, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const XDP_PASS: u32 = 2;
 
-/// The program, loaded (not attached), with its counters.
-struct Harness {
-    ebpf: Ebpf,
-    stats: StatsMap,
-}
+/// The program in mode `off`, which passes everything, with its counters.
+struct Harness(InKernel);
 
 impl Harness {
     fn new() -> Harness {
-        synguard_lab::require_root().unwrap();
-        let mut ebpf = Ebpf::load(synguard::objects::SYNGUARD).expect("loading the object");
-        let stats = StatsMap::take(&mut ebpf).expect("stats map");
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .expect("program in object")
-            .try_into()
-            .expect("an XDP program");
-        program.load().expect("the verifier accepts the program");
-        Harness { ebpf, stats }
+        Harness(InKernel::load(&Config {
+            mode: Mode::Off as u32,
+            ..Config::DEFAULT
+        }))
     }
 
     /// Runs one frame; returns the class that was counted. Panics unless the frame was passed
     /// unchanged and exactly one class/action cell moved by one packet and `frame.len()` bytes.
     fn classify(&mut self, frame: &[u8]) -> Class {
-        let before = self.stats.read().unwrap();
-        let mut out = vec![0u8; frame.len() + 512];
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM_NAME)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        assert_eq!(result.return_value, XDP_PASS, "v0 passes every frame");
-        assert_eq!(
-            &out[..result.data_size_out as usize],
-            frame,
-            "the frame was modified"
-        );
-        let after = self.stats.read().unwrap();
-        counted_class(&before, &after, frame.len() as u64)
+        let outcome = self.0.run(frame);
+        assert_eq!(outcome.code, XDP_PASS, "mode off passes every frame");
+        assert_eq!(outcome.frame, frame, "the frame was modified");
+        counted_class(&outcome.before, &outcome.after, frame.len() as u64)
     }
 }
 

@@ -8,21 +8,17 @@
 
 use std::net::TcpListener;
 
-use aya::{
-    Ebpf,
-    programs::{TestRun, TestRunOptions, Xdp},
-};
 use etherparse::{
     IpHeaders, Ipv4Header, Ipv6Header, NetHeaders, PacketBuilder, PacketHeaders, TcpHeader,
     TcpOptionElement, TransportHeader, VlanId,
 };
-use synguard::maps::{ControlMaps, StatsMap};
 use synguard_common::{
-    Config, Mode, PROGRAM_NAME, Reason, Stats,
+    Config, Mode, Reason,
     classify::tcp_flags::{CWR, ECE},
     config::flags,
 };
 use synguard_lab::Lab;
+use synguard_tests::InKernel;
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 2];
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 1];
@@ -56,56 +52,21 @@ fn config(mode: Mode) -> Config {
     }
 }
 
-struct Program {
-    ebpf: Ebpf,
-    stats: StatsMap,
-    control: ControlMaps,
-}
+/// The program, loaded in `mode`.
+struct Program(InKernel);
 
 impl Program {
     fn load(mode: Mode) -> Program {
-        let mut ebpf = Ebpf::load(synguard::objects::SYNGUARD).unwrap();
-        let stats = StatsMap::take(&mut ebpf).unwrap();
-        let mut control = ControlMaps::take(&mut ebpf).unwrap();
-        control.set_config(&config(mode)).unwrap();
-        let program: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into().unwrap();
-        program.load().expect("the verifier accepts the program");
-        Program {
-            ebpf,
-            stats,
-            control,
-        }
+        Program(InKernel::load(&config(mode)))
     }
 
     /// Runs one frame; returns the XDP code, the frame as it came out, and the reasons that
     /// were counted.
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>, Vec<Reason>) {
-        let before = self.stats.read().unwrap();
-        let mut out = vec![0u8; frame.len() + 256];
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM_NAME)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(result.data_size_out as usize);
-        let after = self.stats.read().unwrap();
-        (result.return_value, out, reasons(&before, &after))
+        let outcome = self.0.run(frame);
+        let reasons = outcome.reasons();
+        (outcome.code, outcome.frame, reasons)
     }
-}
-
-fn reasons(before: &Stats, after: &Stats) -> Vec<Reason> {
-    Reason::ALL
-        .into_iter()
-        .flat_map(|r| std::iter::repeat_n(r, (after.reason(r) - before.reason(r)) as usize))
-        .collect()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -537,14 +498,18 @@ fn mode_changes_take_effect_on_the_next_packet_without_a_reload() {
         );
         assert_eq!(out, syn);
 
-        program.control.set_config(&config(Mode::Monitor)).unwrap();
+        program
+            .0
+            .control
+            .set_config(&config(Mode::Monitor))
+            .unwrap();
         let (code, out, why) = program.run(&syn);
         assert_eq!((code, why), (XDP_PASS, vec![Reason::MonitorWouldAnswer]));
         assert_eq!(out, syn, "monitor changes nothing");
         let (code, _, why) = program.run(&forged);
         assert_eq!((code, why), (XDP_PASS, vec![Reason::MonitorWouldDrop]));
 
-        program.control.set_config(&config(Mode::Cookie)).unwrap();
+        program.0.control.set_config(&config(Mode::Cookie)).unwrap();
         let (code, _, _) = program.run(&syn);
         assert_eq!(code, XDP_TX, "cookie: answered");
         let (code, _, why) = program.run(&forged);
@@ -552,6 +517,7 @@ fn mode_changes_take_effect_on_the_next_packet_without_a_reload() {
 
         // Auto, far below its threshold: passed.
         program
+            .0
             .control
             .set_config(&Config {
                 auto_threshold_pps: 1_000_000,
@@ -562,6 +528,7 @@ fn mode_changes_take_effect_on_the_next_packet_without_a_reload() {
         assert_eq!((code, why), (XDP_PASS, vec![Reason::SynBelowThreshold]));
         // A threshold of 1 SYN/s: the next window close switches to cookies.
         program
+            .0
             .control
             .set_config(&Config {
                 auto_threshold_pps: 1,
@@ -571,7 +538,7 @@ fn mode_changes_take_effect_on_the_next_packet_without_a_reload() {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let (code, _, _) = program.run(&syn);
         assert_eq!(code, XDP_TX, "auto above the threshold: answered");
-        assert!(program.control.auto_summary().unwrap().under_attack);
+        assert!(program.0.control.auto_summary().unwrap().under_attack);
     });
 }
 
@@ -581,8 +548,9 @@ fn unprotected_ports_are_left_alone_when_ports_are_listed() {
         let mut program = Program::load(Mode::Cookie);
         let mut listed = config(Mode::Cookie);
         listed.flags &= !flags::ALL_PORTS;
-        program.control.set_config(&listed).unwrap();
+        program.0.control.set_config(&listed).unwrap();
         program
+            .0
             .control
             .set_ports(&"443,8000-8100".parse().unwrap())
             .unwrap();
@@ -591,7 +559,7 @@ fn unprotected_ports_are_left_alone_when_ports_are_listed() {
         assert_eq!((code, why), (XDP_PASS, vec![Reason::SynUnprotectedPort]));
         assert_eq!(out, syn);
 
-        program.control.set_ports(&"80".parse().unwrap()).unwrap();
+        program.0.control.set_ports(&"80".parse().unwrap()).unwrap();
         assert_eq!(program.run(&syn).0, XDP_TX, "listed now");
         // A listed port is protected without a listener too: a forged ACK to it is dropped.
         let mut tcp = TcpHeader::new(CLIENT_PORT, 80, 1, 100);
