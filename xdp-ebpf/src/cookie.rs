@@ -28,7 +28,7 @@ use synguard_common::{
     classify::tcp_flags::{CWR, ECE},
     tcp::{
         self, MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SYNACK_TCP_LEN_SHORT, SynAck, SynOptions,
-        cookie_probe, negotiate, parse_option_at,
+        cookie_probe, negotiate, parse_linux_syn_options, parse_option_at,
     },
 };
 
@@ -250,6 +250,12 @@ fn read_syn_options(ctx: &XdpContext, at: &TcpAt, scratch: &mut Scratch) -> SynO
                 len,
             );
         }
+    }
+    if len == 0 {
+        return SynOptions::default();
+    }
+    if let Some(parsed) = parse_linux_syn_options(&scratch.options, len as usize) {
+        return parsed;
     }
     let mut step_ctx = StepCtx {
         scratch: scratch as *mut Scratch,
