@@ -6,7 +6,9 @@ use aya::{
     Ebpf,
     programs::{TestRun, TestRunOptions, Xdp},
 };
-use synguard::maps::{ControlMaps, StatsMap};
+use std::net::TcpListener;
+
+use synguard::maps::{ControlMaps, ListMaps, StatsMap};
 use synguard_common::{Config, PROGRAM_NAME, Reason, Stats};
 
 /// synguard's program, loaded with its maps taken out for the test to read and write.
@@ -14,6 +16,7 @@ pub struct InKernel {
     ebpf: Ebpf,
     pub stats: StatsMap,
     pub control: ControlMaps,
+    pub lists: ListMaps,
 }
 
 /// One run: the XDP code, the frame as it came out, and the counters before and after.
@@ -46,6 +49,7 @@ impl InKernel {
         let stats = StatsMap::take(&mut ebpf).expect("stats map");
         let mut control = ControlMaps::take(&mut ebpf).expect("control maps");
         control.set_config(config).expect("config");
+        let lists = ListMaps::take(&mut ebpf).expect("list maps");
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .expect("program in object")
@@ -56,6 +60,7 @@ impl InKernel {
             ebpf,
             stats,
             control,
+            lists,
         }
     }
 
@@ -84,4 +89,19 @@ impl InKernel {
             after: self.stats.read().unwrap(),
         }
     }
+}
+
+/// Runs `body` on a thread in a fresh lab namespace with a dual-stack listener on `port` and
+/// tcp_syncookies=2: the cookie helpers look sockets up in the caller's namespace.
+pub fn in_lab(port: u16, body: impl FnOnce() + Send) {
+    let lab = synguard_lab::Lab::new().unwrap();
+    lab.server
+        .set_sysctl("net.ipv4.tcp_syncookies", "2")
+        .unwrap();
+    lab.server
+        .enter(|| {
+            let _listener = TcpListener::bind(("::", port)).unwrap();
+            body();
+        })
+        .unwrap();
 }

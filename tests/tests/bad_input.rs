@@ -205,6 +205,11 @@ fn malformed_arguments_are_usage_errors() {
             "invalid socket address",
         ),
         (vec!["run"], "--iface <IFACE>"),
+        (
+            run_args(&lab, &["--deny", "198.18.0.1/16"]),
+            "has host bits set; did you mean 198.18.0.0/16?",
+        ),
+        (run_args(&lab, &["--ports", "80,,443"]), "empty entry"),
     ] {
         let out = synguard(&lab.server, &[], &args);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -302,3 +302,46 @@ fn sysctls_are_set_while_running_and_restored_on_every_exit() {
     );
     let _ = std::fs::remove_dir_all(&state_dir);
 }
+
+#[test]
+fn deny_and_allow_lists_from_flags_and_files() {
+    let lab = Lab::new().unwrap();
+    let _http = synguard_lab::HttpServer::start(&lab.server, 8080).unwrap();
+    let target: SocketAddr = (lab.server.ipv4, 8080).into();
+    let get =
+        || synguard_lab::http_get(&lab.client, target, "/", Duration::from_millis(500)).is_ok();
+    assert!(get(), "reachable before synguard");
+
+    // The client's network denied: its packets never reach the server.
+    let sg = Synguard::start(
+        &lab.server,
+        &["--mode", "cookie", "--deny", "198.18.0.0/24"],
+    )
+    .unwrap();
+    assert!(!get(), "denied");
+    let m = sg.metrics().unwrap();
+    assert!(decisions(&m, Reason::ListDenied) >= 1.0);
+    sg.stop(Signal::SIGTERM).unwrap();
+
+    // The client's own address allowed from a file, inside the same denied network.
+    let file = std::env::temp_dir().join(format!("{}-allow", lab.server.name));
+    std::fs::write(&file, "# the lab client\n198.18.0.2/32\n").unwrap();
+    let sg = Synguard::start(
+        &lab.server,
+        &[
+            "--mode",
+            "cookie",
+            "--deny",
+            "198.18.0.0/24",
+            "--allow-file",
+            file.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    assert!(get(), "allowed inside the denied /24");
+    let m = sg.metrics().unwrap();
+    assert!(decisions(&m, Reason::ListAllowed) >= 1.0);
+    assert_eq!(cookies_sent(&m), 0.0, "allowed sources bypass cookies");
+    sg.stop(Signal::SIGTERM).unwrap();
+    let _ = std::fs::remove_file(&file);
+}

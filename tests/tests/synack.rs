@@ -6,8 +6,6 @@
 //! etherparse's parser must read back the options we meant. The cookie itself is proven by
 //! sending the client's ACK back through the program.
 
-use std::net::TcpListener;
-
 use etherparse::{
     IpHeaders, Ipv4Header, Ipv6Header, NetHeaders, PacketBuilder, PacketHeaders, TcpHeader,
     TcpOptionElement, TransportHeader, VlanId,
@@ -17,8 +15,7 @@ use synguard_common::{
     classify::tcp_flags::{CWR, ECE},
     config::flags,
 };
-use synguard_lab::Lab;
-use synguard_tests::InKernel;
+use synguard_tests::{InKernel, in_lab};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 2];
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 1];
@@ -264,24 +261,9 @@ fn ack(family: Family, vlans: Vlans, cookie: u32, cookie_offset: u32) -> Vec<u8>
     frame(family, vlans, tcp, &[], false)
 }
 
-/// Runs `body` on a thread in a fresh lab namespace with a dual-stack listener on PORT and
-/// tcp_syncookies=2.
-fn in_lab(body: impl FnOnce() + Send) {
-    let lab = Lab::new().unwrap();
-    lab.server
-        .set_sysctl("net.ipv4.tcp_syncookies", "2")
-        .unwrap();
-    lab.server
-        .enter(|| {
-            let _listener = TcpListener::bind(("::", PORT)).unwrap();
-            body();
-        })
-        .unwrap();
-}
-
 #[test]
 fn syn_ack_bytes_for_each_family_vlan_layout_and_option_set() {
-    in_lab(|| {
+    in_lab(PORT, || {
         let mut program = Program::load(Mode::Cookie);
         let cases: Vec<(&str, Vec<TcpOptionElement>, u8, Expect)> = vec![
             (
@@ -414,7 +396,7 @@ fn syn_ack_bytes_for_each_family_vlan_layout_and_option_set() {
 
 #[test]
 fn syn_with_data_shrinks_to_the_syn_ack() {
-    in_lab(|| {
+    in_lab(PORT, || {
         let mut program = Program::load(Mode::Cookie);
         for family in [Family::V4, Family::V6] {
             let syn = frame(
@@ -439,7 +421,7 @@ fn syn_with_data_shrinks_to_the_syn_ack() {
 
 #[test]
 fn the_stamping_helper_runs_once_a_second_and_the_raw_one_otherwise() {
-    in_lab(|| {
+    in_lab(PORT, || {
         let mut program = Program::load(Mode::Cookie);
         let syn = frame(Family::V4, Vlans::None, syn(&LINUX_OPTIONS, 0), &[], false);
         let mut seen = Vec::new();
@@ -457,7 +439,7 @@ fn the_stamping_helper_runs_once_a_second_and_the_raw_one_otherwise() {
 
 #[test]
 fn syns_the_kernel_must_handle_are_passed_untouched() {
-    in_lab(|| {
+    in_lab(PORT, || {
         let mut program = Program::load(Mode::Cookie);
         // No listener on port 81.
         let mut tcp = syn(&LINUX_OPTIONS, 0);
@@ -485,7 +467,7 @@ fn syns_the_kernel_must_handle_are_passed_untouched() {
 
 #[test]
 fn mode_changes_take_effect_on_the_next_packet_without_a_reload() {
-    in_lab(|| {
+    in_lab(PORT, || {
         let mut program = Program::load(Mode::Off);
         let syn = frame(Family::V6, Vlans::Two, syn(&LINUX_OPTIONS, 0), &[], false);
         let forged = ack(Family::V6, Vlans::Two, 0xdead_beef, 0);
@@ -544,7 +526,7 @@ fn mode_changes_take_effect_on_the_next_packet_without_a_reload() {
 
 #[test]
 fn unprotected_ports_are_left_alone_when_ports_are_listed() {
-    in_lab(|| {
+    in_lab(PORT, || {
         let mut program = Program::load(Mode::Cookie);
         let mut listed = config(Mode::Cookie);
         listed.flags &= !flags::ALL_PORTS;

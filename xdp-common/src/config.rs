@@ -52,6 +52,16 @@ pub mod flags {
     pub const SACK: u32 = 1 << 3;
     /// The server's `net.ipv4.tcp_window_scaling` is on.
     pub const WINDOW_SCALING: u32 = 1 << 4;
+    /// The allow/deny lists have entries: look sources up in them.
+    pub const LISTS: u32 = 1 << 5;
+}
+
+/// Values in the allow/deny LPM tries.
+pub mod list {
+    /// The source bypasses synguard: passed, no cookies, no limits.
+    pub const ALLOW: u32 = 1;
+    /// The source is dropped.
+    pub const DENY: u32 = 2;
 }
 
 #[repr(C)]

@@ -30,6 +30,13 @@ pub const PORTS_WORDS: u32 = 65536 / 64;
 /// Name of the one-slot per-CPU array holding `Auto` mode's [`AutoState`].
 pub const AUTO_STATE_MAP: &str = "SYNGUARD_AUTO";
 
+/// Names of the allow/deny lists: LPM tries keyed by source prefix, one per family, whose
+/// value is a [`config::list`] verdict. The longest matching prefix decides, whichever list
+/// it came from.
+pub const LIST_V4_MAP: &str = "SYNGUARD_LIST_V4";
+pub const LIST_V6_MAP: &str = "SYNGUARD_LIST_V6";
+pub const LIST_MAX_ENTRIES: u32 = 65_536;
+
 /// Name of the per-CPU LRU hash recording when each (address, port) a SYN was answered for
 /// last had its listener's overflow time stamped; see `xdp-ebpf/src/cookie.rs`.
 pub const STAMPS_MAP: &str = "SYNGUARD_STAMPS";

@@ -76,12 +76,17 @@ pub enum Reason {
     AckCookieValid = 11,
     /// ACK dropped: no socket and no valid cookie (a forged ACK).
     AckForged = 12,
-    /// `monitor` mode: `cookie` mode would have dropped this ACK.
+    /// `monitor` mode: `cookie` mode would have dropped this ACK, or this packet from a denied
+    /// source.
     MonitorWouldDrop = 13,
+    /// Passed: the source's longest matching prefix is on the allow list.
+    ListAllowed = 14,
+    /// Dropped: the source's longest matching prefix is on the deny list.
+    ListDenied = 15,
 }
 
 impl Reason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 16;
 
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::CookieRaw,
@@ -98,6 +103,8 @@ impl Reason {
         Reason::AckCookieValid,
         Reason::AckForged,
         Reason::MonitorWouldDrop,
+        Reason::ListAllowed,
+        Reason::ListDenied,
     ];
 
     /// The label value used in metrics.
@@ -117,6 +124,8 @@ impl Reason {
             Reason::AckCookieValid => "ack_cookie_valid",
             Reason::AckForged => "ack_forged",
             Reason::MonitorWouldDrop => "monitor_would_drop",
+            Reason::ListAllowed => "list_allowed",
+            Reason::ListDenied => "list_denied",
         }
     }
 }

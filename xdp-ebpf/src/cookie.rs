@@ -233,7 +233,10 @@ pub fn answer_syn(
 /// bpf_loop for the same reason.
 #[inline(always)]
 fn read_syn_options(ctx: &XdpContext, at: &TcpAt, scratch: &mut Scratch) -> SynOptions {
-    let len = (at.tcp_len - 20) as u32;
+    // Options are 0 to 40 bytes (data offset 5 to 15). The mask restates that for the
+    // verifier, which otherwise can lose the bound of a spilled value and reject the helper
+    // call's size as possibly negative.
+    let len = ((at.tcp_len - 20) & 0x3f) as u32;
     scratch.options_len = u64::from(len);
     scratch.options_at = 0;
     scratch.parsed = SynOptions::default();

@@ -1,7 +1,8 @@
 //! The kernel side of synguard: one module per stage of a packet's path.
 //!
 //! `parse` reads the headers and classifies the packet; `policy` decides what applies to it
-//! (mode, protected ports, `auto`'s rate switch); `cookie` answers SYNs and `ack` checks ACKs,
+//! (allow/deny `lists`, mode, protected ports, `auto`'s rate switch); `cookie` answers SYNs and
+//! `ack` checks ACKs,
 //! both asking `sock` about the kernel's sockets; `count` records the outcome. The entry
 //! points live in `src/bin/`.
 #![no_std]
@@ -10,6 +11,7 @@ pub mod ack;
 pub mod auto;
 pub mod cookie;
 pub mod count;
+pub mod lists;
 pub mod parse;
 pub mod policy;
 pub mod sock;
@@ -49,6 +51,14 @@ macro_rules! synguard_program {
         static SYNGUARD_STAMPS: aya_ebpf::maps::LruPerCpuHashMap<$crate::cookie::StampKey, u64> =
             aya_ebpf::maps::LruPerCpuHashMap::with_max_entries(1024, 0);
 
+        /// The allow/deny lists (`LIST_V4_MAP`, `LIST_V6_MAP`).
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_LIST_V4: aya_ebpf::maps::LpmTrie<[u8; 4], u32> =
+            aya_ebpf::maps::LpmTrie::with_max_entries(synguard_common::LIST_MAX_ENTRIES, 0);
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_LIST_V6: aya_ebpf::maps::LpmTrie<[u8; 16], u32> =
+            aya_ebpf::maps::LpmTrie::with_max_entries(synguard_common::LIST_MAX_ENTRIES, 0);
+
         /// Scratch space for the SYN and ACK paths (`cookie::Scratch`).
         #[aya_ebpf::macros::map]
         static SYNGUARD_SCRATCH: aya_ebpf::maps::PerCpuArray<$crate::cookie::Scratch> =
@@ -63,6 +73,8 @@ macro_rules! synguard_program {
                 auto: &SYNGUARD_AUTO,
                 stamps: &SYNGUARD_STAMPS,
                 scratch: &SYNGUARD_SCRATCH,
+                list_v4: &SYNGUARD_LIST_V4,
+                list_v6: &SYNGUARD_LIST_V6,
             };
             let verdict = $crate::policy::decide(&ctx, &packet, &maps, $rewrite);
             $crate::count::finish(&SYNGUARD_STATS, &ctx, packet.class, verdict)

@@ -36,16 +36,39 @@ pub struct TcpAt {
     pub tcp_len: usize,
 }
 
-/// A classified frame; `tcp` is set for the TCP classes (SYN to other TCP).
+/// Where a well-formed IP header is.
+#[derive(Clone, Copy)]
+pub struct IpAt {
+    pub l3: usize,
+    pub ipv6: bool,
+}
+
+/// A classified frame; `ip` is set for every IP packet whose header could be read, `tcp` for
+/// the TCP classes (SYN to other TCP).
 pub struct Packet {
     pub class: Class,
+    pub ip: Option<IpAt>,
     pub tcp: Option<TcpAt>,
 }
 
 impl Packet {
     #[inline(always)]
     fn other(class: Class) -> Packet {
-        Packet { class, tcp: None }
+        Packet {
+            class,
+            ip: None,
+            tcp: None,
+        }
+    }
+
+    /// An IP packet that is not (readable) TCP.
+    #[inline(always)]
+    fn ip(class: Class, l3: usize, ipv6: bool) -> Packet {
+        Packet {
+            class,
+            ip: Some(IpAt { l3, ipv6 }),
+            tcp: None,
+        }
     }
 }
 
@@ -123,10 +146,10 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Packet {
         return Packet::other(Class::Malformed);
     }
     if ip.proto as u8 != IPPROTO_TCP {
-        return Packet::other(Class::NonTcp);
+        return Packet::ip(Class::NonTcp, offset, false);
     }
     if ipv4_is_later_fragment(u16::from_be_bytes(ip.frags)) {
-        return Packet::other(Class::Fragment);
+        return Packet::ip(Class::Fragment, offset, false);
     }
     parse_tcp(ctx, offset, header_len, total_len - header_len, false)
 }
@@ -144,8 +167,8 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Packet {
     }
     match ipv6_next(ip.next_hdr as u8) {
         Ipv6Next::Tcp => parse_tcp(ctx, offset, Ipv6Hdr::LEN, payload_len, true),
-        Ipv6Next::Extension => Packet::other(Class::Ipv6Ext),
-        Ipv6Next::Other => Packet::other(Class::NonTcp),
+        Ipv6Next::Extension => Packet::ip(Class::Ipv6Ext, offset, true),
+        Ipv6Next::Other => Packet::ip(Class::NonTcp, offset, true),
     }
 }
 
@@ -167,6 +190,7 @@ fn parse_tcp(ctx: &XdpContext, l3: usize, ip_len: usize, segment_len: usize, ipv
     }
     Packet {
         class: classify_tcp_flags(tcp[13]),
+        ip: Some(IpAt { l3, ipv6 }),
         tcp: Some(TcpAt {
             l3,
             l4,

@@ -1,16 +1,21 @@
-//! Decides what happens to a classified packet: which mode is in force, whether its port is
-//! protected, and which stage handles it (cookie responder for SYNs, cookie check for ACKs).
+//! Decides what happens to a classified packet: whether its source is on the allow or deny
+//! list, which mode is in force, whether its port is protected, and which stage handles it
+//! (cookie responder for SYNs, cookie check for ACKs).
 
 use aya_ebpf::{
-    maps::{Array, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, LpmTrie, LruPerCpuHashMap, PerCpuArray},
     programs::XdpContext,
 };
-use synguard_common::{AutoState, Class, Config, Mode, Reason, config::flags};
+use synguard_common::{
+    Action, AutoState, Class, Config, Mode, Reason,
+    config::{flags, list},
+};
 
 use crate::{
     ack, auto,
     cookie::{self, Scratch, StampKey},
     count::Verdict,
+    lists,
     parse::{Packet, ptr_at},
 };
 
@@ -21,15 +26,14 @@ pub struct Maps {
     pub auto: &'static PerCpuArray<AutoState>,
     pub stamps: &'static LruPerCpuHashMap<StampKey, u64>,
     pub scratch: &'static PerCpuArray<Scratch>,
+    pub list_v4: &'static LpmTrie<[u8; 4], u32>,
+    pub list_v6: &'static LpmTrie<[u8; 16], u32>,
 }
 
 /// `rewrite`: turn answered SYNs into SYN-ACKs (always, but for the benchmark's copy; see
 /// `cookie::answer_syn`).
 #[inline(always)]
 pub fn decide(ctx: &XdpContext, packet: &Packet, maps: &Maps, rewrite: bool) -> Verdict {
-    let (Some(at), Class::Syn | Class::Ack) = (packet.tcp, packet.class) else {
-        return Verdict::PASS;
-    };
     let Some(config) = maps.config.get(0) else {
         return Verdict::PASS;
     };
@@ -37,6 +41,20 @@ pub fn decide(ctx: &XdpContext, packet: &Packet, maps: &Maps, rewrite: bool) -> 
     if mode == Mode::Off {
         return Verdict::PASS;
     }
+    // The lists come first and apply to every IP packet, looked up only when they have entries.
+    if let (true, Some(ip)) = (config.has(flags::LISTS), packet.ip) {
+        match lists::lookup(ctx, &ip, maps.list_v4, maps.list_v6) {
+            Some(list::ALLOW) => return Verdict::pass(Reason::ListAllowed),
+            Some(list::DENY) if mode == Mode::Monitor => {
+                return Verdict::pass(Reason::MonitorWouldDrop);
+            }
+            Some(list::DENY) => return Verdict::new(Action::Drop, Reason::ListDenied),
+            _ => {}
+        }
+    }
+    let (Some(at), Class::Syn | Class::Ack) = (packet.tcp, packet.class) else {
+        return Verdict::PASS;
+    };
     let Some(ports) = ptr_at::<[u8; 4]>(ctx, at.l4) else {
         return Verdict::PASS;
     };

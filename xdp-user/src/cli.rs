@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use synguard_common::Mode;
 
-use crate::ports::PortSet;
+use crate::{lists::Cidr, ports::PortSet};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -101,6 +101,34 @@ pub struct RunArgs {
         value_name = "BOOL"
     )]
     pub cookie_timestamps: bool,
+
+    /// Source networks that bypass synguard (passed, no cookies), e.g. 192.0.2.0/24 or
+    /// 2001:db8::/32; repeat the flag or separate with commas. The longest matching prefix
+    /// decides between --allow and --deny, so a /32 allowed inside a denied /16 passes.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "SYNGUARD_ALLOW",
+        value_name = "CIDR"
+    )]
+    pub allow: Vec<Cidr>,
+
+    /// Source networks whose packets are dropped, all of them.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "SYNGUARD_DENY",
+        value_name = "CIDR"
+    )]
+    pub deny: Vec<Cidr>,
+
+    /// A file of CIDRs to allow, one per line (`#` starts a comment).
+    #[arg(long, env = "SYNGUARD_ALLOW_FILE", value_name = "PATH")]
+    pub allow_file: Option<PathBuf>,
+
+    /// A file of CIDRs to deny, one per line (`#` starts a comment).
+    #[arg(long, env = "SYNGUARD_DENY_FILE", value_name = "PATH")]
+    pub deny_file: Option<PathBuf>,
 
     /// Where synguard records the sysctl values it changed, so that a run after a crash can
     /// restore them.

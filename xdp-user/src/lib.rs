@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod lists;
 pub mod loader;
 pub mod maps;
 pub mod metrics;

@@ -19,7 +19,7 @@ use tracing::debug;
 use crate::{
     Error,
     cli::AttachMode,
-    maps::{ControlMaps, StatsMap},
+    maps::{ControlMaps, ListMaps, StatsMap},
     objects, preflight,
     settings::Settings,
 };
@@ -30,6 +30,7 @@ pub struct Attachment {
     ebpf: Ebpf,
     stats: Arc<StatsMap>,
     control: Arc<Mutex<ControlMaps>>,
+    lists: Arc<Mutex<ListMaps>>,
     iface: String,
     mode: AttachMode,
     program_id: u32,
@@ -52,6 +53,8 @@ impl Attachment {
         if let Some(ports) = &settings.ports {
             control.set_ports(ports)?;
         }
+        let mut lists = ListMaps::take(&mut ebpf)?;
+        lists.load(&settings.lists)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or_else(|| Error::Other(format!("program {PROGRAM_NAME} missing from the object")))?
@@ -69,6 +72,7 @@ impl Attachment {
             ebpf,
             stats,
             control: Arc::new(Mutex::new(control)),
+            lists: Arc::new(Mutex::new(lists)),
             iface: iface.to_string(),
             mode,
             program_id,
@@ -87,6 +91,11 @@ impl Attachment {
             control.set_ports(ports)?;
         }
         control.set_config(&settings.config)
+    }
+
+    /// The allow/deny lists, for run-time changes.
+    pub fn lists(&self) -> Arc<Mutex<ListMaps>> {
+        Arc::clone(&self.lists)
     }
 
     /// The configuration and ports maps, for run-time changes; shared with the metrics.

@@ -2,14 +2,23 @@
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuArray},
+    maps::{
+        Array, MapData, MapError, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
+use ipnet::IpNet;
 use synguard_common::{
-    AUTO_STATE_MAP, AutoState, CONFIG_MAP, Config, PORTS_MAP, STATS_MAP, Stats,
-    config::AUTO_WINDOW_NS,
+    AUTO_STATE_MAP, AutoState, CONFIG_MAP, Config, LIST_V4_MAP, LIST_V6_MAP, PORTS_MAP, STATS_MAP,
+    Stats,
+    config::{AUTO_WINDOW_NS, list},
 };
 
-use crate::{Error, ports::PortSet};
+use crate::{
+    Error,
+    lists::{Cidr, Lists},
+    ports::PortSet,
+};
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
 where
@@ -54,6 +63,98 @@ pub struct ControlMaps {
     config: Array<MapData, Config>,
     ports: Array<MapData, u64>,
     auto: PerCpuArray<MapData, AutoState>,
+}
+
+/// The allow/deny LPM tries, one per family.
+pub struct ListMaps {
+    v4: LpmTrie<MapData, [u8; 4], u32>,
+    v6: LpmTrie<MapData, [u8; 16], u32>,
+}
+
+impl ListMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
+        Ok(Self {
+            v4: take(ebpf, LIST_V4_MAP)?,
+            v6: take(ebpf, LIST_V6_MAP)?,
+        })
+    }
+
+    /// Puts `cidr` on the allow or deny list (`config::list`), replacing what it was.
+    pub fn insert(&mut self, cidr: &Cidr, verdict: u32) -> Result<(), Error> {
+        match cidr.0 {
+            IpNet::V4(net) => {
+                let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
+                self.v4.insert(&key, verdict, 0)
+            }
+            IpNet::V6(net) => {
+                let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
+                self.v6.insert(&key, verdict, 0)
+            }
+        }
+        .map_err(|source| Error::Map {
+            map: LIST_V4_MAP,
+            source,
+        })
+    }
+
+    /// Takes `cidr` off whichever list it is on; `false` if it was on none.
+    pub fn remove(&mut self, cidr: &Cidr) -> Result<bool, Error> {
+        let result = match cidr.0 {
+            IpNet::V4(net) => self.v4.remove(&Key::new(
+                u32::from(net.prefix_len()),
+                net.network().octets(),
+            )),
+            IpNet::V6(net) => self.v6.remove(&Key::new(
+                u32::from(net.prefix_len()),
+                net.network().octets(),
+            )),
+        };
+        match result {
+            Ok(()) => Ok(true),
+            // aya reports a missing key as ENOENT from bpf_map_delete_elem.
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(false)
+            }
+            Err(source) => Err(Error::Map {
+                map: LIST_V4_MAP,
+                source,
+            }),
+        }
+    }
+
+    /// Every entry, with its verdict.
+    pub fn entries(&self) -> Result<Vec<(Cidr, u32)>, Error> {
+        let map_error = |source| Error::Map {
+            map: LIST_V4_MAP,
+            source,
+        };
+        let mut entries = Vec::new();
+        for item in self.v4.iter() {
+            let (key, verdict) = item.map_err(map_error)?;
+            let net = ipnet::Ipv4Net::new(key.data().into(), key.prefix_len() as u8)
+                .map_err(|e| Error::Other(e.to_string()))?;
+            entries.push((Cidr(IpNet::V4(net)), verdict));
+        }
+        for item in self.v6.iter() {
+            let (key, verdict) = item.map_err(map_error)?;
+            let net = ipnet::Ipv6Net::new(key.data().into(), key.prefix_len() as u8)
+                .map_err(|e| Error::Other(e.to_string()))?;
+            entries.push((Cidr(IpNet::V6(net)), verdict));
+        }
+        Ok(entries)
+    }
+
+    /// Loads the lists; entries already there stay (use `remove` to take any off).
+    pub fn load(&mut self, lists: &Lists) -> Result<(), Error> {
+        for cidr in &lists.allow {
+            self.insert(cidr, list::ALLOW)?;
+        }
+        for cidr in &lists.deny {
+            self.insert(cidr, list::DENY)?;
+        }
+        Ok(())
+    }
 }
 
 /// `auto` mode's state, summed over CPUs.

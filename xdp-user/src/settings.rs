@@ -7,7 +7,13 @@ use std::{ffi::CString, io};
 use synguard_common::{Config, Mode, config::flags, tcp::kernel_rcv_wscale};
 use tracing::warn;
 
-use crate::{Error, cli::RunArgs, ports::PortSet, sysctl};
+use crate::{
+    Error,
+    cli::RunArgs,
+    lists::{self, Lists},
+    ports::PortSet,
+    sysctl,
+};
 
 /// What the controller writes into the program's maps.
 #[derive(Clone, Debug)]
@@ -15,12 +21,25 @@ pub struct Settings {
     pub config: Config,
     /// `None`: every port with a listener is protected.
     pub ports: Option<PortSet>,
+    pub lists: Lists,
 }
 
 impl Settings {
     pub fn derive(args: &RunArgs) -> Result<Settings, Error> {
         let enabled = |key: &str| -> Result<bool, Error> { Ok(sysctl::read(key)? != "0") };
+        let mut allow = args.allow.clone();
+        let mut deny = args.deny.clone();
+        if let Some(path) = &args.allow_file {
+            allow.extend(lists::read_file(path)?);
+        }
+        if let Some(path) = &args.deny_file {
+            deny.extend(lists::read_file(path)?);
+        }
+        let lists = Lists::new(allow, deny)?;
         let mut flag_bits = 0;
+        if !lists.is_empty() {
+            flag_bits |= flags::LISTS;
+        }
         if args.ports.is_none() {
             flag_bits |= flags::ALL_PORTS;
         }
@@ -75,6 +94,7 @@ impl Settings {
         Ok(Settings {
             config,
             ports: args.ports.clone(),
+            lists,
         })
     }
 }

@@ -243,6 +243,53 @@ fn run() -> Result<()> {
          rewrite added: {cookie_total:.0} ns = {:.2} × floor.",
         cookie_total / floor
     );
+
+    // Allow/deny lists: load time, and what a lookup adds per packet.
+    let mut lists = synguard::maps::ListMaps::take(&mut programs.lab)?;
+    let (mut allow, mut deny) = (Vec::new(), Vec::new());
+    for i in 0..10_000u32 {
+        let cidr: synguard::lists::Cidr = format!("198.18.{}.{}/32", 128 + i / 256, i % 256)
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        if i % 3 == 0 {
+            allow.push(cidr);
+        } else {
+            deny.push(cidr);
+        }
+    }
+    let lists_config = synguard::lists::Lists::new(allow, deny)?;
+    let started = std::time::Instant::now();
+    lists.load(&lists_config)?;
+    let load_time = started.elapsed();
+    lab_control.set_config(&Config {
+        flags: config.flags | flags::LISTS,
+        ..config
+    })?;
+    let unlisted = udp_frame();
+    let denied = {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+            .ipv4([198, 18, 128, 1], SERVER, 64)
+            .udp(5353, 53)
+            .write(&mut frame, b"benchmark")?;
+        frame
+    };
+    let (mut on_unlisted, mut on_denied) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        on_unlisted.push(programs.repeated(Prog::BenchSynguard, &unlisted, REPEAT)?);
+        on_denied.push(programs.repeated(Prog::BenchSynguard, &denied, REPEAT)?);
+    }
+    println!("\n## Allow/deny lists, 10,000 IPv4 entries\n");
+    println!("Loaded in {:.1} ms.\n", load_time.as_secs_f64() * 1000.0);
+    println!("| path | ns/packet | × floor |");
+    println!("| --- | ---: | ---: |");
+    for (name, samples) in [
+        ("non-TCP, unlisted source", &mut on_unlisted),
+        ("non-TCP, denied source: drop", &mut on_denied),
+    ] {
+        let ns = median(samples);
+        println!("| {name} | {ns:.1} | {:.2} |", ns / floor);
+    }
     Ok(())
 }
 
