@@ -47,6 +47,8 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
         xdp_mode = args.xdp_mode.name(),
         mode = args.mode.name(),
         ports = %args.ports.as_ref().map_or("every port with a listener".to_string(), |p| p.to_string()),
+        allowed = settings.lists.allow.len(),
+        denied = settings.lists.deny.len(),
         program_id = attachment.program_id(),
         "attached"
     );

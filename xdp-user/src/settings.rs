@@ -78,12 +78,9 @@ impl Settings {
             mss_v4: mtu.saturating_sub(40).max(536),
             mss_v6: mtu.saturating_sub(60).max(1220),
             ttl: ttl.clamp(1, 255) as u32,
-            ..Config::DEFAULT
-        };
-        let config = Config {
             auto_threshold_pps: args.auto_threshold,
             auto_hold_ms: args.auto_hold_ms,
-            ..config
+            ..Config::DEFAULT
         };
         if !args.cookie_timestamps && matches!(args.mode, Mode::Cookie | Mode::Auto) {
             warn!(
