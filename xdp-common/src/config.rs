@@ -91,8 +91,10 @@ pub struct Config {
 const _: () = assert!(size_of::<Config>() == 40);
 
 impl Config {
+    /// `synguard run`'s defaults, before it reads the interface's namespace (window scale, MSS,
+    /// TTL and the SACK/ECN/window-scaling flags come from there).
     pub const DEFAULT: Config = Config {
-        mode: Mode::Cookie as u32,
+        mode: Mode::Auto as u32,
         flags: flags::ALL_PORTS
             | flags::TIMESTAMPS
             | flags::ECN

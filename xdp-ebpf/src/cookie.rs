@@ -129,8 +129,8 @@ pub fn answer_syn(
             sock::release(listener);
             return Verdict::PASS;
         };
-        // SAFETY: `ip` is checked for 40 bytes, `probe` is 24 bytes on the stack, and the
-        // listener reference is live. The helpers only read through these pointers.
+        // SAFETY: `ip` is checked for 40 bytes, `probe` is 24 bytes of this CPU's scratch
+        // slot, and the listener reference is live. The helpers only read through them.
         unsafe {
             if stamp_due {
                 bpf_tcp_gen_syncookie(
@@ -189,8 +189,6 @@ pub fn answer_syn(
         window: config.synack_window as u16,
         options,
     };
-    // Grow or shrink by exactly what the reply needs: on veth a frame has no tailroom to
-    // spare, and a failed resize leaves the SYN intact for the kernel (../shared/LAB.md).
     let len = options.tcp_len();
     let pseudo = if scratch.ends.ipv6 {
         checksum::pseudo_ipv6(&scratch.ends.dst, &scratch.ends.src, len as u16)
@@ -209,6 +207,8 @@ pub fn answer_syn(
     if !rewrite {
         return Verdict::new(Action::Tx, reason);
     }
+    // Grow or shrink by exactly what the reply needs: on veth a frame has no tailroom to
+    // spare, and a failed resize leaves the SYN intact for the kernel (../shared/LAB.md).
     let delta = (at.l4 + len) as i32 - frame_len(ctx) as i32;
     // SAFETY: the context is the program's own.
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
