@@ -256,3 +256,89 @@ fn auto_mode_answers_with_cookies_during_a_flood_only() {
     assert!(log.contains("SYN flood over"), "{log}");
     sg.stop(Signal::SIGTERM).unwrap();
 }
+
+#[test]
+fn global_caps_bound_synacks_sent_and_syns_passed_to_the_kernel() {
+    let _flood = one_flood_at_a_time();
+    let lab = Lab::new().unwrap();
+    let _http = HttpServer::start(&lab.server, PORT).unwrap();
+    let sg = Synguard::start(
+        &lab.server,
+        &[
+            "--mode",
+            "cookie",
+            "--max-synack-rate",
+            "20000",
+            "--max-syn-pass-rate",
+            "10000",
+        ],
+    )
+    .unwrap();
+    let decisions = |m: &synguard_lab::MetricsText, r: Reason| {
+        m.sum("synguard_decisions_total", &[("reason", r.name())])
+    };
+    let settle = || thread::sleep(Duration::from_millis(300));
+
+    // SYN-ACKs: a flood five times the cap at a port with a listener.
+    let before = sg.metrics().unwrap();
+    let flood = syn_flood(
+        &lab,
+        PORT,
+        200_000,
+        Some(100_000),
+        SynShape::Bare,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    settle();
+    let after = sg.metrics().unwrap();
+    let delta = |r| decisions(&after, r) - decisions(&before, r);
+    let answered = delta(Reason::CookieRaw) + delta(Reason::CookieStamped);
+    let capped = delta(Reason::SynAckCapped);
+    let want = 20_000.0 * flood.elapsed.as_secs_f64();
+    eprintln!(
+        "SYN-ACK cap 20,000/s over {:?}: {answered} sent, {capped} dropped",
+        flood.elapsed
+    );
+    assert!(
+        (answered - want).abs() <= 0.05 * want,
+        "{answered} SYN-ACKs, want {want:.0} ± 5 %"
+    );
+    assert_eq!(
+        answered + capped,
+        flood.sent as f64,
+        "every SYN answered or capped"
+    );
+
+    // SYNs to the kernel: a flood five times the cap at a port nobody listens on.
+    let before = sg.metrics().unwrap();
+    let flood = syn_flood(
+        &lab,
+        81,
+        100_000,
+        Some(50_000),
+        SynShape::Bare,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    settle();
+    let after = sg.metrics().unwrap();
+    let delta = |r| decisions(&after, r) - decisions(&before, r);
+    let passed = delta(Reason::SynNoListener);
+    let capped = delta(Reason::SynPassCapped);
+    let want = 10_000.0 * flood.elapsed.as_secs_f64();
+    eprintln!(
+        "pass cap 10,000/s over {:?}: {passed} passed, {capped} dropped",
+        flood.elapsed
+    );
+    assert!(
+        (passed - want).abs() <= 0.05 * want,
+        "{passed} passed, want {want:.0} ± 5 %"
+    );
+    assert_eq!(
+        passed + capped,
+        flood.sent as f64,
+        "every SYN passed or capped"
+    );
+    sg.stop(Signal::SIGTERM).unwrap();
+}

@@ -85,10 +85,14 @@ pub struct Config {
     /// second, and back when it stays below half of it for `auto_hold_ms`.
     pub auto_threshold_pps: u32,
     pub auto_hold_ms: u32,
-    pub _reserved: u32,
+    /// Global caps, per second, 0 for none: SYNs passed to the kernel, and SYN-ACKs sent from
+    /// XDP (which bounds the backscatter aimed at spoofed sources). Over a cap the SYN is
+    /// dropped.
+    pub syn_pass_cap_pps: u32,
+    pub synack_cap_pps: u32,
 }
 
-const _: () = assert!(size_of::<Config>() == 40);
+const _: () = assert!(size_of::<Config>() == 44);
 
 impl Config {
     /// `synguard run`'s defaults, before it reads the interface's namespace (window scale, MSS,
@@ -107,7 +111,8 @@ impl Config {
         synack_window: 64240,
         auto_threshold_pps: 5000,
         auto_hold_ms: 1000,
-        _reserved: 0,
+        syn_pass_cap_pps: 0,
+        synack_cap_pps: 0,
     };
 
     pub fn mode(&self) -> Mode {
@@ -143,6 +148,50 @@ pub struct AutoState {
 
 const _: () = assert!(size_of::<AutoState>() == 56);
 
+/// One CPU's share of a global cap (`xdp-ebpf/src/caps.rs`), one per cap in a per-CPU array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapState {
+    pub window_start_ns: u64,
+    /// Events this CPU saw in the current window, admitted or not.
+    pub demand: u64,
+    /// Events admitted in the current window, and how many this CPU may admit in it.
+    pub used: u64,
+    pub budget: u64,
+    /// Demand in this CPU's last closed window, and when it closed: what the others read.
+    pub last_demand: u64,
+    pub last_at_ns: u64,
+}
+
+const _: () = assert!(size_of::<CapState>() == 48);
+
+/// Indexes into the caps map.
+pub mod cap {
+    pub const SYN_PASS: u32 = 0;
+    pub const SYNACK: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// Length of a cap's window; budgets are re-split among CPUs at each.
+pub const CAP_WINDOW_NS: u64 = 10_000_000;
+
+/// Events a cap of `cap_pps` allows in one window.
+pub const fn window_budget(cap_pps: u32) -> u64 {
+    cap_pps as u64 * CAP_WINDOW_NS / 1_000_000_000
+}
+
+/// One CPU's budget for its next window: the window's budget in proportion to this CPU's share
+/// of all CPUs' demand in their last windows. With no demand seen anywhere, the whole budget:
+/// the first CPU to see traffic must not be starved for a window.
+pub const fn cpu_budget(window_budget: u64, my_demand: u64, total_demand: u64) -> u64 {
+    if total_demand == 0 || my_demand >= total_demand {
+        return window_budget;
+    }
+    // Both factors are bounded (a window's budget is under 2^32 / 100, demand per window far
+    // under 2^32), so the product fits.
+    window_budget * my_demand / total_demand
+}
+
 /// Length of one `Auto` rate window: short enough to switch within milliseconds.
 pub const AUTO_WINDOW_NS: u64 = 10_000_000;
 
@@ -155,3 +204,38 @@ unsafe impl aya::Pod for Config {}
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only u64 fields.
 unsafe impl aya::Pod for AutoState {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only u64 fields.
+unsafe impl aya::Pod for CapState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_split_by_demand_and_add_up() {
+        let window = window_budget(10_000);
+        assert_eq!(window, 100, "10,000/s is 100 per 10 ms");
+        assert_eq!(
+            cpu_budget(window, 500, 500),
+            100,
+            "one busy CPU gets all of it"
+        );
+        assert_eq!(cpu_budget(window, 0, 0), 100, "nobody busy yet");
+        assert_eq!(
+            cpu_budget(window, 0, 500),
+            0,
+            "an idle CPU gets nothing this window"
+        );
+        let shares = [300u64, 100, 100];
+        let total: u64 = shares.iter().sum();
+        let budgets = shares.map(|d| cpu_budget(window, d, total));
+        assert_eq!(budgets, [60, 20, 20]);
+        assert!(
+            budgets.iter().sum::<u64>() <= window,
+            "never more than the cap"
+        );
+        assert_eq!(window_budget(0), 0);
+        assert_eq!(window_budget(u32::MAX), 42_949_672);
+    }
+}

@@ -30,6 +30,9 @@ pub const PORTS_WORDS: u32 = 65536 / 64;
 /// Name of the one-slot per-CPU array holding `Auto` mode's [`AutoState`].
 pub const AUTO_STATE_MAP: &str = "SYNGUARD_AUTO";
 
+/// Name of the per-CPU array of [`config::CapState`], one per global cap.
+pub const CAPS_MAP: &str = "SYNGUARD_CAPS";
+
 /// Names of the allow/deny lists: LPM tries keyed by source prefix, one per family, whose
 /// value is a [`config::list`] verdict. The longest matching prefix decides, whichever list
 /// it came from.

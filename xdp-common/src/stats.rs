@@ -83,10 +83,14 @@ pub enum Reason {
     ListAllowed = 14,
     /// Dropped: the source's longest matching prefix is on the deny list.
     ListDenied = 15,
+    /// SYN dropped: it would have gone to the kernel, over the cap of passed SYNs.
+    SynPassCapped = 16,
+    /// SYN dropped: answering it would exceed the cap of SYN-ACKs sent.
+    SynAckCapped = 17,
 }
 
 impl Reason {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 18;
 
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::CookieRaw,
@@ -105,6 +109,8 @@ impl Reason {
         Reason::MonitorWouldDrop,
         Reason::ListAllowed,
         Reason::ListDenied,
+        Reason::SynPassCapped,
+        Reason::SynAckCapped,
     ];
 
     /// The label value used in metrics.
@@ -126,6 +132,8 @@ impl Reason {
             Reason::MonitorWouldDrop => "monitor_would_drop",
             Reason::ListAllowed => "list_allowed",
             Reason::ListDenied => "list_denied",
+            Reason::SynPassCapped => "syn_pass_capped",
+            Reason::SynAckCapped => "synack_capped",
         }
     }
 }

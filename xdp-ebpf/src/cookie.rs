@@ -20,12 +20,13 @@ use aya_ebpf::{
             bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
         },
     },
-    maps::LruPerCpuHashMap,
+    maps::{LruPerCpuHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use synguard_common::{
     Action, Config, Reason, checksum,
     classify::tcp_flags::{CWR, ECE},
+    config::{CapState, cap},
     tcp::{
         self, MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SYNACK_TCP_LEN_SHORT, SynAck, SynOptions,
         cookie_probe, negotiate, parse_linux_syn_options, parse_option_at,
@@ -33,6 +34,7 @@ use synguard_common::{
 };
 
 use crate::{
+    caps,
     count::Verdict,
     parse::{TcpAt, frame_len, ptr_at, ptr_at_mut},
     sock::{self, Endpoints, Found},
@@ -76,6 +78,7 @@ pub fn answer_syn(
     at: &TcpAt,
     config: &Config,
     stamps: &LruPerCpuHashMap<StampKey, u64>,
+    caps: &PerCpuArray<CapState>,
     scratch: &mut Scratch,
     monitor: bool,
     rewrite: bool,
@@ -102,6 +105,12 @@ pub fn answer_syn(
     if monitor {
         sock::release(listener);
         return Verdict::pass(Reason::MonitorWouldAnswer);
+    }
+    // Over the SYN-ACK cap the SYN is dropped, not passed: the kernel would answer it instead,
+    // and the point of the cap is to bound the replies sent to spoofed sources.
+    if !caps::admit(caps, cap::SYNACK, config.synack_cap_pps) {
+        sock::release(listener);
+        return Verdict::new(Action::Drop, Reason::SynAckCapped);
     }
     // Options only now: a SYN the kernel gets anyway does not pay for them (about 80 ns, in
     // `cargo xtask bench prog`).

@@ -9,6 +9,7 @@
 
 pub mod ack;
 pub mod auto;
+pub mod caps;
 pub mod cookie;
 pub mod count;
 pub mod lists;
@@ -51,6 +52,11 @@ macro_rules! synguard_program {
         static SYNGUARD_STAMPS: aya_ebpf::maps::LruPerCpuHashMap<$crate::cookie::StampKey, u64> =
             aya_ebpf::maps::LruPerCpuHashMap::with_max_entries(1024, 0);
 
+        /// Each CPU's share of the global caps (`CAPS_MAP`, see `caps.rs`).
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_CAPS: aya_ebpf::maps::PerCpuArray<synguard_common::config::CapState> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(synguard_common::config::cap::COUNT, 0);
+
         /// The allow/deny lists (`LIST_V4_MAP`, `LIST_V6_MAP`).
         #[aya_ebpf::macros::map]
         static SYNGUARD_LIST_V4: aya_ebpf::maps::LpmTrie<[u8; 4], u32> =
@@ -75,6 +81,7 @@ macro_rules! synguard_program {
                 scratch: &SYNGUARD_SCRATCH,
                 list_v4: &SYNGUARD_LIST_V4,
                 list_v6: &SYNGUARD_LIST_V6,
+                caps: &SYNGUARD_CAPS,
             };
             let verdict = $crate::policy::decide(&ctx, &packet, &maps, $rewrite);
             $crate::count::finish(&SYNGUARD_STATS, &ctx, packet.class, verdict)

@@ -8,11 +8,11 @@ use aya_ebpf::{
 };
 use synguard_common::{
     Action, AutoState, Class, Config, Mode, Reason,
-    config::{flags, list},
+    config::{CapState, cap, flags, list},
 };
 
 use crate::{
-    ack, auto,
+    ack, auto, caps,
     cookie::{self, Scratch, StampKey},
     count::Verdict,
     lists,
@@ -28,6 +28,7 @@ pub struct Maps {
     pub scratch: &'static PerCpuArray<Scratch>,
     pub list_v4: &'static LpmTrie<[u8; 4], u32>,
     pub list_v6: &'static LpmTrie<[u8; 16], u32>,
+    pub caps: &'static PerCpuArray<CapState>,
 }
 
 /// `rewrite`: turn answered SYNs into SYN-ACKs (always, but for the benchmark's copy; see
@@ -37,6 +38,28 @@ pub fn decide(ctx: &XdpContext, packet: &Packet, maps: &Maps, rewrite: bool) -> 
     let Some(config) = maps.config.get(0) else {
         return Verdict::PASS;
     };
+    let verdict = decide_for(ctx, packet, maps, config, rewrite);
+    // The cap on SYNs handed to the kernel, whatever the reason they would be; not for
+    // allowed sources, and not in monitor mode, which changes nothing.
+    let capped = packet.class == Class::Syn
+        && verdict.action == Action::Pass
+        && verdict.reason != Some(Reason::ListAllowed)
+        && !matches!(config.mode(), Mode::Monitor | Mode::Off)
+        && !caps::admit(maps.caps, cap::SYN_PASS, config.syn_pass_cap_pps);
+    if capped {
+        return Verdict::new(Action::Drop, Reason::SynPassCapped);
+    }
+    verdict
+}
+
+#[inline(always)]
+fn decide_for(
+    ctx: &XdpContext,
+    packet: &Packet,
+    maps: &Maps,
+    config: &Config,
+    rewrite: bool,
+) -> Verdict {
     let mode = config.mode();
     if mode == Mode::Off {
         return Verdict::PASS;
@@ -87,7 +110,16 @@ pub fn decide(ctx: &XdpContext, packet: &Packet, maps: &Maps, rewrite: bool) -> 
     // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
     let scratch = unsafe { &mut *scratch };
     match packet.class {
-        Class::Syn => cookie::answer_syn(ctx, &at, config, maps.stamps, scratch, monitor, rewrite),
+        Class::Syn => cookie::answer_syn(
+            ctx,
+            &at,
+            config,
+            maps.stamps,
+            maps.caps,
+            scratch,
+            monitor,
+            rewrite,
+        ),
         _ => ack::check_ack(ctx, &at, scratch, !all_ports, monitor),
     }
 }

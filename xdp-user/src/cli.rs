@@ -89,6 +89,26 @@ pub struct RunArgs {
     )]
     pub auto_hold_ms: u32,
 
+    /// Cap on SYNs passed to the kernel per second (all CPUs together; 0: no cap). Over it, a
+    /// SYN the kernel would get is dropped instead (reason syn_pass_capped).
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "SYNGUARD_MAX_SYN_PASS_RATE",
+        value_name = "SYN/s"
+    )]
+    pub max_syn_pass_rate: u32,
+
+    /// Cap on SYN-ACKs sent from XDP per second (all CPUs together; 0: no cap). It bounds the
+    /// replies aimed at spoofed sources; over it, SYNs are dropped (reason synack_capped).
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "SYNGUARD_MAX_SYNACK_RATE",
+        value_name = "SYN-ACK/s"
+    )]
+    pub max_synack_rate: u32,
+
     /// Put the timestamp option in SYN-ACKs (sets net.ipv4.tcp_timestamps=2 while running).
     /// The kernel learns window scaling, SACK and ECN of a cookie connection only from the
     /// timestamp; with `false`, those connections get none of them (window capped at

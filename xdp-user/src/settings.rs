@@ -80,6 +80,8 @@ impl Settings {
             ttl: ttl.clamp(1, 255) as u32,
             auto_threshold_pps: args.auto_threshold,
             auto_hold_ms: args.auto_hold_ms,
+            syn_pass_cap_pps: args.max_syn_pass_rate,
+            synack_cap_pps: args.max_synack_rate,
             ..Config::DEFAULT
         };
         if !args.cookie_timestamps && matches!(args.mode, Mode::Cookie | Mode::Auto) {
