@@ -90,9 +90,20 @@ pub struct Config {
     /// dropped.
     pub syn_pass_cap_pps: u32,
     pub synack_cap_pps: u32,
+    /// The per-source SYN limit (`crate::limit`): ns between conforming SYNs, 0 for no limit.
+    pub source_interval_ns: u32,
+    /// The sketch estimate at which a source gets its own bucket (`limit::promote_threshold`).
+    pub source_promote: u32,
+    /// Prefix lengths that make one source: 32 and 128 meter each address.
+    pub source_prefix_v4: u32,
+    pub source_prefix_v6: u32,
+    /// Seeds the sketch's hash, chosen at random by the controller at start.
+    pub sketch_seed: u32,
+    /// How far ahead of now a source's bucket may run: burst x interval.
+    pub source_burst_ns: u64,
 }
 
-const _: () = assert!(size_of::<Config>() == 44);
+const _: () = assert!(size_of::<Config>() == 72);
 
 impl Config {
     /// `synguard run`'s defaults, before it reads the interface's namespace (window scale, MSS,
@@ -113,6 +124,12 @@ impl Config {
         auto_hold_ms: 1000,
         syn_pass_cap_pps: 0,
         synack_cap_pps: 0,
+        source_interval_ns: 0,
+        source_promote: 1,
+        source_prefix_v4: 32,
+        source_prefix_v6: 128,
+        sketch_seed: 0,
+        source_burst_ns: 0,
     };
 
     pub fn mode(&self) -> Mode {
@@ -199,7 +216,7 @@ pub const AUTO_WINDOW_NS: u64 = 10_000_000;
 pub const AUTO_STALE_NS: u64 = 100_000_000;
 
 #[cfg(feature = "user")]
-// SAFETY: repr(C), only u32 fields, no padding (asserted above).
+// SAFETY: repr(C), u32 fields then one u64 at offset 64, no padding (size asserted above).
 unsafe impl aya::Pod for Config {}
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only u64 fields.

@@ -7,6 +7,7 @@
 pub mod checksum;
 pub mod classify;
 pub mod config;
+pub mod limit;
 pub mod stats;
 pub mod tcp;
 
@@ -43,3 +44,12 @@ pub const LIST_MAX_ENTRIES: u32 = 65_536;
 /// Name of the per-CPU LRU hash recording when each (address, port) a SYN was answered for
 /// last had its listener's overflow time stamped; see `xdp-ebpf/src/cookie.rs`.
 pub const STAMPS_MAP: &str = "SYNGUARD_STAMPS";
+
+/// Name of the count-min sketch of recent SYNs per source (`limit`): an array of
+/// `limit::SKETCH_CELLS` u64 cells.
+pub const SKETCH_MAP: &str = "SYNGUARD_SKETCH";
+
+/// Name of the LRU hash of per-source buckets (`limit::SourceKey` to a GCRA arrival time),
+/// holding at most `SOURCE_BUCKETS` sources that earned one.
+pub const SOURCES_MAP: &str = "SYNGUARD_SOURCES";
+pub const SOURCE_BUCKETS: u32 = 65_536;

@@ -87,10 +87,12 @@ pub enum Reason {
     SynPassCapped = 16,
     /// SYN dropped: answering it would exceed the cap of SYN-ACKs sent.
     SynAckCapped = 17,
+    /// SYN dropped: its source prefix is over its SYN rate limit.
+    SynSourceLimited = 18,
 }
 
 impl Reason {
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 19;
 
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::CookieRaw,
@@ -111,6 +113,7 @@ impl Reason {
         Reason::ListDenied,
         Reason::SynPassCapped,
         Reason::SynAckCapped,
+        Reason::SynSourceLimited,
     ];
 
     /// The label value used in metrics.
@@ -134,6 +137,7 @@ impl Reason {
             Reason::ListDenied => "list_denied",
             Reason::SynPassCapped => "syn_pass_capped",
             Reason::SynAckCapped => "synack_capped",
+            Reason::SynSourceLimited => "syn_source_limited",
         }
     }
 }
@@ -148,16 +152,20 @@ pub struct Stats {
     pub packets: [[u64; Action::COUNT]; Class::COUNT],
     pub bytes: [[u64; Action::COUNT]; Class::COUNT],
     pub reasons: [u64; Reason::COUNT],
+    /// Sources that earned an exact per-source bucket (`crate::limit`).
+    pub sources_metered: u64,
 }
 
 // A map value crosses the user/kernel boundary byte for byte: no implicit padding, fixed size.
-const _: () = assert!(size_of::<Stats>() == (2 * Class::COUNT * Action::COUNT + Reason::COUNT) * 8);
+const _: () =
+    assert!(size_of::<Stats>() == (2 * Class::COUNT * Action::COUNT + Reason::COUNT + 1) * 8);
 
 impl Stats {
     pub const ZERO: Stats = Stats {
         packets: [[0; Action::COUNT]; Class::COUNT],
         bytes: [[0; Action::COUNT]; Class::COUNT],
         reasons: [0; Reason::COUNT],
+        sources_metered: 0,
     };
 
     #[inline(always)]
@@ -203,6 +211,7 @@ impl Stats {
         for (a, b) in self.reasons.iter_mut().zip(other.reasons.iter()) {
             *a = a.wrapping_add(*b);
         }
+        self.sources_metered = self.sources_metered.wrapping_add(other.sources_metered);
     }
 }
 

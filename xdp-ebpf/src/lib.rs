@@ -1,17 +1,22 @@
 //! The kernel side of synguard: one module per stage of a packet's path.
 //!
 //! `parse` reads the headers and classifies the packet; `policy` decides what applies to it
-//! (allow/deny `lists`, mode, protected ports, `auto`'s rate switch); `cookie` answers SYNs and
+//! (allow/deny `lists`, mode, protected ports, `auto`'s rate switch, the per-source `limit`);
+//! `cookie` answers SYNs and
 //! `ack` checks ACKs,
 //! both asking `sock` about the kernel's sockets; `count` records the outcome. The entry
 //! points live in `src/bin/`.
 #![no_std]
+// Inline assembly for the atomic instructions (`atomic`); aya-ebpf needs the same feature.
+#![feature(asm_experimental_arch)]
 
 pub mod ack;
+pub mod atomic;
 pub mod auto;
 pub mod caps;
 pub mod cookie;
 pub mod count;
+pub mod limit;
 pub mod lists;
 pub mod parse;
 pub mod policy;
@@ -65,6 +70,17 @@ macro_rules! synguard_program {
         static SYNGUARD_LIST_V6: aya_ebpf::maps::LpmTrie<[u8; 16], u32> =
             aya_ebpf::maps::LpmTrie::with_max_entries(synguard_common::LIST_MAX_ENTRIES, 0);
 
+        /// The per-source limit's sketch and buckets (`SKETCH_MAP`, `SOURCES_MAP`, see
+        /// `limit.rs`).
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_SKETCH: aya_ebpf::maps::Array<u64> =
+            aya_ebpf::maps::Array::with_max_entries(synguard_common::limit::SKETCH_CELLS, 0);
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_SOURCES: aya_ebpf::maps::LruHashMap<
+            synguard_common::limit::SourceKey,
+            u64,
+        > = aya_ebpf::maps::LruHashMap::with_max_entries(synguard_common::SOURCE_BUCKETS, 0);
+
         /// Scratch space for the SYN and ACK paths (`cookie::Scratch`).
         #[aya_ebpf::macros::map]
         static SYNGUARD_SCRATCH: aya_ebpf::maps::PerCpuArray<$crate::cookie::Scratch> =
@@ -82,6 +98,11 @@ macro_rules! synguard_program {
                 list_v4: &SYNGUARD_LIST_V4,
                 list_v6: &SYNGUARD_LIST_V6,
                 caps: &SYNGUARD_CAPS,
+                limit: $crate::limit::LimitMaps {
+                    sketch: &SYNGUARD_SKETCH,
+                    buckets: &SYNGUARD_SOURCES,
+                    stats: &SYNGUARD_STATS,
+                },
             };
             let verdict = $crate::policy::decide(&ctx, &packet, &maps, $rewrite);
             $crate::count::finish(&SYNGUARD_STATS, &ctx, packet.class, verdict)

@@ -1,6 +1,7 @@
 //! Decides what happens to a classified packet: whether its source is on the allow or deny
-//! list, which mode is in force, whether its port is protected, and which stage handles it
-//! (cookie responder for SYNs, cookie check for ACKs).
+//! list, which mode is in force, whether its port is protected, whether its source is over its
+//! SYN rate limit, and which stage handles it (cookie responder for SYNs, cookie check for
+//! ACKs).
 
 use aya_ebpf::{
     maps::{Array, LpmTrie, LruPerCpuHashMap, PerCpuArray},
@@ -15,6 +16,7 @@ use crate::{
     ack, auto, caps,
     cookie::{self, Scratch, StampKey},
     count::Verdict,
+    limit::{self, LimitMaps},
     lists,
     parse::{Packet, ptr_at},
 };
@@ -29,6 +31,7 @@ pub struct Maps {
     pub list_v4: &'static LpmTrie<[u8; 4], u32>,
     pub list_v6: &'static LpmTrie<[u8; 16], u32>,
     pub caps: &'static PerCpuArray<CapState>,
+    pub limit: LimitMaps,
 }
 
 /// `rewrite`: turn answered SYNs into SYN-ACKs (always, but for the benchmark's copy; see
@@ -91,19 +94,28 @@ fn decide_for(
         };
     }
 
+    // `auto` counts every SYN to a protected port, those over a limit too: they are the flood.
     let answering = match mode {
         Mode::Cookie | Mode::Monitor => true,
         Mode::Auto if packet.class == Class::Syn => auto::observe_syn(maps.auto, config),
         Mode::Auto => auto::under_attack(maps.auto),
         Mode::Off => false,
     };
+    let monitor = mode == Mode::Monitor;
+    if let (Class::Syn, Some(ip)) = (packet.class, packet.ip)
+        && !limit::admit(ctx, &ip, config, &maps.limit)
+    {
+        return match monitor {
+            true => Verdict::pass(Reason::MonitorWouldDrop),
+            false => Verdict::new(Action::Drop, Reason::SynSourceLimited),
+        };
+    }
     if !answering {
         return match packet.class {
             Class::Syn => Verdict::pass(Reason::SynBelowThreshold),
             _ => Verdict::PASS,
         };
     }
-    let monitor = mode == Mode::Monitor;
     let Some(scratch) = maps.scratch.get_ptr_mut(0) else {
         return Verdict::PASS;
     };

@@ -109,6 +109,36 @@ pub struct RunArgs {
     )]
     pub max_synack_rate: u32,
 
+    /// SYNs per second each source may send to protected ports (0: no limit). Over it, its
+    /// SYNs are dropped (reason syn_source_limited), whatever the mode but `off`. A source is
+    /// an address, or a network with --source-prefix-v4/-v6. Sources earn an exact token
+    /// bucket once they send about half their limit; a flood of random sources costs a few
+    /// array updates per SYN and no per-source memory (README, "Per-source limits").
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "SYNGUARD_SYN_RATE_PER_SOURCE",
+        value_name = "SYN/s"
+    )]
+    pub syn_rate_per_source: u32,
+
+    /// SYNs a source may send at once before --syn-rate-per-source applies. Default: one
+    /// second's worth.
+    #[arg(long, env = "SYNGUARD_SYN_BURST_PER_SOURCE", value_name = "SYNs",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub syn_burst_per_source: Option<u32>,
+
+    /// IPv4 prefix length that makes one source for the per-source limit: 32 limits each
+    /// address, 24 each /24 network.
+    #[arg(long, default_value_t = 32, env = "SYNGUARD_SOURCE_PREFIX_V4", value_name = "LEN",
+          value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub source_prefix_v4: u32,
+
+    /// IPv6 prefix length that makes one source: 128 limits each address, 64 each /64.
+    #[arg(long, default_value_t = 128, env = "SYNGUARD_SOURCE_PREFIX_V6", value_name = "LEN",
+          value_parser = clap::value_parser!(u32).range(1..=128))]
+    pub source_prefix_v6: u32,
+
     /// Put the timestamp option in SYN-ACKs (sets net.ipv4.tcp_timestamps=2 while running).
     /// The kernel learns window scaling, SACK and ECN of a cookie connection only from the
     /// timestamp; with `false`, those connections get none of them (window capped at
@@ -229,6 +259,34 @@ mod tests {
     }
 
     #[test]
+    fn per_source_limit_flags_parse_and_default() {
+        let cli = Cli::try_parse_from(["synguard", "run", "-i", "eth0"]).unwrap();
+        let Command::Run(args) = cli.command;
+        assert_eq!(args.syn_rate_per_source, 0);
+        assert_eq!(args.syn_burst_per_source, None);
+        assert_eq!((args.source_prefix_v4, args.source_prefix_v6), (32, 128));
+        let cli = Cli::try_parse_from([
+            "synguard",
+            "run",
+            "-i",
+            "eth0",
+            "--syn-rate-per-source",
+            "100",
+            "--syn-burst-per-source",
+            "20",
+            "--source-prefix-v4",
+            "24",
+            "--source-prefix-v6",
+            "64",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command;
+        assert_eq!(args.syn_rate_per_source, 100);
+        assert_eq!(args.syn_burst_per_source, Some(20));
+        assert_eq!((args.source_prefix_v4, args.source_prefix_v6), (24, 64));
+    }
+
+    #[test]
     fn bad_values_are_rejected_by_the_parser() {
         for argv in [
             &["synguard", "run"][..],
@@ -240,6 +298,24 @@ mod tests {
                 "eth0",
                 "--metrics-addr",
                 "9477",
+            ],
+            &["synguard", "run", "-i", "eth0", "--source-prefix-v4", "33"],
+            &["synguard", "run", "-i", "eth0", "--source-prefix-v6", "0"],
+            &[
+                "synguard",
+                "run",
+                "-i",
+                "eth0",
+                "--syn-burst-per-source",
+                "0",
+            ],
+            &[
+                "synguard",
+                "run",
+                "-i",
+                "eth0",
+                "--syn-rate-per-source",
+                "-5",
             ],
         ] {
             assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} was accepted");

@@ -18,6 +18,7 @@ use crate::{
     Error,
     lists::{Cidr, Lists},
     ports::PortSet,
+    settings::SourceLimit,
 };
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
@@ -189,6 +190,37 @@ impl ControlMaps {
         self.config.set(0, *config, 0).map_err(|source| Error::Map {
             map: CONFIG_MAP,
             source,
+        })
+    }
+
+    /// Changes the configuration in place: read, change, write back. The controller is the only
+    /// writer, so nothing is lost between the read and the write.
+    pub fn update_config(&mut self, change: impl FnOnce(&mut Config)) -> Result<Config, Error> {
+        let mut config = self.config()?;
+        change(&mut config);
+        self.set_config(&config)?;
+        Ok(config)
+    }
+
+    /// Sets the per-source SYN limit. Buckets already earned keep their state: a source over
+    /// the old limit is not let through in a burst because the limit changed.
+    pub fn set_source_limit(&mut self, limit: &SourceLimit) -> Result<Config, Error> {
+        self.update_config(|config| limit.apply(config))
+    }
+
+    /// Sets the global caps (per second, 0 for none).
+    pub fn set_caps(&mut self, syn_pass_pps: u32, synack_pps: u32) -> Result<Config, Error> {
+        self.update_config(|config| {
+            config.syn_pass_cap_pps = syn_pass_pps;
+            config.synack_cap_pps = synack_pps;
+        })
+    }
+
+    /// Sets `auto` mode's threshold and hold time.
+    pub fn set_auto_threshold(&mut self, pps: u32, hold_ms: u32) -> Result<Config, Error> {
+        self.update_config(|config| {
+            config.auto_threshold_pps = pps;
+            config.auto_hold_ms = hold_ms;
         })
     }
 

@@ -39,6 +39,7 @@ struct InterfaceCollector {
     decisions: IntCounterVec,
     mode: IntGaugeVec,
     under_attack: IntGaugeVec,
+    sources_metered: IntCounterVec,
 }
 
 fn decisions_vec() -> IntCounterVec {
@@ -97,6 +98,18 @@ fn bytes_vec() -> IntCounterVec {
     .expect("valid metric definition")
 }
 
+fn sources_metered_vec() -> IntCounterVec {
+    IntCounterVec::new(
+        Opts::new(
+            "synguard_sources_metered_total",
+            "Sources that earned an exact per-source SYN bucket (--syn-rate-per-source): they \
+             sent about half their limit within 134 ms. Random-source floods barely move it.",
+        ),
+        &["interface"],
+    )
+    .expect("valid metric definition")
+}
+
 impl Collector for InterfaceCollector {
     fn desc(&self) -> Vec<&Desc> {
         [
@@ -105,6 +118,7 @@ impl Collector for InterfaceCollector {
             self.decisions.desc(),
             self.mode.desc(),
             self.under_attack.desc(),
+            self.sources_metered.desc(),
         ]
         .concat()
     }
@@ -120,6 +134,10 @@ impl Collector for InterfaceCollector {
         };
         let (packets, bytes, decisions) = (packets_vec(), bytes_vec(), decisions_vec());
         let (mode, under_attack) = (mode_vec(), under_attack_vec());
+        let sources_metered = sources_metered_vec();
+        sources_metered
+            .with_label_values(&[self.iface.as_str()])
+            .inc_by(stats.sources_metered);
         // Every class and action is exported, zeros included, so rate() works from the start.
         for class in Class::ALL {
             for action in Action::ALL {
@@ -158,6 +176,7 @@ impl Collector for InterfaceCollector {
             decisions.collect(),
             mode.collect(),
             under_attack.collect(),
+            sources_metered.collect(),
         ]
         .concat()
     }
@@ -222,6 +241,7 @@ pub fn registry(attachment: &Attachment) -> Result<Registry, Error> {
         decisions: decisions_vec(),
         mode: mode_vec(),
         under_attack: under_attack_vec(),
+        sources_metered: sources_metered_vec(),
     }))?;
     Ok(registry)
 }

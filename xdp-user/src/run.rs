@@ -49,6 +49,7 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
         ports = %args.ports.as_ref().map_or("every port with a listener".to_string(), |p| p.to_string()),
         allowed = settings.lists.allow.len(),
         denied = settings.lists.deny.len(),
+        syn_rate_per_source = args.syn_rate_per_source,
         program_id = attachment.program_id(),
         "attached"
     );

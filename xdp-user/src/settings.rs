@@ -4,7 +4,7 @@
 
 use std::{ffi::CString, io};
 
-use synguard_common::{Config, Mode, config::flags, tcp::kernel_rcv_wscale};
+use synguard_common::{Config, Mode, config::flags, limit, tcp::kernel_rcv_wscale};
 use tracing::warn;
 
 use crate::{
@@ -82,8 +82,19 @@ impl Settings {
             auto_hold_ms: args.auto_hold_ms,
             syn_pass_cap_pps: args.max_syn_pass_rate,
             synack_cap_pps: args.max_synack_rate,
+            sketch_seed: random_seed(),
             ..Config::DEFAULT
         };
+        let source_limit = SourceLimit {
+            rate_pps: args.syn_rate_per_source,
+            burst: args
+                .syn_burst_per_source
+                .unwrap_or(args.syn_rate_per_source.max(1)),
+            prefix_v4: args.source_prefix_v4,
+            prefix_v6: args.source_prefix_v6,
+        };
+        let mut config = config;
+        source_limit.apply(&mut config);
         if !args.cookie_timestamps && matches!(args.mode, Mode::Cookie | Mode::Auto) {
             warn!(
                 "--cookie-timestamps false: connections set up by a cookie get neither window \
@@ -96,6 +107,43 @@ impl Settings {
             lists,
         })
     }
+}
+
+/// The per-source SYN limit as an operator states it; [`SourceLimit::apply`] turns it into the
+/// data path's terms (`synguard_common::limit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceLimit {
+    /// SYNs per second per source, 0 for no limit.
+    pub rate_pps: u32,
+    /// SYNs a source may send at once.
+    pub burst: u32,
+    pub prefix_v4: u32,
+    pub prefix_v6: u32,
+}
+
+impl SourceLimit {
+    pub fn apply(&self, config: &mut Config) {
+        let burst = self.burst.max(1);
+        let interval = limit::interval_ns(self.rate_pps);
+        // Rates of 1/s and more: the interval is at most 1e9 ns and fits.
+        config.source_interval_ns = interval as u32;
+        config.source_burst_ns = interval.saturating_mul(u64::from(burst));
+        config.source_promote = limit::promote_threshold(self.rate_pps, burst);
+        config.source_prefix_v4 = self.prefix_v4.clamp(1, 32);
+        config.source_prefix_v6 = self.prefix_v6.clamp(1, 128);
+    }
+}
+
+/// A seed for the sketch's hash, from the kernel's random pool.
+fn random_seed() -> u32 {
+    let mut bytes = [0u8; 4];
+    // SAFETY: writes at most 4 bytes into `bytes`.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != 4 {
+        // Without randomness the sketch still works; only its cells become predictable.
+        warn!("getrandom failed; the per-source sketch uses a fixed seed");
+    }
+    u32::from_ne_bytes(bytes)
 }
 
 /// The interface's MTU in this network namespace (SIOCGIFMTU).
