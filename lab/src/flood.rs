@@ -44,7 +44,7 @@ pub enum SynShape {
 }
 
 /// Sends `count` SYNs to the server's `port` at `rate` per second (`None`: as fast as one CPU
-/// and the veth allow), for at most `limit`.
+/// and the veth allow), for at most `limit`, from every address of 198.18.128.0/17 in turn.
 pub fn syn_flood(
     lab: &Lab,
     port: u16,
@@ -53,13 +53,38 @@ pub fn syn_flood(
     shape: SynShape,
     limit: Duration,
 ) -> Result<FloodReport> {
-    let frames = build_frames(lab, port, shape)?;
+    let sources: Vec<[u8; 4]> = (0..FLOOD_SOURCES)
+        .map(|i| [198, 18, 128 + (i >> 8) as u8, i as u8])
+        .collect();
+    syn_flood_from(lab, &sources, port, count, rate, shape, limit)
+}
+
+/// Like [`syn_flood`], from the given `sources` in turn (each from many ports). They must lie
+/// inside 198.18.128.0/17, where the lab drops the replies.
+pub fn syn_flood_from(
+    lab: &Lab,
+    sources: &[[u8; 4]],
+    port: u16,
+    count: u64,
+    rate: Option<u64>,
+    shape: SynShape,
+    limit: Duration,
+) -> Result<FloodReport> {
+    if sources.is_empty() || sources.iter().any(|s| s[0..2] != [198, 18] || s[2] < 128) {
+        bail!("flood sources must lie inside 198.18.128.0/17: {sources:?}");
+    }
+    let frames = build_frames(lab, sources, port, shape)?;
     let iface = lab.client.iface.clone();
     lab.client
         .enter(move || send(&iface, &frames, count, rate, limit))?
 }
 
-fn build_frames(lab: &Lab, port: u16, shape: SynShape) -> Result<Vec<Vec<u8>>> {
+fn build_frames(
+    lab: &Lab,
+    sources: &[[u8; 4]],
+    port: u16,
+    shape: SynShape,
+) -> Result<Vec<Vec<u8>>> {
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         state ^= state << 13;
@@ -69,7 +94,7 @@ fn build_frames(lab: &Lab, port: u16, shape: SynShape) -> Result<Vec<Vec<u8>>> {
     };
     (0..FLOOD_SOURCES)
         .map(|i| {
-            let source = [198, 18, 128 + (i >> 8) as u8, i as u8];
+            let source = sources[i % sources.len()];
             let random = next();
             let builder = PacketBuilder::ethernet2(lab.client.mac, lab.server.mac)
                 .ipv4(source, lab.server.ipv4.octets(), 64)
@@ -141,7 +166,8 @@ fn send(
     let mut sent = 0u64;
     let mut at = 0usize;
     while sent < count && start.elapsed() < limit {
-        // Paced: never ahead of `rate`; a batch is 64 frames, so the pace is smooth enough.
+        // Paced: never ahead of `rate`, in batches of about a millisecond's frames (64 at
+        // most), so a slow flood arrives as smoothly as a fast one.
         if let Some(rate) = rate {
             let due = Duration::from_secs_f64(sent as f64 / rate as f64);
             let elapsed = start.elapsed();
@@ -149,7 +175,8 @@ fn send(
                 std::thread::sleep(due - elapsed);
             }
         }
-        let n = BATCH.min((count - sent) as usize).min(frames.len() - at);
+        let batch = rate.map_or(BATCH, |r| (r as usize / 1000).clamp(1, BATCH));
+        let n = batch.min((count - sent) as usize).min(frames.len() - at);
         // SAFETY: zeroed mmsghdrs, each pointing at one iovec and at `addr`, all of which
         // outlive the call.
         let mut msgs: Vec<libc::mmsghdr> = (0..n)

@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 use synguard_common::Reason;
 use synguard_lab::{
     HttpServer, Lab, SynShape, Synguard, run_legit_clients, run_legit_for, syn_flood,
+    syn_flood_from,
 };
 
 const PORT: u16 = 80;
@@ -328,5 +329,145 @@ fn global_caps_bound_synacks_sent_and_syns_passed_to_the_kernel() {
         &[Reason::SynNoListener],
         Reason::SynPassCapped,
     );
+    sg.stop(Signal::SIGTERM).unwrap();
+}
+
+/// The per-source limit, end to end: SYN-ACKs that reach the client side for one spoofed
+/// source, which the lab drops there.
+#[test]
+fn a_source_at_five_times_its_limit_gets_its_limit_and_one_below_loses_nothing() {
+    let _flood = one_flood_at_a_time();
+    let mut lab = Lab::new().unwrap();
+    let _http = HttpServer::start(&lab.server, PORT).unwrap();
+    const LIMIT: u64 = 1_000;
+    const BURST: u64 = 50;
+    let sg = Synguard::start(
+        &lab.server,
+        &[
+            "--mode",
+            "cookie",
+            "--syn-rate-per-source",
+            &LIMIT.to_string(),
+            "--syn-burst-per-source",
+            &BURST.to_string(),
+        ],
+    )
+    .unwrap();
+    let limited = |sg: &Synguard| {
+        sg.metrics().unwrap().sum(
+            "synguard_decisions_total",
+            &[("reason", Reason::SynSourceLimited.name())],
+        ) as u64
+    };
+    let flood_from = |lab: &Lab, source: [u8; 4], rate: u64, seconds: u64| {
+        syn_flood_from(
+            lab,
+            &[source],
+            PORT,
+            rate * seconds,
+            Some(rate),
+            SynShape::Bare,
+            Duration::from_secs(seconds * 3),
+        )
+        .unwrap()
+    };
+    // Replies still in flight when a flood returns are counted after a short wait.
+    let settle = || thread::sleep(Duration::from_millis(300));
+
+    // At 80 % of the limit: every SYN answered.
+    let (_, spoofed_before) = lab.client_synacks().unwrap();
+    let under = flood_from(&lab, [198, 18, 200, 1], LIMIT * 8 / 10, 3);
+    settle();
+    let (_, spoofed_after) = lab.client_synacks().unwrap();
+    assert_eq!(
+        spoofed_after - spoofed_before,
+        under.sent,
+        "a source under its limit loses nothing"
+    );
+    assert_eq!(limited(&sg), 0);
+
+    // At 5x: the limit over the flood's duration, plus the burst, within 5 %.
+    let over = flood_from(&lab, [198, 18, 200, 2], LIMIT * 5, 4);
+    settle();
+    let (_, spoofed_end) = lab.client_synacks().unwrap();
+    let answered = spoofed_end - spoofed_after;
+    let expected = LIMIT as f64 * over.elapsed.as_secs_f64() + BURST as f64;
+    let error = (answered as f64 - expected) / expected;
+    eprintln!(
+        "5x source: sent {} in {:?} ({:.0}/s), {answered} answered, {expected:.0} expected, \
+         error {:+.2} %",
+        over.sent,
+        over.elapsed,
+        over.rate(),
+        error * 100.0
+    );
+    assert!(over.rate() >= LIMIT as f64 * 4.5, "the flood ran at 5x");
+    assert!(
+        error.abs() <= 0.05,
+        "answered {answered}, expected {expected:.0}"
+    );
+    assert_eq!(
+        limited(&sg),
+        over.sent - answered,
+        "every SYN not answered was counted as over the limit"
+    );
+    sg.stop(Signal::SIGTERM).unwrap();
+}
+
+/// The per-source limit on during a random-source flood: the flood's 32,768 sources send about
+/// 4 SYN/s each and earn no buckets; a real client keeps every connection.
+#[test]
+fn a_well_behaved_client_keeps_all_its_connections_under_a_random_source_flood_with_limits_on() {
+    let _flood = one_flood_at_a_time();
+    let lab = Lab::new().unwrap();
+    let _http = HttpServer::start(&lab.server, PORT).unwrap();
+    let sg = Synguard::start(
+        &lab.server,
+        &["--mode", "cookie", "--syn-rate-per-source", "300"],
+    )
+    .unwrap();
+    let target: SocketAddr = (lab.server.ipv4, PORT).into();
+    const RATE: u64 = 150_000;
+    let (during, flood) = thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            syn_flood(
+                &lab,
+                PORT,
+                RATE * 5,
+                Some(RATE),
+                SynShape::Bare,
+                Duration::from_secs(30),
+            )
+        });
+        thread::sleep(Duration::from_millis(200));
+        // 200 requests a second from one address: under its limit of 300 SYN/s.
+        let during =
+            run_legit_clients(&lab.client, target, 600, LEGIT_INTERVAL, LEGIT_TIMEOUT).unwrap();
+        (during, flood.join().unwrap().unwrap())
+    });
+    let m = sg.metrics().unwrap();
+    let metered = m.sum("synguard_sources_metered_total", &[]);
+    let limited = m.sum(
+        "synguard_decisions_total",
+        &[("reason", Reason::SynSourceLimited.name())],
+    );
+    eprintln!(
+        "flood {:.0} SYN/s from 32,768 sources; legit {}/{}; sources metered {metered}, \
+         SYNs limited {limited}",
+        flood.rate(),
+        during.succeeded,
+        during.attempted
+    );
+    assert!(flood.rate() >= 100_000.0, "flood too slow: {flood:?}");
+    assert_eq!(
+        during.succeeded, 600,
+        "first error: {:?}",
+        during.first_error
+    );
+    assert!(
+        metered <= 50.0,
+        "{metered} buckets: the sketch let random sources through to the bucket table"
+    );
+    assert_eq!(limited, 0.0, "no source went over 300 SYN/s");
     sg.stop(Signal::SIGTERM).unwrap();
 }
