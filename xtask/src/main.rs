@@ -42,9 +42,11 @@ enum Task {
     /// The project's own checks: rustfmt and clippy with warnings as errors.
     Lint,
     /// Benchmarks. `prog`: ns per packet for each path through the XDP program, in the
-    /// kernel (BPF_PROG_TEST_RUN), against a floor program, in one run. Needs root.
+    /// kernel (BPF_PROG_TEST_RUN), against a floor program, in one run. `limiter`: the
+    /// per-source limiter's cost with one source against many, and against a bucket per
+    /// source. Needs root.
     Bench {
-        #[arg(value_parser = ["prog"])]
+        #[arg(value_parser = ["prog", "limiter"])]
         which: String,
     },
 }

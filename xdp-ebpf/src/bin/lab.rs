@@ -5,10 +5,13 @@
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::PerCpuArray,
+    maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use synguard_ebpf::parse::{parse, ptr_at};
+use synguard_ebpf::{
+    limit::{self, LimitMaps},
+    parse::{parse, ptr_at},
+};
 
 /// Attached to the client end of the lab's veth pair by tests that need a "foreign" program.
 /// On veth, a frame sent with XDP_TX is only delivered if the peer runs an XDP program too
@@ -88,6 +91,57 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
 // million times on it for `cargo xtask bench prog`. Its maps are named as the product's, so
 // the controller's typed access works on them.
 synguard_ebpf::synguard_program!(bench_synguard, rewrite: false);
+
+/// `bench_limiter`'s spread: [0] how many sources (1 to 2^17) its frames come from, set by the
+/// benchmark.
+#[map]
+static BENCH_SPREAD: Array<u32> = Array::with_max_entries(1, 0);
+/// Each CPU's frame counter, which picks the next source.
+#[map]
+static BENCH_SPREAD_NEXT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// The per-source limiter on its own, for `cargo xtask bench limiter`: parse, give the IPv4
+/// frame the next of `BENCH_SPREAD` sources inside 198.18.0.0/15 (the same one every time when
+/// it is 1), then the limiter with `bench_synguard`'s config and maps. Passes what it admits,
+/// drops the rest. The source rewrite runs in every case, so differences are the limiter's.
+#[xdp]
+pub fn bench_limiter(ctx: XdpContext) -> u32 {
+    let packet = parse(&ctx);
+    let Some(ip) = packet.ip else {
+        return xdp_action::XDP_PASS;
+    };
+    if ip.ipv6 {
+        return xdp_action::XDP_PASS;
+    }
+    let sources = BENCH_SPREAD.get(0).copied().unwrap_or(1).clamp(1, 1 << 17);
+    let Some(next) = BENCH_SPREAD_NEXT.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(header) = ptr_at::<[u8; 20]>(&ctx, ip.l3) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: this CPU's counter; the header's bounds were checked by `ptr_at`.
+    unsafe {
+        let index = (*next).checked_rem(sources).unwrap_or(0);
+        *next = (*next).wrapping_add(1);
+        let source = 0xc612_0000u32 | index;
+        let header = &mut *(header as *mut [u8; 20]);
+        header[12..16].copy_from_slice(&source.to_be_bytes());
+    }
+    let Some(config) = SYNGUARD_CONFIG.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let maps = LimitMaps {
+        sketch: &SYNGUARD_SKETCH,
+        buckets: &SYNGUARD_SOURCES,
+        stats: &SYNGUARD_STATS,
+    };
+    if limit::admit(&ctx, &ip, config, &maps) {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

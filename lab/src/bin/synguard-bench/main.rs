@@ -30,6 +30,8 @@ use synguard::maps::ControlMaps;
 use synguard_common::{Config, Mode, PROGRAM_NAME, STAMPS_MAP, config::flags};
 use synguard_lab::Lab;
 
+mod limiter;
+
 /// Repeated runs: rounds interleaved across paths, so drift on a noisy machine hits every
 /// path alike; the median round counts.
 const ROUNDS: usize = 7;
@@ -45,9 +47,12 @@ const SERVER: [u8; 4] = [198, 18, 0, 1];
 fn main() -> Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "prog".into());
     anyhow::ensure!(
-        what == "prog",
-        "unknown benchmark '{what}'; available: prog"
+        what == "prog" || what == "limiter",
+        "unknown benchmark '{what}'; available: prog, limiter"
     );
+    if what == "limiter" {
+        return limiter::run();
+    }
     let lab = Lab::new()?;
     lab.server.set_sysctl("net.ipv4.tcp_syncookies", "2")?;
     lab.server.set_sysctl("net.ipv4.tcp_timestamps", "2")?;
@@ -293,7 +298,7 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
 }
