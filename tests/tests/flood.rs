@@ -232,6 +232,20 @@ fn auto_mode_answers_with_cookies_during_a_flood_only() {
         "legit requests during the switch: {during:?}"
     );
     assert!(cookies(&sg.metrics().unwrap()) >= 100_000.0);
+    // SYNs the kernel got after the flood began and before cookies took over: 100 ms of the
+    // flood at most (the legit requests ran after the switch).
+    let passed_at_start = sg.metrics().unwrap().sum(
+        "synguard_decisions_total",
+        &[("reason", Reason::SynBelowThreshold.name())],
+    ) - 50.0;
+    eprintln!(
+        "auto switched after {passed_at_start} flood SYNs: {:.1} ms at 100k SYN/s",
+        passed_at_start / 100.0
+    );
+    assert!(
+        passed_at_start <= 10_000.0,
+        "{passed_at_start} SYNs passed before the switch: more than 100 ms of the flood"
+    );
 
     // After it: back to passing once the hold time has passed, and the sysctl follows.
     let mut over = false;
@@ -252,9 +266,47 @@ fn auto_mode_answers_with_cookies_during_a_flood_only() {
         before,
         "no cookies once calm again"
     );
+    // The controller logged both events as the data path reported them, with the rates and
+    // the sources (the flood's come from 198.18.128.0/17).
     let log = sg.log();
-    assert!(log.contains("SYN flood: answering with cookies"), "{log}");
-    assert!(log.contains("SYN flood over"), "{log}");
+    let started = log
+        .lines()
+        .find(|l| l.contains("SYN flood: answering with cookies"))
+        .unwrap_or_else(|| panic!("no start in the log: {log}"));
+    assert!(started.contains("threshold=20000"), "{started}");
+    let ended = log
+        .lines()
+        .find(|l| l.contains("SYN flood over"))
+        .unwrap_or_else(|| panic!("no end in the log: {log}"));
+    eprintln!("{started}\n{ended}");
+    let field = |name: &str| -> f64 {
+        ended
+            .split(&format!(" {name}="))
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}: {ended}"))
+    };
+    // The generator paces itself by catching up after it is starved of CPU, so over 100 ms
+    // the flood can run well above its mean: the peak is at least the flood's rate.
+    let (peak, mean, syns) = (
+        field("peak_syn_rate"),
+        field("mean_syn_rate"),
+        field("syns"),
+    );
+    assert!(peak >= 80_000.0, "peak {peak} for a flood of 100k SYN/s");
+    assert!(
+        syns >= 290_000.0 && mean >= 50_000.0,
+        "{syns} SYNs, mean {mean}/s over the attack (the flood: 300,000 at 100k/s)"
+    );
+    let top = ended
+        .split("top_sources=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no top sources: {ended}"));
+    assert!(
+        top.contains("198.18.1"),
+        "no flood source among the top: {ended}"
+    );
     sg.stop(Signal::SIGTERM).unwrap();
 }
 

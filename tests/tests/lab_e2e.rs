@@ -336,3 +336,65 @@ fn generic_mode_when_asked_for() {
     sg.stop(Signal::SIGTERM).unwrap();
     assert!(!lab.server.xdp_attached().unwrap());
 }
+
+/// `--auto-threshold 4x`: the threshold follows four times the learned SYN rate, above its
+/// floor (that floods are left out of the learning is `baseline.rs`'s unit test).
+#[test]
+fn a_relative_threshold_is_learned_from_normal_traffic() {
+    let lab = Lab::new().unwrap();
+    let _http = HttpServer::start(&lab.server, 80).unwrap();
+    let sg = Synguard::start(
+        &lab.server,
+        &[
+            "--mode",
+            "auto",
+            "--auto-threshold",
+            "4x",
+            "--auto-threshold-min",
+            "500",
+            "--auto-baseline-secs",
+            "1",
+        ],
+    )
+    .unwrap();
+    let threshold = |sg: &Synguard| {
+        sg.metrics()
+            .unwrap()
+            .sum("synguard_auto_threshold_syn_per_second", &[])
+    };
+    assert_eq!(
+        threshold(&sg),
+        500.0,
+        "the floor until a baseline is learned"
+    );
+    // About 200 SYN/s for 4 s: four time constants, so the baseline is within 2 % of it.
+    let target: SocketAddr = (lab.server.ipv4, 80).into();
+    let started = Instant::now();
+    let calm = run_legit_clients(
+        &lab.client,
+        target,
+        800,
+        Duration::from_millis(5),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let rate = f64::from(calm.succeeded) / started.elapsed().as_secs_f64();
+    assert_eq!(calm.succeeded, 800);
+    let learned = threshold(&sg);
+    eprintln!(
+        "{rate:.0} SYN/s for {:?}: threshold {learned}",
+        started.elapsed()
+    );
+    assert!(
+        (3.0 * rate..=5.0 * rate).contains(&learned),
+        "threshold {learned} for a SYN rate of {rate:.0}/s and a factor of 4: {}",
+        sg.log()
+    );
+    assert!(
+        !sg.log().contains("SYN flood"),
+        "normal traffic is no attack: {}",
+        sg.log()
+    );
+    let log = sg.stop(Signal::SIGTERM).unwrap();
+    assert!(log.status.success(), "{log:?}");
+}

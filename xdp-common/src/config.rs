@@ -141,10 +141,8 @@ impl Config {
     }
 }
 
-/// `Auto` mode's state, one per CPU (a per-CPU array): no CPU ever writes another's, so no
-/// atomics are needed (the BPF target has no atomic read-modify-write in Rust). Each CPU
-/// counts its own SYNs; when it closes a window it sums every CPU's latest rate and decides
-/// for itself.
+/// `Auto` mode's rate estimate, one per CPU (a per-CPU array): each CPU counts its own SYNs
+/// and, when it closes a window, sums every CPU's latest rate; no CPU writes another's slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AutoState {
@@ -157,13 +155,62 @@ pub struct AutoState {
     pub rate_at_ns: u64,
     /// The all-CPU rate this CPU computed at its last decision.
     pub total_rate_pps: u64,
-    /// When the all-CPU rate last was at or above half the threshold.
-    pub last_busy_ns: u64,
-    /// 1 while this CPU answers with cookies.
-    pub under_attack: u64,
+    /// SYNs to protected ports this CPU has seen, ever: the controller's baseline reads it.
+    pub syns: u64,
 }
 
-const _: () = assert!(size_of::<AutoState>() == 56);
+const _: () = assert!(size_of::<AutoState>() == 48);
+
+/// Whether the host is under a SYN flood: one for all CPUs (an array map), changed only with
+/// atomic instructions, so exactly one CPU wins each start and each stop, and reports it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttackState {
+    /// 1 while SYNs to protected ports are answered with cookies.
+    pub active: u64,
+    /// When the current (or last) attack started.
+    pub started_ns: u64,
+    /// When the all-CPU rate was last at or above half the threshold.
+    pub last_busy_ns: u64,
+    /// The highest all-CPU rate seen since the attack started.
+    pub peak_pps: u64,
+}
+
+/// What the data path reports through the events ring buffer: an attack's start or end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttackEvent {
+    /// [`event::START`] or [`event::STOP`].
+    pub kind: u32,
+    /// The threshold in force, SYN/s.
+    pub threshold_pps: u32,
+    /// When, in ns of CLOCK_MONOTONIC.
+    pub at_ns: u64,
+    /// The all-CPU SYN rate when it was decided.
+    pub rate_pps: u64,
+    /// The attack's peak rate (at a start: the rate that started it).
+    pub peak_pps: u64,
+    /// When the attack started.
+    pub started_ns: u64,
+}
+
+/// [`AttackEvent::kind`] values.
+pub mod event {
+    pub const START: u32 = 1;
+    pub const STOP: u32 = 2;
+}
+
+/// Sources of recent SYNs, sampled during an attack for the controller's "top sources": one
+/// ring per CPU (a per-CPU array of one), overwritten round and round.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceSamples {
+    /// Samples taken so far; the next goes to `next % SAMPLE_SLOTS`.
+    pub next: u64,
+    pub keys: [crate::limit::SourceKey; SAMPLE_SLOTS],
+}
+
+pub const SAMPLE_SLOTS: usize = 64;
 
 /// One CPU's share of a global cap (`xdp-ebpf/src/caps.rs`), one per cap in a per-CPU array.
 #[repr(C)]
@@ -221,6 +268,15 @@ unsafe impl aya::Pod for Config {}
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only u64 fields.
 unsafe impl aya::Pod for AutoState {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only u64 fields.
+unsafe impl aya::Pod for AttackState {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), two u32 then u64s: no padding.
+unsafe impl aya::Pod for AttackEvent {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), a u64 then byte arrays (size a multiple of 8): no padding.
+unsafe impl aya::Pod for SourceSamples {}
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only u64 fields.
 unsafe impl aya::Pod for CapState {}

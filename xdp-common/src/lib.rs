@@ -12,7 +12,7 @@ pub mod stats;
 pub mod tcp;
 
 pub use classify::{Class, classify_tcp_flags};
-pub use config::{AutoState, Config, Mode};
+pub use config::{AttackEvent, AttackState, AutoState, Config, Mode};
 pub use stats::{Action, Reason, Stats};
 
 /// Name of the XDP entry point in the BPF object (the `#[xdp]` function).
@@ -53,3 +53,13 @@ pub const SKETCH_MAP: &str = "SYNGUARD_SKETCH";
 /// holding at most `SOURCE_BUCKETS` sources that earned one.
 pub const SOURCES_MAP: &str = "SYNGUARD_SOURCES";
 pub const SOURCE_BUCKETS: u32 = 65_536;
+
+/// Name of the one-slot array holding the [`AttackState`].
+pub const ATTACK_MAP: &str = "SYNGUARD_ATTACK";
+
+/// Name of the ring buffer of [`AttackEvent`]s: one per attack start or end, never per packet.
+pub const EVENTS_MAP: &str = "SYNGUARD_EVENTS";
+
+/// Name of the per-CPU ring of sampled SYN sources ([`config::SourceSamples`]), written during
+/// an attack.
+pub const SAMPLES_MAP: &str = "SYNGUARD_SAMPLES";

@@ -2,59 +2,200 @@
 //! cookies from the first window at or above the threshold, back to passing once the rate has
 //! stayed below half the threshold for the hold time.
 //!
-//! Every CPU keeps its own window in a per-CPU map and never writes another CPU's: when it
-//! closes a window it reads all CPUs' latest rates (bpf_map_lookup_percpu_elem, Linux 5.19)
-//! and decides for itself. Rust offers no atomic read-modify-write on the BPF target
-//! (`atomic-cas: false` in its target spec), and this design needs none.
+//! Rates: every CPU counts its own SYNs in a per-CPU map; when it closes a window it reads all
+//! CPUs' latest rates (bpf_map_lookup_percpu_elem, Linux 5.19) and decides. The decision is
+//! one state for all CPUs (`AttackState`), changed by compare-and-swap (`atomic`): the one CPU
+//! whose swap starts or ends an attack reports it to the controller through a ring buffer
+//! (bpf_ringbuf_output, Linux 5.8), so events come once per attack, never per packet. During
+//! an attack, each CPU also samples the sources of its SYNs for the controller's log.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated::bpf_map_lookup_percpu_elem},
-    maps::PerCpuArray,
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::XdpContext,
 };
 use synguard_common::{
-    AutoState, Config,
-    config::{AUTO_STALE_NS, AUTO_WINDOW_NS},
+    AttackEvent, AttackState, AutoState, Config,
+    config::{AUTO_STALE_NS, AUTO_WINDOW_NS, SAMPLE_SLOTS, SourceSamples, event},
 };
+
+use crate::{atomic, limit, parse::IpAt};
 
 /// CPUs whose rates are summed. XXX: on machines with more CPUs, the SYNs that the extra CPUs
 /// see are not counted towards the threshold.
 const MAX_CPUS: u32 = 256;
 
-/// Counts one SYN and returns whether this CPU answers with cookies.
+/// The maps `auto` works on; defined with the entry point.
+pub struct AutoMaps {
+    pub states: &'static PerCpuArray<AutoState>,
+    pub attack: &'static Array<AttackState>,
+    pub events: &'static RingBuf,
+    pub samples: &'static PerCpuArray<SourceSamples>,
+}
+
+/// Counts one SYN and returns whether it is to be answered with a cookie.
 #[inline(always)]
-pub fn observe_syn(states: &PerCpuArray<AutoState>, config: &Config) -> bool {
-    let Some(state) = states.get_ptr_mut(0) else {
+pub fn observe_syn(ctx: &XdpContext, ip: &IpAt, maps: &AutoMaps, config: &Config) -> bool {
+    let (Some(state), Some(attack)) = (maps.states.get_ptr_mut(0), maps.attack.get_ptr_mut(0))
+    else {
         return false;
     };
     // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
     let state = unsafe { &mut *state };
     state.window_syns += 1;
+    state.syns += 1;
+    // SAFETY: the shared state's fields are aligned u64s of an array map value.
+    let active = unsafe { atomic::load(&raw const (*attack).active) } != 0;
+    if active {
+        sample(ctx, ip, maps.samples, config);
+    }
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let elapsed = now.wrapping_sub(state.window_start_ns);
     if elapsed < AUTO_WINDOW_NS {
-        return state.under_attack != 0;
+        return active;
     }
     // Close the window. One that ran long (no SYN for a while) spreads its SYNs over all of it.
     state.rate_pps = per_second(state.window_syns, elapsed);
     state.rate_at_ns = now;
     state.window_syns = 0;
     state.window_start_ns = now;
-
-    let total = total_rate(states, now);
+    let total = total_rate(maps.states, now);
     state.total_rate_pps = total;
+    decide(attack, maps.events, config, total, now)
+}
+
+/// Whether SYNs are answered with cookies now, for packets that do not count towards the rate
+/// (ACKs). Ends an attack whose hold time has passed: after a flood that stops dead no window
+/// closes, and the ACKs of real clients are what still arrives.
+#[inline(always)]
+pub fn under_attack(maps: &AutoMaps, config: &Config) -> bool {
+    let Some(attack) = maps.attack.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: as in `observe_syn`.
+    if unsafe { atomic::load(&raw const (*attack).active) } == 0 {
+        return false;
+    }
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    settle(attack, maps.events, config, 0, now)
+}
+
+/// Starts an attack at or above the threshold, keeps it going at or above half of it, and
+/// ends it after the hold time below that.
+#[inline(always)]
+fn decide(
+    attack: *mut AttackState,
+    events: &RingBuf,
+    config: &Config,
+    total: u64,
+    now: u64,
+) -> bool {
     let threshold = u64::from(config.auto_threshold_pps);
-    if total >= threshold {
-        state.under_attack = 1;
+    // SAFETY (all blocks below): `attack` points at the array map's one value, whose fields
+    // are aligned u64s; every write that others may race with is atomic.
+    unsafe {
+        if total >= threshold / 2 {
+            core::ptr::write_volatile(&raw mut (*attack).last_busy_ns, now);
+        }
+        if total < threshold {
+            return settle(attack, events, config, total, now);
+        }
+        if atomic::compare_exchange(&raw mut (*attack).active, 0, 1) == 0 {
+            core::ptr::write_volatile(&raw mut (*attack).started_ns, now);
+            core::ptr::write_volatile(&raw mut (*attack).peak_pps, total);
+            report(events, event::START, config, now, total, total, now);
+        } else {
+            raise_peak(&raw mut (*attack).peak_pps, total);
+        }
     }
-    if total >= threshold / 2 {
-        state.last_busy_ns = now;
-    } else if now.wrapping_sub(state.last_busy_ns) >= u64::from(config.auto_hold_ms) * 1_000_000 {
-        state.under_attack = 0;
+    true
+}
+
+/// Ends the attack if the rate has been low for the hold time; returns whether it goes on.
+#[inline(always)]
+fn settle(
+    attack: *mut AttackState,
+    events: &RingBuf,
+    config: &Config,
+    total: u64,
+    now: u64,
+) -> bool {
+    let hold = u64::from(config.auto_hold_ms) * 1_000_000;
+    // SAFETY: as in `decide`.
+    unsafe {
+        let active = &raw mut (*attack).active;
+        if atomic::load(active) == 0 {
+            return false;
+        }
+        let quiet = now.wrapping_sub(atomic::load(&raw const (*attack).last_busy_ns));
+        if quiet < hold {
+            return true;
+        }
+        if atomic::compare_exchange(active, 1, 0) == 1 {
+            let peak = atomic::load(&raw const (*attack).peak_pps);
+            let started = atomic::load(&raw const (*attack).started_ns);
+            report(events, event::STOP, config, now, total, peak, started);
+        }
     }
-    state.under_attack != 0
+    false
+}
+
+/// Raises `*peak` to `rate` if it is lower. A few attempts: losing them all means other CPUs
+/// keep raising it, and the peak is theirs.
+///
+/// # Safety
+/// `peak` points at an aligned u64 of a map value.
+#[inline(always)]
+unsafe fn raise_peak(peak: *mut u64, rate: u64) {
+    for _ in 0..4 {
+        // SAFETY: as the caller promised.
+        let seen = unsafe { atomic::load(peak) };
+        if seen >= rate || unsafe { atomic::compare_exchange(peak, seen, rate) } == seen {
+            return;
+        }
+    }
+}
+
+#[inline(always)]
+fn report(
+    events: &RingBuf,
+    kind: u32,
+    config: &Config,
+    now: u64,
+    rate: u64,
+    peak: u64,
+    started: u64,
+) {
+    let event = AttackEvent {
+        kind,
+        threshold_pps: config.auto_threshold_pps,
+        at_ns: now,
+        rate_pps: rate,
+        peak_pps: peak,
+        started_ns: started,
+    };
+    // A full ring loses the event; the controller also reads the state itself and notices.
+    let _ = events.output::<AttackEvent>(&event, 0);
+}
+
+/// Records the SYN's source (by the per-source limit's prefixes) in this CPU's sample ring.
+#[inline(always)]
+fn sample(ctx: &XdpContext, ip: &IpAt, samples: &PerCpuArray<SourceSamples>, config: &Config) {
+    let (Some(ring), Some(key)) = (samples.get_ptr_mut(0), limit::source_key(ctx, ip, config))
+    else {
+        return;
+    };
+    // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
+    let ring = unsafe { &mut *ring };
+    let slot = (ring.next as usize) % SAMPLE_SLOTS;
+    if let Some(entry) = ring.keys.get_mut(slot) {
+        *entry = key;
+    }
+    ring.next += 1;
 }
 
 /// `count` events over `elapsed_ns`, per second. Written without `saturating_mul`, whose
@@ -66,12 +207,6 @@ fn per_second(count: u64, elapsed_ns: u64) -> u64 {
         return u64::MAX;
     }
     count * NS / elapsed_ns
-}
-
-/// Whether this CPU answers with cookies, without counting a SYN (for ACKs).
-#[inline(always)]
-pub fn under_attack(states: &PerCpuArray<AutoState>) -> bool {
-    states.get(0).is_some_and(|state| state.under_attack != 0)
 }
 
 /// The sum of every CPU's latest rate, leaving out rates older than `AUTO_STALE_NS`.

@@ -45,10 +45,22 @@ macro_rules! synguard_program {
         static SYNGUARD_PORTS: aya_ebpf::maps::Array<u64> =
             aya_ebpf::maps::Array::with_max_entries(synguard_common::PORTS_WORDS, 0);
 
-        /// `auto` mode's per-CPU state (`AUTO_STATE_MAP`).
+        /// `auto` mode's per-CPU rates (`AUTO_STATE_MAP`), the attack state all CPUs share
+        /// (`ATTACK_MAP`), its events for the controller (`EVENTS_MAP`) and sampled sources
+        /// (`SAMPLES_MAP`); see `auto.rs`.
         #[aya_ebpf::macros::map]
         static SYNGUARD_AUTO: aya_ebpf::maps::PerCpuArray<synguard_common::AutoState> =
             aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_ATTACK: aya_ebpf::maps::Array<synguard_common::AttackState> =
+            aya_ebpf::maps::Array::with_max_entries(1, 0);
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_EVENTS: aya_ebpf::maps::RingBuf =
+            aya_ebpf::maps::RingBuf::with_byte_size(4096, 0);
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_SAMPLES: aya_ebpf::maps::PerCpuArray<
+            synguard_common::config::SourceSamples,
+        > = aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
 
         /// When each CPU last stamped a destination's listener (`STAMPS_MAP`, see
         /// `cookie.rs`). A few hundred destinations (address, port) cover any real server; the
@@ -92,7 +104,12 @@ macro_rules! synguard_program {
             let maps = $crate::policy::Maps {
                 config: &SYNGUARD_CONFIG,
                 ports: &SYNGUARD_PORTS,
-                auto: &SYNGUARD_AUTO,
+                auto: $crate::auto::AutoMaps {
+                    states: &SYNGUARD_AUTO,
+                    attack: &SYNGUARD_ATTACK,
+                    events: &SYNGUARD_EVENTS,
+                    samples: &SYNGUARD_SAMPLES,
+                },
                 stamps: &SYNGUARD_STAMPS,
                 scratch: &SYNGUARD_SCRATCH,
                 list_v4: &SYNGUARD_LIST_V4,

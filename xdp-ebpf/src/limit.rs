@@ -70,9 +70,9 @@ pub fn admit(ctx: &XdpContext, ip: &IpAt, config: &Config, maps: &LimitMaps) -> 
     true
 }
 
-/// The packet's source prefix.
+/// The packet's source prefix, by the configured prefix lengths.
 #[inline(always)]
-fn source_key(ctx: &XdpContext, ip: &IpAt, config: &Config) -> Option<SourceKey> {
+pub fn source_key(ctx: &XdpContext, ip: &IpAt, config: &Config) -> Option<SourceKey> {
     // SAFETY: `ptr_at` checked the header against the frame; the arrays have alignment 1.
     unsafe {
         if ip.ipv6 {

@@ -8,12 +8,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use synguard_common::{
-    Action, AutoState, Class, Config, Mode, Reason,
+    Action, Class, Config, Mode, Reason,
     config::{CapState, cap, flags, list},
 };
 
 use crate::{
-    ack, auto, caps,
+    ack,
+    auto::{self, AutoMaps},
+    caps,
     cookie::{self, Scratch, StampKey},
     count::Verdict,
     limit::{self, LimitMaps},
@@ -25,7 +27,7 @@ use crate::{
 pub struct Maps {
     pub config: &'static Array<Config>,
     pub ports: &'static Array<u64>,
-    pub auto: &'static PerCpuArray<AutoState>,
+    pub auto: AutoMaps,
     pub stamps: &'static LruPerCpuHashMap<StampKey, u64>,
     pub scratch: &'static PerCpuArray<Scratch>,
     pub list_v4: &'static LpmTrie<[u8; 4], u32>,
@@ -97,8 +99,10 @@ fn decide_for(
     // `auto` counts every SYN to a protected port, those over a limit too: they are the flood.
     let answering = match mode {
         Mode::Cookie | Mode::Monitor => true,
-        Mode::Auto if packet.class == Class::Syn => auto::observe_syn(maps.auto, config),
-        Mode::Auto => auto::under_attack(maps.auto),
+        Mode::Auto => match (packet.class, packet.ip) {
+            (Class::Syn, Some(ip)) => auto::observe_syn(ctx, &ip, &maps.auto, config),
+            _ => auto::under_attack(&maps.auto, config),
+        },
         Mode::Off => false,
     };
     let monitor = mode == Mode::Monitor;

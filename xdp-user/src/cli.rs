@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use synguard_common::Mode;
 
-use crate::{lists::Cidr, ports::PortSet};
+use crate::{baseline::Threshold, lists::Cidr, ports::PortSet};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,15 +69,38 @@ pub struct RunArgs {
     #[arg(long, env = "SYNGUARD_PORTS", value_name = "PORTS")]
     pub ports: Option<PortSet>,
 
-    /// `auto` mode: SYNs per second (to protected ports, all CPUs together) at which cookies
-    /// take over, within one 10 ms window.
+    /// `auto` mode: the SYN rate (to protected ports, all CPUs together, over 10 ms windows)
+    /// at which cookies take over. Either SYN/s (e.g. 10000) or a multiple of the learned
+    /// baseline (e.g. 8x): an average of the normal SYN rate over --auto-baseline-secs, never
+    /// below --auto-threshold-min.
     #[arg(
         long,
-        default_value_t = 10_000,
+        default_value = "10000",
         env = "SYNGUARD_AUTO_THRESHOLD",
+        value_name = "SYN/s|FACTORx"
+    )]
+    pub auto_threshold: Threshold,
+
+    /// `auto` mode with a relative threshold: the lowest it may be, SYN/s. Also the threshold
+    /// until a baseline has been learned.
+    #[arg(
+        long,
+        default_value_t = 1_000,
+        env = "SYNGUARD_AUTO_THRESHOLD_MIN",
         value_name = "SYN/s"
     )]
-    pub auto_threshold: u32,
+    pub auto_threshold_min: u32,
+
+    /// `auto` mode with a relative threshold: the time constant of the baseline's moving
+    /// average, in seconds. Attacks are left out of it.
+    #[arg(
+        long,
+        default_value_t = 600,
+        env = "SYNGUARD_AUTO_BASELINE_SECS",
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub auto_baseline_secs: u64,
 
     /// `auto` mode: how long the SYN rate must stay below half the threshold before SYNs are
     /// passed to the kernel again, in milliseconds.
@@ -300,6 +323,8 @@ mod tests {
                 "9477",
             ],
             &["synguard", "run", "-i", "eth0", "--source-prefix-v4", "33"],
+            &["synguard", "run", "-i", "eth0", "--auto-threshold", "0.5x"],
+            &["synguard", "run", "-i", "eth0", "--auto-threshold", "lots"],
             &["synguard", "run", "-i", "eth0", "--source-prefix-v6", "0"],
             &[
                 "synguard",

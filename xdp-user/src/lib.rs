@@ -6,8 +6,11 @@
 //! needs and allows) -> `loader` (load, configure, attach) -> `maps` (typed access) ->
 //! `metrics` (Prometheus over HTTP).
 
+pub mod attack;
+pub mod baseline;
 pub mod cli;
 pub mod error;
+pub mod follow;
 pub mod lists;
 pub mod loader;
 pub mod maps;

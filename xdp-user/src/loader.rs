@@ -18,6 +18,7 @@ use tracing::debug;
 
 use crate::{
     Error,
+    attack::AttackEvents,
     cli::AttachMode,
     maps::{ControlMaps, ListMaps, StatsMap},
     objects, preflight,
@@ -31,6 +32,7 @@ pub struct Attachment {
     stats: Arc<StatsMap>,
     control: Arc<Mutex<ControlMaps>>,
     lists: Arc<Mutex<ListMaps>>,
+    events: Option<AttackEvents>,
     iface: String,
     mode: AttachMode,
     program_id: u32,
@@ -55,6 +57,7 @@ impl Attachment {
         }
         let mut lists = ListMaps::take(&mut ebpf)?;
         lists.load(&settings.lists)?;
+        let events = AttackEvents::take(&mut ebpf)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or_else(|| Error::Other(format!("program {PROGRAM_NAME} missing from the object")))?
@@ -73,6 +76,7 @@ impl Attachment {
             stats,
             control: Arc::new(Mutex::new(control)),
             lists: Arc::new(Mutex::new(lists)),
+            events: Some(events),
             iface: iface.to_string(),
             mode,
             program_id,
@@ -94,6 +98,11 @@ impl Attachment {
     }
 
     /// The allow/deny lists, for run-time changes.
+    /// The attack events and sampled sources, for the one task that follows them.
+    pub fn take_events(&mut self) -> Option<AttackEvents> {
+        self.events.take()
+    }
+
     pub fn lists(&self) -> Arc<Mutex<ListMaps>> {
         Arc::clone(&self.lists)
     }

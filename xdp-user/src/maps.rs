@@ -9,8 +9,8 @@ use aya::{
 };
 use ipnet::IpNet;
 use synguard_common::{
-    AUTO_STATE_MAP, AutoState, CONFIG_MAP, Config, LIST_V4_MAP, LIST_V6_MAP, PORTS_MAP, STATS_MAP,
-    Stats,
+    ATTACK_MAP, AUTO_STATE_MAP, AttackState, AutoState, CONFIG_MAP, Config, LIST_V4_MAP,
+    LIST_V6_MAP, PORTS_MAP, STATS_MAP, Stats,
     config::{AUTO_WINDOW_NS, list},
 };
 
@@ -64,6 +64,7 @@ pub struct ControlMaps {
     config: Array<MapData, Config>,
     ports: Array<MapData, u64>,
     auto: PerCpuArray<MapData, AutoState>,
+    attack: Array<MapData, AttackState>,
 }
 
 /// The allow/deny LPM tries, one per family.
@@ -158,13 +159,17 @@ impl ListMaps {
     }
 }
 
-/// `auto` mode's state, summed over CPUs.
+/// `auto` mode's state: the shared attack flag, and the rates summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AutoSummary {
-    /// Whether any CPU answers with cookies.
+    /// Whether SYNs are answered with cookies.
     pub under_attack: bool,
     /// The highest all-CPU SYN rate a CPU computed at its last decision.
     pub syn_rate_pps: u64,
+    /// The current attack's peak rate (the last attack's, when none is going on).
+    pub peak_pps: u64,
+    /// SYNs to protected ports seen so far in `auto` mode, all CPUs.
+    pub syns: u64,
 }
 
 impl ControlMaps {
@@ -173,6 +178,7 @@ impl ControlMaps {
             config: take(ebpf, CONFIG_MAP)?,
             ports: take(ebpf, PORTS_MAP)?,
             auto: take(ebpf, AUTO_STATE_MAP)?,
+            attack: take(ebpf, ATTACK_MAP)?,
         })
     }
 
@@ -238,31 +244,39 @@ impl ControlMaps {
         Ok(())
     }
 
-    /// A CPU decides only when it closes a window, that is when a SYN arrives; after a flood
-    /// that stops dead, its flag would stay up. So a CPU's flag counts only while its last
-    /// window closed within the hold time (plus a window of slack).
+    /// The data path ends an attack when a packet arrives after the hold time; after a flood
+    /// that stops dead, on a server that then gets no traffic at all, its flag would stay up.
+    /// So the flag counts only while the rate was last high within the hold time (plus a
+    /// window of slack), as the data path itself will decide at its next packet.
     pub fn auto_summary(&self) -> Result<AutoSummary, Error> {
         let per_cpu = self.auto.get(&0, 0).map_err(|source| Error::Map {
             map: AUTO_STATE_MAP,
             source,
         })?;
+        let attack = self.attack.get(&0, 0).map_err(|source| Error::Map {
+            map: ATTACK_MAP,
+            source,
+        })?;
         let config = self.config()?;
         let now = monotonic_ns();
         let fresh = u64::from(config.auto_hold_ms) * 1_000_000 + AUTO_WINDOW_NS;
-        Ok(per_cpu.iter().fold(AutoSummary::default(), |acc, cpu| {
-            let recent = now.saturating_sub(cpu.rate_at_ns) <= fresh;
-            AutoSummary {
-                under_attack: acc.under_attack || (cpu.under_attack != 0 && recent),
-                syn_rate_pps: acc
-                    .syn_rate_pps
-                    .max(if recent { cpu.total_rate_pps } else { 0 }),
-            }
-        }))
+        let recent = |at: u64| now.saturating_sub(at) <= fresh;
+        Ok(AutoSummary {
+            under_attack: attack.active != 0 && recent(attack.last_busy_ns),
+            syn_rate_pps: per_cpu
+                .iter()
+                .filter(|cpu| recent(cpu.rate_at_ns))
+                .map(|cpu| cpu.total_rate_pps)
+                .max()
+                .unwrap_or(0),
+            peak_pps: attack.peak_pps,
+            syns: per_cpu.iter().map(|cpu| cpu.syns).sum(),
+        })
     }
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)

@@ -40,6 +40,7 @@ struct InterfaceCollector {
     mode: IntGaugeVec,
     under_attack: IntGaugeVec,
     sources_metered: IntCounterVec,
+    threshold: IntGaugeVec,
 }
 
 fn decisions_vec() -> IntCounterVec {
@@ -98,6 +99,18 @@ fn bytes_vec() -> IntCounterVec {
     .expect("valid metric definition")
 }
 
+fn threshold_vec() -> IntGaugeVec {
+    IntGaugeVec::new(
+        Opts::new(
+            "synguard_auto_threshold_syn_per_second",
+            "The SYN rate at which auto mode answers with cookies: as set, or as learned from \
+             the baseline with a relative --auto-threshold.",
+        ),
+        &["interface"],
+    )
+    .expect("valid metric definition")
+}
+
 fn sources_metered_vec() -> IntCounterVec {
     IntCounterVec::new(
         Opts::new(
@@ -119,6 +132,7 @@ impl Collector for InterfaceCollector {
             self.mode.desc(),
             self.under_attack.desc(),
             self.sources_metered.desc(),
+            self.threshold.desc(),
         ]
         .concat()
     }
@@ -135,6 +149,7 @@ impl Collector for InterfaceCollector {
         let (packets, bytes, decisions) = (packets_vec(), bytes_vec(), decisions_vec());
         let (mode, under_attack) = (mode_vec(), under_attack_vec());
         let sources_metered = sources_metered_vec();
+        let threshold = threshold_vec();
         sources_metered
             .with_label_values(&[self.iface.as_str()])
             .inc_by(stats.sources_metered);
@@ -169,6 +184,9 @@ impl Collector for InterfaceCollector {
             under_attack
                 .with_label_values(&[self.iface.as_str()])
                 .set(i64::from(attacked));
+            threshold
+                .with_label_values(&[self.iface.as_str()])
+                .set(i64::from(config.auto_threshold_pps));
         }
         [
             packets.collect(),
@@ -177,6 +195,7 @@ impl Collector for InterfaceCollector {
             mode.collect(),
             under_attack.collect(),
             sources_metered.collect(),
+            threshold.collect(),
         ]
         .concat()
     }
@@ -242,6 +261,7 @@ pub fn registry(attachment: &Attachment) -> Result<Registry, Error> {
         mode: mode_vec(),
         under_attack: under_attack_vec(),
         sources_metered: sources_metered_vec(),
+        threshold: threshold_vec(),
     }))?;
     Ok(registry)
 }

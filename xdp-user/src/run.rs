@@ -3,25 +3,30 @@
 
 use std::time::Duration;
 
-use synguard_common::Mode;
+use synguard_common::{AttackEvent, Mode};
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
     sync::oneshot,
+    time::MissedTickBehavior,
 };
 use tracing::{info, warn};
 
 use crate::{
     Error,
     cli::RunArgs,
+    follow::AutoFollower,
     loader::Attachment,
     metrics, preflight,
     settings::Settings,
     sysctl::{self, Sysctls},
 };
 
-/// How often the controller looks at `auto` mode's state to follow it with tcp_syncookies.
-const AUTO_POLL: Duration = Duration::from_millis(20);
+/// How often the sources sampled during an attack are read: often enough that a CPU's ring of
+/// 64 rarely wraps unread at moderate rates, and the newest samples count when it does.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// How often the baseline of a relative threshold is fed.
+const BASELINE_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(args: &RunArgs) -> Result<(), Error> {
     // Everything that can fail without side effects comes first, so a bad invocation leaves the
@@ -39,7 +44,7 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
 
     // Attached passing everything first (attaching is what fails on a busy or unfit
     // interface); then the sysctls that make cookies valid; then the mode that sends them.
-    let attachment = Attachment::attach(&args.iface, args.xdp_mode, &settings)?;
+    let mut attachment = Attachment::attach(&args.iface, args.xdp_mode, &settings)?;
     let sysctls = apply_sysctls(args)?;
     attachment.configure(&settings)?;
     info!(
@@ -60,19 +65,48 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
     let mut server = tokio::spawn(metrics::serve(listener, registry, async {
         let _ = server_stopped.await;
     }));
-    let mut ticker = tokio::time::interval(AUTO_POLL);
-    let mut attacked = false;
+    let mut follower = match (args.mode, attachment.take_events()) {
+        (Mode::Auto, Some(events)) => Some(AutoFollower::new(
+            events,
+            args.auto_threshold,
+            args.auto_threshold_min,
+            Duration::from_secs(args.auto_baseline_secs),
+        )),
+        _ => None,
+    };
+    let mut sample_tick = tokio::time::interval(SAMPLE_EVERY);
+    let mut baseline_tick = tokio::time::interval(BASELINE_EVERY);
+    // The sample tick is idle between attacks: no catching up on the ticks it missed.
+    sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    baseline_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let attacked = |f: &Option<AutoFollower>| f.as_ref().is_some_and(AutoFollower::attacked);
     let outcome = loop {
-        tokio::select! {
-            _ = sigint.recv() => break Ok("SIGINT"),
-            _ = sigterm.recv() => break Ok("SIGTERM"),
-            served = &mut server => break Err(Error::Other(format!(
-                "the metrics server stopped: {}",
+        // What woke the loop is decided first and acted on after, so that the arms' futures
+        // (one of which borrows the follower) are gone when it acts.
+        let wake = tokio::select! {
+            _ = sigint.recv() => Wake::Signal("SIGINT"),
+            _ = sigterm.recv() => Wake::Signal("SIGTERM"),
+            served = &mut server => Wake::ServerDown(
                 served.map_or_else(|e| e.to_string(), |r| r.err().map_or("no error".into(), |e| e.to_string()))
-            ))),
-            _ = ticker.tick(), if args.mode == Mode::Auto => {
-                follow_auto(&attachment, sysctls.as_ref(), &mut attacked);
+            ),
+            events = next_events(&mut follower) => Wake::Events(events),
+            _ = sample_tick.tick(), if attacked(&follower) => Wake::Sample,
+            _ = baseline_tick.tick(), if follower.is_some() => Wake::Baseline,
+        };
+        let Some(auto) = follower.as_mut() else {
+            match wake {
+                Wake::Signal(signal) => break Ok(signal),
+                Wake::ServerDown(why) => break Err(server_down(&why)),
+                _ => continue,
             }
+        };
+        match wake {
+            Wake::Signal(signal) => break Ok(signal),
+            Wake::ServerDown(why) => break Err(server_down(&why)),
+            Wake::Events(Ok(events)) => auto.on_events(&events, &attachment, sysctls.as_ref()),
+            Wake::Events(Err(e)) => warn!(error = %e, "reading attack events failed"),
+            Wake::Sample => auto.on_sample_tick(&attachment, sysctls.as_ref()),
+            Wake::Baseline => auto.on_baseline_tick(&attachment),
         }
     };
     if let Ok(signal) = &outcome {
@@ -118,39 +152,23 @@ fn apply_sysctls(args: &RunArgs) -> Result<Option<Sysctls>, Error> {
     Ok(Some(sysctls))
 }
 
-/// `auto` mode decides in the data path; the controller follows with tcp_syncookies (2 while
-/// under attack, for the stamping helper; the operator's value otherwise) and logs the change.
-fn follow_auto(attachment: &Attachment, sysctls: Option<&Sysctls>, attacked: &mut bool) {
-    let summary = match attachment.control().lock() {
-        Ok(control) => control.auto_summary(),
-        Err(_) => return,
-    };
-    let summary = match summary {
-        Ok(summary) => summary,
-        Err(e) => {
-            warn!(error = %e, "reading auto mode's state failed");
-            return;
-        }
-    };
-    if summary.under_attack == *attacked {
-        return;
+/// What woke `run`'s loop.
+enum Wake {
+    Signal(&'static str),
+    ServerDown(String),
+    Events(Result<Vec<AttackEvent>, Error>),
+    Sample,
+    Baseline,
+}
+
+/// The data path's next attack events; never, outside `auto` mode.
+async fn next_events(follower: &mut Option<AutoFollower>) -> Result<Vec<AttackEvent>, Error> {
+    match follower {
+        Some(follower) => follower.events().next().await,
+        None => std::future::pending().await,
     }
-    *attacked = summary.under_attack;
-    let Some(sysctls) = sysctls else { return };
-    let value = if summary.under_attack {
-        info!(
-            syn_rate = summary.syn_rate_pps,
-            "SYN flood: answering with cookies"
-        );
-        "2"
-    } else {
-        info!(
-            syn_rate = summary.syn_rate_pps,
-            "SYN flood over: passing SYNs to the kernel"
-        );
-        sysctls.original(sysctl::SYNCOOKIES).unwrap_or("1")
-    };
-    if let Err(e) = sysctls.set(sysctl::SYNCOOKIES, value) {
-        warn!(error = %e, "following auto mode with tcp_syncookies failed");
-    }
+}
+
+fn server_down(why: &str) -> Error {
+    Error::Other(format!("the metrics server stopped: {why}"))
 }

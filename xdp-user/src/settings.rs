@@ -9,6 +9,7 @@ use tracing::warn;
 
 use crate::{
     Error,
+    baseline::Threshold,
     cli::RunArgs,
     lists::{self, Lists},
     ports::PortSet,
@@ -78,7 +79,11 @@ impl Settings {
             mss_v4: mtu.saturating_sub(40).max(536),
             mss_v6: mtu.saturating_sub(60).max(1220),
             ttl: ttl.clamp(1, 255) as u32,
-            auto_threshold_pps: args.auto_threshold,
+            auto_threshold_pps: match args.auto_threshold {
+                Threshold::Absolute(pps) => pps,
+                // Until a baseline is learned (`baseline.rs`).
+                Threshold::Relative(_) => args.auto_threshold_min,
+            },
             auto_hold_ms: args.auto_hold_ms,
             syn_pass_cap_pps: args.max_syn_pass_rate,
             synack_cap_pps: args.max_synack_rate,
