@@ -525,6 +525,31 @@ fn mode_changes_take_effect_on_the_next_packet_without_a_reload() {
 }
 
 #[test]
+fn auto_switches_on_one_ports_rate_alone() {
+    in_lab(PORT, || {
+        let mut program = Program::load(Mode::Auto);
+        // Overall threshold out of reach; 1,000 SYN/s to one port is 16 per 16.8 ms window.
+        program
+            .0
+            .control
+            .set_config(&Config {
+                auto_threshold_pps: 1_000_000_000,
+                auto_port_threshold_pps: 1_000,
+                ..config(Mode::Auto)
+            })
+            .unwrap();
+        let syn = frame(Family::V4, Vlans::None, syn(&LINUX_OPTIONS, 0), &[], false);
+        let (code, _, why) = program.run(&syn);
+        assert_eq!((code, why), (XDP_PASS, vec![Reason::SynBelowThreshold]));
+        // 40 SYNs take a few ms: at most one window boundary, so one window gets 20 or more.
+        let answered = (0..40).filter(|_| program.run(&syn).0 == XDP_TX).count();
+        assert!(answered > 0, "the port's rate started cookies");
+        assert!(answered < 40, "not before its threshold");
+        assert!(program.0.control.auto_summary().unwrap().under_attack);
+    });
+}
+
+#[test]
 fn unprotected_ports_are_left_alone_when_ports_are_listed() {
     in_lab(PORT, || {
         let mut program = Program::load(Mode::Cookie);

@@ -99,11 +99,15 @@ pub struct Config {
     pub source_prefix_v6: u32,
     /// Seeds the sketch's hash, chosen at random by the controller at start.
     pub sketch_seed: u32,
+    /// `Auto` also switches to cookies when one protected port alone gets this many SYNs per
+    /// second (0: no per-port threshold), with the same hysteresis.
+    pub auto_port_threshold_pps: u32,
+    pub reserved: u32,
     /// How far ahead of now a source's bucket may run: burst x interval.
     pub source_burst_ns: u64,
 }
 
-const _: () = assert!(size_of::<Config>() == 72);
+const _: () = assert!(size_of::<Config>() == 80);
 
 impl Config {
     /// `synguard run`'s defaults, before it reads the interface's namespace (window scale, MSS,
@@ -129,6 +133,8 @@ impl Config {
         source_prefix_v4: 32,
         source_prefix_v6: 128,
         sketch_seed: 0,
+        auto_port_threshold_pps: 0,
+        reserved: 0,
         source_burst_ns: 0,
     };
 
@@ -182,8 +188,11 @@ pub struct AttackState {
 pub struct AttackEvent {
     /// [`event::START`] or [`event::STOP`].
     pub kind: u32,
-    /// The threshold in force, SYN/s.
+    /// The threshold in force, SYN/s: the overall one, or the per-port one if `port` is set.
     pub threshold_pps: u32,
+    /// A start caused by one port's rate: that port; 0 for the overall rate.
+    pub port: u32,
+    pub reserved: u32,
     /// When, in ns of CLOCK_MONOTONIC.
     pub at_ns: u64,
     /// The all-CPU SYN rate when it was decided.
@@ -256,6 +265,17 @@ pub const fn cpu_budget(window_budget: u64, my_demand: u64, total_demand: u64) -
     window_budget * my_demand / total_demand
 }
 
+/// Per-port SYN counts (`PORT_RATES_MAP`) are kept over windows of 2^24 ns (16.8 ms), in
+/// cells that pack the window and the count, like the per-source sketch's.
+pub const PORT_WINDOW_SHIFT: u32 = 24;
+pub const PORT_WINDOW_NS: u64 = 1 << PORT_WINDOW_SHIFT;
+
+/// SYNs one port may get in a window before `auto_port_threshold_pps` is reached (at least 1).
+pub const fn port_window_threshold(pps: u32) -> u64 {
+    let per_window = pps as u64 * PORT_WINDOW_NS / 1_000_000_000;
+    if per_window == 0 { 1 } else { per_window }
+}
+
 /// Length of one `Auto` rate window: short enough to switch within milliseconds.
 pub const AUTO_WINDOW_NS: u64 = 10_000_000;
 
@@ -263,7 +283,7 @@ pub const AUTO_WINDOW_NS: u64 = 10_000_000;
 pub const AUTO_STALE_NS: u64 = 100_000_000;
 
 #[cfg(feature = "user")]
-// SAFETY: repr(C), u32 fields then one u64 at offset 64, no padding (size asserted above).
+// SAFETY: repr(C), u32 fields then one u64 at offset 72, no padding (size asserted above).
 unsafe impl aya::Pod for Config {}
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only u64 fields.

@@ -63,3 +63,7 @@ pub const EVENTS_MAP: &str = "SYNGUARD_EVENTS";
 /// Name of the per-CPU ring of sampled SYN sources ([`config::SourceSamples`]), written during
 /// an attack.
 pub const SAMPLES_MAP: &str = "SYNGUARD_SAMPLES";
+
+/// Name of the array of per-port SYN counts for `auto`'s per-port threshold: one cell per
+/// port, packing the window and the count (`config::PORT_WINDOW_NS`).
+pub const PORT_RATES_MAP: &str = "SYNGUARD_PORT_RATES";

@@ -18,7 +18,10 @@ use aya_ebpf::{
 };
 use synguard_common::{
     AttackEvent, AttackState, AutoState, Config,
-    config::{AUTO_STALE_NS, AUTO_WINDOW_NS, SAMPLE_SLOTS, SourceSamples, event},
+    config::{
+        AUTO_STALE_NS, AUTO_WINDOW_NS, PORT_WINDOW_NS, PORT_WINDOW_SHIFT, SAMPLE_SLOTS,
+        SourceSamples, event, port_window_threshold,
+    },
 };
 
 use crate::{atomic, limit, parse::IpAt};
@@ -33,11 +36,18 @@ pub struct AutoMaps {
     pub attack: &'static Array<AttackState>,
     pub events: &'static RingBuf,
     pub samples: &'static PerCpuArray<SourceSamples>,
+    pub port_rates: &'static Array<u64>,
 }
 
-/// Counts one SYN and returns whether it is to be answered with a cookie.
+/// Counts one SYN to `port` and returns whether it is to be answered with a cookie.
 #[inline(always)]
-pub fn observe_syn(ctx: &XdpContext, ip: &IpAt, maps: &AutoMaps, config: &Config) -> bool {
+pub fn observe_syn(
+    ctx: &XdpContext,
+    ip: &IpAt,
+    port: u16,
+    maps: &AutoMaps,
+    config: &Config,
+) -> bool {
     let (Some(state), Some(attack)) = (maps.states.get_ptr_mut(0), maps.attack.get_ptr_mut(0))
     else {
         return false;
@@ -53,9 +63,10 @@ pub fn observe_syn(ctx: &XdpContext, ip: &IpAt, maps: &AutoMaps, config: &Config
     }
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    let port_hot = config.auto_port_threshold_pps != 0 && observe_port(maps, config, port, now);
     let elapsed = now.wrapping_sub(state.window_start_ns);
     if elapsed < AUTO_WINDOW_NS {
-        return active;
+        return active || port_hot;
     }
     // Close the window. One that ran long (no SYN for a while) spreads its SYNs over all of it.
     state.rate_pps = per_second(state.window_syns, elapsed);
@@ -64,7 +75,51 @@ pub fn observe_syn(ctx: &XdpContext, ip: &IpAt, maps: &AutoMaps, config: &Config
     state.window_start_ns = now;
     let total = total_rate(maps.states, now);
     state.total_rate_pps = total;
-    decide(attack, maps.events, config, total, now)
+    decide(attack, maps.events, config, total, now) || port_hot
+}
+
+/// Counts the SYN in its port's cell and starts an attack, or keeps it going, if that port
+/// alone is over the per-port threshold (at half of it, for the hysteresis). Returns whether
+/// it did either.
+#[inline(always)]
+fn observe_port(maps: &AutoMaps, config: &Config, port: u16, now: u64) -> bool {
+    let (Some(cell), Some(attack)) = (
+        maps.port_rates.get_ptr_mut(u32::from(port)),
+        maps.attack.get_ptr_mut(0),
+    ) else {
+        return false;
+    };
+    let window = (now >> PORT_WINDOW_SHIFT) & 0xffff_ffff;
+    // SAFETY: an aligned u64 cell of an array map.
+    let count = u64::from(unsafe { limit::count_in(cell, window) });
+    let limit = port_window_threshold(config.auto_port_threshold_pps);
+    if count < limit.div_ceil(2) {
+        return false;
+    }
+    // SAFETY: as in `decide`.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*attack).last_busy_ns, now);
+        if count < limit {
+            return atomic::load(&raw const (*attack).active) != 0;
+        }
+        let rate = count * 1_000_000_000 / PORT_WINDOW_NS;
+        if atomic::compare_exchange(&raw mut (*attack).active, 0, 1) == 0 {
+            core::ptr::write_volatile(&raw mut (*attack).started_ns, now);
+            core::ptr::write_volatile(&raw mut (*attack).peak_pps, rate);
+            let event = AttackEvent {
+                kind: event::START,
+                threshold_pps: config.auto_port_threshold_pps,
+                port: u32::from(port),
+                reserved: 0,
+                at_ns: now,
+                rate_pps: rate,
+                peak_pps: rate,
+                started_ns: now,
+            };
+            let _ = maps.events.output::<AttackEvent>(&event, 0);
+        }
+    }
+    true
 }
 
 /// Whether SYNs are answered with cookies now, for packets that do not count towards the rate
@@ -173,6 +228,8 @@ fn report(
     let event = AttackEvent {
         kind,
         threshold_pps: config.auto_threshold_pps,
+        port: 0,
+        reserved: 0,
         at_ns: now,
         rate_pps: rate,
         peak_pps: peak,

@@ -46,8 +46,8 @@ macro_rules! synguard_program {
             aya_ebpf::maps::Array::with_max_entries(synguard_common::PORTS_WORDS, 0);
 
         /// `auto` mode's per-CPU rates (`AUTO_STATE_MAP`), the attack state all CPUs share
-        /// (`ATTACK_MAP`), its events for the controller (`EVENTS_MAP`) and sampled sources
-        /// (`SAMPLES_MAP`); see `auto.rs`.
+        /// (`ATTACK_MAP`), its events for the controller (`EVENTS_MAP`), sampled sources
+        /// (`SAMPLES_MAP`) and per-port SYN counts (`PORT_RATES_MAP`); see `auto.rs`.
         #[aya_ebpf::macros::map]
         static SYNGUARD_AUTO: aya_ebpf::maps::PerCpuArray<synguard_common::AutoState> =
             aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
@@ -57,6 +57,9 @@ macro_rules! synguard_program {
         #[aya_ebpf::macros::map]
         static SYNGUARD_EVENTS: aya_ebpf::maps::RingBuf =
             aya_ebpf::maps::RingBuf::with_byte_size(4096, 0);
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_PORT_RATES: aya_ebpf::maps::Array<u64> =
+            aya_ebpf::maps::Array::with_max_entries(65_536, 0);
         #[aya_ebpf::macros::map]
         static SYNGUARD_SAMPLES: aya_ebpf::maps::PerCpuArray<
             synguard_common::config::SourceSamples,
@@ -109,6 +112,7 @@ macro_rules! synguard_program {
                     attack: &SYNGUARD_ATTACK,
                     events: &SYNGUARD_EVENTS,
                     samples: &SYNGUARD_SAMPLES,
+                    port_rates: &SYNGUARD_PORT_RATES,
                 },
                 stamps: &SYNGUARD_STAMPS,
                 scratch: &SYNGUARD_SCRATCH,

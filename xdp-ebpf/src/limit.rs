@@ -116,7 +116,7 @@ fn sketch_count(sketch: &Array<u64>, key: &SourceKey, seed: u32, now: u64) -> u3
 /// # Safety
 /// `cell` points at an aligned u64 of an array map.
 #[inline(always)]
-unsafe fn count_in(cell: *mut u64, window: u64) -> u32 {
+pub unsafe fn count_in(cell: *mut u64, window: u64) -> u32 {
     // SAFETY: as the caller promised.
     unsafe {
         let seen = atomic::load(cell);

@@ -100,7 +100,7 @@ fn decide_for(
     let answering = match mode {
         Mode::Cookie | Mode::Monitor => true,
         Mode::Auto => match (packet.class, packet.ip) {
-            (Class::Syn, Some(ip)) => auto::observe_syn(ctx, &ip, &maps.auto, config),
+            (Class::Syn, Some(ip)) => auto::observe_syn(ctx, &ip, dst_port, &maps.auto, config),
             _ => auto::under_attack(&maps.auto, config),
         },
         Mode::Off => false,

@@ -81,6 +81,17 @@ pub struct RunArgs {
     )]
     pub auto_threshold: Threshold,
 
+    /// `auto` mode: also answer with cookies when one protected port alone gets this many
+    /// SYN/s (0: no per-port threshold). Catches a flood aimed at one service that stays
+    /// under the overall threshold; the log names the port.
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "SYNGUARD_AUTO_PORT_THRESHOLD",
+        value_name = "SYN/s"
+    )]
+    pub auto_port_threshold: u32,
+
     /// `auto` mode with a relative threshold: the lowest it may be, SYN/s. Also the threshold
     /// until a baseline has been learned.
     #[arg(

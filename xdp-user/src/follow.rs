@@ -91,11 +91,19 @@ impl AutoFollower {
                     if let Err(e) = self.events.reset() {
                         warn!(error = %e, "reading the sampled sources failed");
                     }
-                    info!(
-                        syn_rate = event.rate_pps,
-                        threshold = event.threshold_pps,
-                        "SYN flood: answering with cookies"
-                    );
+                    match event.port {
+                        0 => info!(
+                            syn_rate = event.rate_pps,
+                            threshold = event.threshold_pps,
+                            "SYN flood: answering with cookies"
+                        ),
+                        port => info!(
+                            port,
+                            port_syn_rate = event.rate_pps,
+                            port_threshold = event.threshold_pps,
+                            "SYN flood: answering with cookies"
+                        ),
+                    }
                     set_syncookies(sysctls, true);
                 }
                 event::STOP if self.attack.is_some() => {

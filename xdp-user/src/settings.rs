@@ -85,6 +85,7 @@ impl Settings {
                 Threshold::Relative(_) => args.auto_threshold_min,
             },
             auto_hold_ms: args.auto_hold_ms,
+            auto_port_threshold_pps: args.auto_port_threshold,
             syn_pass_cap_pps: args.max_syn_pass_rate,
             synack_cap_pps: args.max_synack_rate,
             sketch_seed: random_seed(),
