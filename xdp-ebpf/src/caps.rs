@@ -1,5 +1,5 @@
 //! Global caps (SYNs passed to the kernel, SYN-ACKs sent), enforced by every CPU on its own
-//! share. No CPU writes another's state (Rust offers no atomic read-modify-write on BPF): each
+//! share. No CPU writes another's state (no cache line bounces between CPUs per packet): each
 //! admits events against its own budget for a 10 ms window, and when it closes a window it
 //! reads every CPU's demand in their last windows (bpf_map_lookup_percpu_elem) and takes the
 //! share of the cap that its own demand is of the total. All traffic on one CPU gets the whole
