@@ -117,6 +117,18 @@ fn main() -> Result<()> {
         synguard.log()
     );
     println!("back to passing SYNs to the kernel; tcp_syncookies restored.");
+    // The controller's end-of-attack line: its peak rate and the sources it sampled.
+    for _ in 0..20 {
+        let log = synguard.log();
+        if let Some(line) = log.lines().find(|l| l.contains("SYN flood over")) {
+            println!(
+                "      log: {}",
+                line.split_once("  INFO ").map_or(line, |(_, rest)| rest)
+            );
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
     println!("      HTTP requests served in all: {}\n", http.served());
 
     synguard.stop(Signal::SIGTERM)?;
