@@ -280,6 +280,29 @@ impl Drop for Lab {
             }
         }
         remove_synguard_state(&self.server.iface);
+        remove_synguard_pins(|name| name.ends_with(&format!("-{}", self.server.iface)));
+    }
+}
+
+/// The BPF filesystem synguard pins in when the lab starts it (`--bpffs`), in the host's
+/// mount namespace.
+pub const LAB_BPFFS: &str = "/run/synguard-lab/bpf";
+
+/// Mounts the lab's BPF filesystem unless it is mounted.
+pub fn ensure_lab_bpffs() -> Result<()> {
+    synguard::pins::ensure_bpffs(std::path::Path::new(LAB_BPFFS)).map_err(anyhow::Error::msg)
+}
+
+/// A synguard killed inside the lab leaves its program pinned in the BPF filesystem (that is
+/// what keeps protection going); with the namespace gone, the pins are litter.
+fn remove_synguard_pins(matches: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(format!("{LAB_BPFFS}/synguard")) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if matches(&entry.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -357,6 +380,13 @@ pub fn remove_labs_of(pid: u32) {
 }
 
 fn remove_labs_where(matches: impl Fn(u32) -> bool) {
+    // Pins are named after the server's interface, `netns<inode>-sg<pid>x<n>s`.
+    remove_synguard_pins(|name| {
+        name.split_once("-sg")
+            .and_then(|(_, rest)| rest.split('x').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(&matches)
+    });
     let Ok(list) = run(Command::new("ip").args(["netns", "list"])) else {
         return;
     };

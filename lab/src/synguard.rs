@@ -50,6 +50,10 @@ impl Synguard {
         let metrics_addr: SocketAddr = "127.0.0.1:9477".parse()?;
         let log = std::env::temp_dir().join(format!("{}-synguard.log", ns.name));
         let mut cmd = ns.command(synguard_bin()?.to_str().context("non-UTF-8 path")?);
+        // `ip netns exec` remounts /sys, so /sys/fs/bpf would be a plain directory in a mount
+        // namespace that dies with synguard: pins go to the lab's own BPF filesystem.
+        crate::netns::ensure_lab_bpffs()?;
+        cmd.env("SYNGUARD_BPFFS", crate::netns::LAB_BPFFS);
         cmd.args([
             "run",
             "--iface",

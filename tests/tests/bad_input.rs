@@ -218,3 +218,39 @@ fn malformed_arguments_are_usage_errors() {
     }
     assert!(!lab.server.xdp_attached().unwrap());
 }
+
+#[test]
+fn a_second_daemon_on_the_same_interface() {
+    let lab = Lab::new().unwrap();
+    let first = synguard_lab::Synguard::start(&lab.server, &["--mode", "cookie"]).unwrap();
+    let program_before = lab
+        .server
+        .exec("ip", &["link", "show", "dev", &lab.server.iface])
+        .unwrap();
+    // Another metrics port, so the lock is what stops it.
+    let mut args = vec!["run", "--iface", &lab.server.iface];
+    args.extend(["--metrics-addr", "127.0.0.1:9478", "--mode", "off"]);
+    let out = synguard(&lab.server, &[], &args);
+    assert_error(
+        &out,
+        1,
+        &["another synguard is already running on", &lab.server.iface],
+    );
+    let program_after = lab
+        .server
+        .exec("ip", &["link", "show", "dev", &lab.server.iface])
+        .unwrap();
+    assert_eq!(
+        program_before, program_after,
+        "the first one's program is untouched"
+    );
+    assert_eq!(
+        first
+            .metrics()
+            .unwrap()
+            .sum("synguard_mode", &[("mode", "cookie")]),
+        1.0,
+        "and so is its configuration"
+    );
+    first.stop(nix::sys::signal::Signal::SIGTERM).unwrap();
+}

@@ -279,6 +279,22 @@ fn sysctls_are_set_while_running_and_restored_on_every_exit() {
         assert_eq!(sysctls(&lab.server), before, "restored after {signal}");
     }
 
+    // SIGQUIT hands over: the values stay for the next start, which restores them at its end.
+    let sg = Synguard::start(&lab.server, &args).unwrap();
+    assert!(sg.stop(Signal::SIGQUIT).unwrap().status.success());
+    assert_eq!(
+        sysctls(&lab.server),
+        ("2".into(), "2".into()),
+        "left in force by a handover"
+    );
+    let sg = Synguard::start(&lab.server, &args).unwrap();
+    sg.stop(Signal::SIGTERM).unwrap();
+    assert_eq!(
+        sysctls(&lab.server),
+        before,
+        "restored by the run that took over"
+    );
+
     // kill -9: nothing is restored, but the next start knows the values to restore.
     let sg = Synguard::start(&lab.server, &args).unwrap();
     let killed = sg.kill().unwrap();

@@ -523,3 +523,115 @@ fn a_well_behaved_client_keeps_all_its_connections_under_a_random_source_flood_w
     assert_eq!(limited, 0.0, "no source went over 300 SYN/s");
     sg.stop(Signal::SIGTERM).unwrap();
 }
+
+/// kill -9 of the controller during a flood: the pinned program goes on answering, legit
+/// clients keep connecting, the counters keep rising, and the next start takes the program
+/// over without a gap: every flood SYN, before, during and after, is answered from XDP.
+#[test]
+fn kill_9_during_a_flood_leaves_protection_on_and_the_next_run_takes_over() {
+    use aya::maps::{Map, MapData, PerCpuArray};
+    use synguard::pins::PinDir;
+    use synguard_common::{Action, Class, STATS_MAP, Stats};
+
+    let _flood = one_flood_at_a_time();
+    let mut lab = Lab::new().unwrap();
+    let _http = HttpServer::start(&lab.server, PORT).unwrap();
+    let args = ["--mode", "cookie"];
+    let sg = Synguard::start(&lab.server, &args).unwrap();
+    let target: SocketAddr = (lab.server.ipv4, PORT).into();
+    let iface = lab.server.iface.clone();
+    let pins = lab
+        .server
+        .enter(|| PinDir::for_iface(std::path::Path::new(synguard_lab::LAB_BPFFS), &iface))
+        .unwrap()
+        .unwrap();
+    // The counters as the kernel has them, read through the pin: no controller needed.
+    let answered = || {
+        let map = MapData::from_pin(pins.map(STATS_MAP)).unwrap();
+        let stats: PerCpuArray<_, Stats> = PerCpuArray::try_from(Map::PerCpuArray(map)).unwrap();
+        let cpus = stats.get(&0, 0).unwrap();
+        cpus.iter()
+            .map(|s| s.packets(Class::Syn, Action::Tx))
+            .sum::<u64>()
+    };
+
+    const RATE: u64 = 100_000;
+    let (gap, gap_counts, after, taken_over, flood) = thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            syn_flood(
+                &lab,
+                PORT,
+                RATE * 5,
+                Some(RATE),
+                SynShape::Bare,
+                Duration::from_secs(30),
+            )
+        });
+        thread::sleep(Duration::from_millis(500));
+        let log = sg.log();
+        let killed = sg.kill().unwrap();
+        assert!(!killed.status.success());
+        assert!(
+            lab.server.xdp_attached().unwrap(),
+            "the pinned program stays; pins at {} exist: {}; log: {log}",
+            pins.path.display(),
+            pins.link().exists()
+        );
+        let before = answered();
+        let gap =
+            run_legit_clients(&lab.client, target, 200, LEGIT_INTERVAL, LEGIT_TIMEOUT).unwrap();
+        let gap_counts = (before, answered());
+        let sg = Synguard::start(&lab.server, &args).unwrap();
+        let after =
+            run_legit_clients(&lab.client, target, 200, LEGIT_INTERVAL, LEGIT_TIMEOUT).unwrap();
+        (gap, gap_counts, after, sg, flood.join().unwrap().unwrap())
+    });
+    eprintln!(
+        "flood {:.0}/s; without a controller: legit {}/{}, SYN-ACKs from XDP {} -> {}; after \
+         the takeover: legit {}/{}",
+        flood.rate(),
+        gap.succeeded,
+        gap.attempted,
+        gap_counts.0,
+        gap_counts.1,
+        after.succeeded,
+        after.attempted
+    );
+    assert!(flood.rate() >= 90_000.0, "flood too slow: {flood:?}");
+    assert_eq!(gap.succeeded, 200, "legit requests without a controller");
+    assert!(
+        gap_counts.1 >= gap_counts.0 + 50_000,
+        "the program kept answering: {gap_counts:?}"
+    );
+    assert_eq!(after.succeeded, 200, "legit requests after the takeover");
+    let log = taken_over.log();
+    assert!(log.contains("took over the program"), "{log}");
+    // Nothing reached the kernel unprotected: every flood SYN was answered from XDP and
+    // arrived, across the kill, the gap and the takeover.
+    thread::sleep(Duration::from_millis(300));
+    let (_, to_spoofed) = lab.client_synacks().unwrap();
+    assert_eq!(to_spoofed, flood.sent);
+    let m = taken_over.metrics().unwrap();
+    for reason in [
+        Reason::SynHelperDeclined,
+        Reason::SynBelowThreshold,
+        Reason::SynResizeFailed,
+    ] {
+        assert_eq!(
+            m.sum("synguard_decisions_total", &[("reason", reason.name())]),
+            0.0,
+            "{}",
+            reason.name()
+        );
+    }
+    assert!(
+        m.sum(
+            "synguard_packets_total",
+            &[("class", "syn"), ("action", "tx")]
+        ) >= flood.sent as f64,
+        "the counters carried over the restart"
+    );
+    taken_over.stop(Signal::SIGTERM).unwrap();
+    assert!(!lab.server.xdp_attached().unwrap(), "a clean stop detaches");
+    assert!(!pins.path.exists(), "and removes the pins");
+}

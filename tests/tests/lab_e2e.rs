@@ -226,7 +226,7 @@ impl EchoConnection {
 }
 
 #[test]
-fn established_connections_survive_attach_and_detach() {
+fn established_connections_survive_attach_handover_takeover_and_detach() {
     let lab = Lab::new().unwrap();
     let mut connections = [
         EchoConnection::open(&lab, lab.server.ipv4.into(), 7000),
@@ -244,6 +244,24 @@ fn established_connections_survive_attach_and_detach() {
     assert!(
         packets(&m, Class::Ack) >= 2.0,
         "both connections' segments were seen"
+    );
+    // A handover (SIGQUIT) and a takeover by the next start: the connections do not notice.
+    let out = sg.stop(Signal::SIGQUIT).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(lab.server.xdp_attached().unwrap(), "left attached");
+    for c in &mut connections {
+        c.round_trip("between two controllers");
+    }
+    let sg = Synguard::start(&lab.server, &[]).unwrap();
+    assert!(sg.log().contains("took over the program"), "{}", sg.log());
+    for c in &mut connections {
+        c.round_trip("after the takeover");
+    }
+    let m = sg.metrics().unwrap();
+    assert!(
+        packets(&m, Class::Ack) >= 6.0,
+        "the counters carried over: {}",
+        packets(&m, Class::Ack)
     );
     sg.stop(Signal::SIGTERM).unwrap();
     assert!(!lab.server.xdp_attached().unwrap());

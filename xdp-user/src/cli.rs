@@ -214,6 +214,23 @@ pub struct RunArgs {
     #[arg(long, env = "SYNGUARD_DENY_FILE", value_name = "PATH")]
     pub deny_file: Option<PathBuf>,
 
+    /// Do not pin the XDP link and maps under /sys/fs/bpf/synguard/: protection then stops
+    /// when synguard does, however it stops. By default they are pinned, so a crashed or
+    /// killed controller leaves protection running and the next start takes it over without
+    /// a gap; a clean stop (SIGINT, SIGTERM) removes everything either way.
+    #[arg(long, env = "SYNGUARD_NO_PIN")]
+    pub no_pin: bool,
+
+    /// The BPF filesystem to pin in (mounted there if it is not). /sys/fs/bpf is where
+    /// systemd and Kubernetes have it; note that `ip netns exec` remounts /sys, hiding it.
+    #[arg(
+        long,
+        default_value = "/sys/fs/bpf",
+        env = "SYNGUARD_BPFFS",
+        value_name = "DIR"
+    )]
+    pub bpffs: PathBuf,
+
     /// Where synguard records the sysctl values it changed, so that a run after a crash can
     /// restore them.
     #[arg(

@@ -63,6 +63,28 @@ impl AutoFollower {
         }
     }
 
+    /// After taking over a program a killed controller left: if it is answering a flood,
+    /// follow that flood from here (sysctl, sampling, the end in the log).
+    pub fn resume(&mut self, attachment: &Attachment, sysctls: Option<&Sysctls>) {
+        let Some(summary) = summary(attachment).filter(|s| s.under_attack) else {
+            return;
+        };
+        self.attack = Some(Attack {
+            started_ns: monotonic_ns(),
+            last: Some((Instant::now(), summary.syns)),
+            peak_pps: 0,
+            syns_at_start: Some(summary.syns),
+        });
+        if let Err(e) = self.events.reset() {
+            warn!(error = %e, "reading the sampled sources failed");
+        }
+        info!(
+            syn_rate = summary.syn_rate_pps,
+            "SYN flood in progress at takeover: answering with cookies"
+        );
+        set_syncookies(sysctls, true);
+    }
+
     pub fn events(&mut self) -> &mut AttackEvents {
         &mut self.events
     }

@@ -16,6 +16,7 @@ pub mod loader;
 pub mod maps;
 pub mod metrics;
 pub mod objects;
+pub mod pins;
 pub mod ports;
 pub mod preflight;
 pub mod run;

@@ -10,8 +10,12 @@ use std::{
 };
 
 use aya::{
-    Ebpf,
-    programs::{ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
 };
 use synguard_common::{Config, Mode, PROGRAM_NAME};
 use tracing::debug;
@@ -21,7 +25,9 @@ use crate::{
     attack::AttackEvents,
     cli::AttachMode,
     maps::{ControlMaps, ListMaps, StatsMap},
-    objects, preflight,
+    objects,
+    pins::{PINNED_MAPS, PinDir},
+    preflight,
     settings::Settings,
 };
 
@@ -33,6 +39,10 @@ pub struct Attachment {
     control: Arc<Mutex<ControlMaps>>,
     lists: Arc<Mutex<ListMaps>>,
     events: Option<AttackEvents>,
+    /// The XDP link, when pinned (otherwise the program owns it).
+    link: Option<FdLink>,
+    pins: Option<PinDir>,
+    adopted: bool,
     iface: String,
     mode: AttachMode,
     program_id: u32,
@@ -43,47 +53,146 @@ impl Attachment {
     /// (mode `off`) until [`Attachment::configure`] says otherwise: attaching can fail, and
     /// nothing else should change before it has succeeded. Never falls back to another XDP
     /// mode: the operator asked for this one.
-    pub fn attach(iface: &str, mode: AttachMode, settings: &Settings) -> Result<Self, Error> {
-        let if_index = preflight::interface_index(iface)?;
-        let mut ebpf = Ebpf::load(objects::SYNGUARD).map_err(|e| load_error(&e))?;
-        let stats = Arc::new(StatsMap::take(&mut ebpf)?);
-        let mut control = ControlMaps::take(&mut ebpf)?;
-        control.set_config(&Config {
-            mode: Mode::Off as u32,
-            ..settings.config
-        })?;
-        if let Some(ports) = &settings.ports {
-            control.set_ports(ports)?;
+    /// Loads the program and attaches it to `iface`, passing everything until `configure`.
+    /// With `pins`, its link and maps are pinned there; if a previous controller left them, the
+    /// new program takes the link over atomically and keeps the maps, their state and the
+    /// configuration in force, so protection never pauses. On failure nothing new is left
+    /// behind (an adopted program keeps running as it was).
+    pub fn attach(
+        iface: &str,
+        mode: AttachMode,
+        settings: &Settings,
+        pins: Option<PinDir>,
+    ) -> Result<Self, Error> {
+        let adopting = pins.as_ref().is_some_and(PinDir::has_link);
+        if let Some(pins) = &pins {
+            pins.create()?;
         }
-        let mut lists = ListMaps::take(&mut ebpf)?;
-        lists.load(&settings.lists)?;
-        let events = AttackEvents::take(&mut ebpf)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or_else(|| Error::Other(format!("program {PROGRAM_NAME} missing from the object")))?
-            .try_into()
-            .map_err(|e: ProgramError| Error::Other(e.to_string()))?;
-        program.load().map_err(|e| load_error(&e))?;
-        program
-            .attach_to_if_index(if_index, mode.xdp_mode())
-            .map_err(|e| attach_error(iface, mode, &e))?;
-        let program_id = program
-            .info()
-            .map(|info| info.id())
-            .map_err(|e| Error::Other(format!("reading the program's id failed: {e}")))?;
+        let attached = Self::attach_inner(iface, mode, settings, pins.as_ref(), adopting);
+        if attached.is_err()
+            && !adopting
+            && let Some(pins) = &pins
+        {
+            pins.remove();
+        }
+        let (ebpf, stats, control, lists, events, link, program_id) = attached?;
         Ok(Self {
             ebpf,
             stats,
             control: Arc::new(Mutex::new(control)),
             lists: Arc::new(Mutex::new(lists)),
             events: Some(events),
+            link,
+            pins,
+            adopted: adopting,
             iface: iface.to_string(),
             mode,
             program_id,
         })
     }
 
-    /// The program's counters; shared with the metrics collector.
+    #[allow(clippy::type_complexity)]
+    fn attach_inner(
+        iface: &str,
+        mode: AttachMode,
+        settings: &Settings,
+        pins: Option<&PinDir>,
+        adopting: bool,
+    ) -> Result<
+        (
+            Ebpf,
+            Arc<StatsMap>,
+            ControlMaps,
+            ListMaps,
+            AttackEvents,
+            Option<FdLink>,
+            u32,
+        ),
+        Error,
+    > {
+        let if_index = preflight::interface_index(iface)?;
+        let mut loader = EbpfLoader::new();
+        if let Some(pins) = pins {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, pins.map(name));
+            }
+        }
+        let mut ebpf = loader.load(objects::SYNGUARD).map_err(|e| load_error(&e))?;
+        let stats = Arc::new(StatsMap::take(&mut ebpf)?);
+        let mut control = ControlMaps::take(&mut ebpf)?;
+        let lists = ListMaps::take(&mut ebpf)?;
+        let events = AttackEvents::take(&mut ebpf)?;
+        if !adopting {
+            // A fresh attachment passes everything until `configure`; an adopted one keeps
+            // the configuration in force, which is in the maps it keeps.
+            control.set_config(&Config {
+                mode: Mode::Off as u32,
+                ..settings.config
+            })?;
+        }
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| Error::Other(format!("program {PROGRAM_NAME} missing from the object")))?
+            .try_into()
+            .map_err(|e: ProgramError| Error::Other(e.to_string()))?;
+        program.load().map_err(|e| load_error(&e))?;
+        let link_id = match pins {
+            Some(pins) if adopting => {
+                let pinned = PinnedLink::from_pin(pins.link()).map_err(|e| {
+                    Error::Other(format!(
+                        "cannot open the pinned link {}: {e}",
+                        pins.link().display()
+                    ))
+                })?;
+                let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
+                    Error::Other(format!("{} is not an XDP link: {e}", pins.link().display()))
+                })?;
+                program
+                    .attach_to_link(link)
+                    .map_err(|e| Error::Other(format!("taking over the pinned link failed: {e}")))?
+            }
+            _ => program
+                .attach_to_if_index(if_index, mode.xdp_mode())
+                .map_err(|e| attach_error(iface, mode, &e))?,
+        };
+        let program_id = program
+            .info()
+            .map(|info| info.id())
+            .map_err(|e| Error::Other(format!("reading the program's id failed: {e}")))?;
+        let link = match pins {
+            None => None,
+            Some(pins) => {
+                let link = program
+                    .take_link(link_id)
+                    .map_err(|e| Error::Other(e.to_string()))?;
+                let link = FdLink::try_from(link).map_err(|_| {
+                    Error::Other(
+                        "this kernel attached XDP by netlink, which cannot be pinned; run with \
+                         --no-pin (protection then stops when synguard does)"
+                            .to_string(),
+                    )
+                })?;
+                if adopting {
+                    Some(link)
+                } else {
+                    let pinned = link.pin(pins.link()).map_err(|e| {
+                        Error::Other(format!(
+                            "pinning the link at {} failed: {e}",
+                            pins.link().display()
+                        ))
+                    })?;
+                    Some(FdLink::from(pinned))
+                }
+            }
+        };
+        Ok((ebpf, stats, control, lists, events, link, program_id))
+    }
+
+    /// Whether this run took over a program a previous run left attached.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
     pub fn stats(&self) -> Arc<StatsMap> {
         Arc::clone(&self.stats)
     }
@@ -94,7 +203,12 @@ impl Attachment {
         if let Some(ports) = &settings.ports {
             control.set_ports(ports)?;
         }
-        control.set_config(&settings.config)
+        control.set_config(&settings.config)?;
+        drop(control);
+        self.lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .load(&settings.lists)
     }
 
     /// The allow/deny lists, for run-time changes.
@@ -126,7 +240,27 @@ impl Attachment {
     }
 
     /// Detaches the program and unloads it.
+    /// Whether the program stays attached after this process exits (its link is pinned).
+    pub fn pinned(&self) -> Option<&PinDir> {
+        self.pins.as_ref()
+    }
+
+    /// Exits leaving the program attached through its pinned link, for the next start to take
+    /// over; without pins this is `detach`.
+    pub fn leave(self) {
+        if self.pins.is_none() {
+            return self.detach();
+        }
+        drop(self.link);
+        drop(self.ebpf);
+    }
+
+    /// Detaches: removes the pins, then closes the link and the program.
     pub fn detach(self) {
+        if let Some(pins) = &self.pins {
+            pins.remove();
+        }
+        drop(self.link);
         drop(self.ebpf);
     }
 }

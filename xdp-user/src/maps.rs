@@ -149,6 +149,13 @@ impl ListMaps {
 
     /// Loads the lists; entries already there stay (use `remove` to take any off).
     pub fn load(&mut self, lists: &Lists) -> Result<(), Error> {
+        // Entries a previous run left (an adopted program keeps its maps) and that are no
+        // longer wanted go first; the rest are written over in place.
+        for (cidr, _) in self.entries()? {
+            if !lists.allow.contains(&cidr) && !lists.deny.contains(&cidr) {
+                self.remove(&cidr)?;
+            }
+        }
         for cidr in &lists.allow {
             self.insert(cidr, list::ALLOW)?;
         }

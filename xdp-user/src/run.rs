@@ -17,7 +17,9 @@ use crate::{
     cli::RunArgs,
     follow::AutoFollower,
     loader::Attachment,
-    metrics, preflight,
+    metrics,
+    pins::{InterfaceLock, PinDir},
+    preflight,
     settings::Settings,
     sysctl::{self, Sysctls},
 };
@@ -41,10 +43,29 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
         .map_err(|e| Error::Other(format!("installing the SIGINT handler failed: {e}")))?;
     let mut sigterm = signal(SignalKind::terminate())
         .map_err(|e| Error::Other(format!("installing the SIGTERM handler failed: {e}")))?;
+    let mut sigquit = signal(SignalKind::quit())
+        .map_err(|e| Error::Other(format!("installing the SIGQUIT handler failed: {e}")))?;
 
     // Attached passing everything first (attaching is what fails on a busy or unfit
     // interface); then the sysctls that make cookies valid; then the mode that sends them.
-    let mut attachment = Attachment::attach(&args.iface, args.xdp_mode, &settings)?;
+    let _lock = InterfaceLock::take(&args.state_dir, &args.iface)?;
+    let pins = PinDir::for_iface(&args.bpffs, &args.iface)?;
+    if args.no_pin && pins.has_link() {
+        return Err(Error::Other(format!(
+            "a killed synguard left its program pinned at {} and still protecting {}; run \
+             without --no-pin to take it over (or remove that directory to detach it)",
+            pins.path.display(),
+            args.iface
+        )));
+    }
+    let pins = (!args.no_pin).then_some(pins);
+    let mut attachment = Attachment::attach(&args.iface, args.xdp_mode, &settings, pins)?;
+    if attachment.adopted() {
+        info!(
+            iface = %args.iface,
+            "took over the program a previous run left attached: protection never paused"
+        );
+    }
     let sysctls = apply_sysctls(args)?;
     attachment.configure(&settings)?;
     info!(
@@ -74,6 +95,9 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
         )),
         _ => None,
     };
+    if let (true, Some(auto)) = (attachment.adopted(), follower.as_mut()) {
+        auto.resume(&attachment, sysctls.as_ref());
+    }
     let mut sample_tick = tokio::time::interval(SAMPLE_EVERY);
     let mut baseline_tick = tokio::time::interval(BASELINE_EVERY);
     // The sample tick is idle between attacks: no catching up on the ticks it missed.
@@ -86,6 +110,7 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
         let wake = tokio::select! {
             _ = sigint.recv() => Wake::Signal("SIGINT"),
             _ = sigterm.recv() => Wake::Signal("SIGTERM"),
+            _ = sigquit.recv() => Wake::Signal("SIGQUIT"),
             served = &mut server => Wake::ServerDown(
                 served.map_or_else(|e| e.to_string(), |r| r.err().map_or("no error".into(), |e| e.to_string()))
             ),
@@ -116,6 +141,20 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
 
     let iface = attachment.iface().to_string();
+    // SIGQUIT hands over: protection stays on, pinned, with its sysctls, for the next start
+    // (an upgrade, a restart) to take over without a gap.
+    if let (Ok("SIGQUIT"), Some(pins)) = (&outcome, attachment.pinned()) {
+        info!(
+            %iface,
+            pins = %pins.path.display(),
+            "left attached for the next start to take over; sysctls left as they are"
+        );
+        attachment.leave();
+        if let Some(sysctls) = sysctls {
+            sysctls.keep();
+        }
+        return Ok(());
+    }
     attachment.detach();
     info!(%iface, "detached");
     if let Some(sysctls) = sysctls {

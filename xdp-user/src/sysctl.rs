@@ -138,6 +138,11 @@ impl Sysctls {
         self.restore_all()
     }
 
+    /// Leaves the values set and the state file in place, for the next start to take over.
+    pub fn keep(mut self) {
+        self.restored = true;
+    }
+
     fn restore_all(&mut self) -> Result<(), Error> {
         if self.restored {
             return Ok(());

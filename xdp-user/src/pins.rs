@@ -1,0 +1,193 @@
+//! Pins in the BPF filesystem, so that protection outlives the controller: the XDP link and
+//! the maps of an interface live under `/sys/fs/bpf/synguard/IFACE/` (`--bpffs` moves the
+//! filesystem; in another network namespace than the first, `netns<inode>-IFACE`). A controller that dies, even by kill -9,
+//! leaves the program attached and working; the next one adopts it and swaps in its own
+//! program atomically (bpf_link_update), keeping every map and its state. A clean stop
+//! removes it all.
+//!
+//! A lock file next to the sysctl state keeps a second controller off an interface that one
+//! already runs on.
+
+use std::{
+    ffi::CString,
+    fs::{self, File},
+    io,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use synguard_common::{
+    ATTACK_MAP, AUTO_STATE_MAP, CAPS_MAP, CONFIG_MAP, EVENTS_MAP, LIST_V4_MAP, LIST_V6_MAP,
+    PORT_RATES_MAP, PORTS_MAP, SAMPLES_MAP, SKETCH_MAP, SOURCES_MAP, STAMPS_MAP, STATS_MAP,
+};
+
+use crate::Error;
+
+/// statfs(2) f_type of a BPF filesystem (include/uapi/linux/magic.h, BPF_FS_MAGIC).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The maps that carry state across a restart: all of the program's named maps.
+pub const PINNED_MAPS: [&str; 14] = [
+    STATS_MAP,
+    CONFIG_MAP,
+    PORTS_MAP,
+    AUTO_STATE_MAP,
+    ATTACK_MAP,
+    EVENTS_MAP,
+    SAMPLES_MAP,
+    PORT_RATES_MAP,
+    STAMPS_MAP,
+    CAPS_MAP,
+    LIST_V4_MAP,
+    LIST_V6_MAP,
+    SKETCH_MAP,
+    SOURCES_MAP,
+];
+
+/// One interface's pin directory.
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    pub bpffs: PathBuf,
+    pub path: PathBuf,
+}
+
+impl PinDir {
+    /// The directory for `iface` in the caller's network namespace, in the BPF filesystem at
+    /// `bpffs`.
+    pub fn for_iface(bpffs: &Path, iface: &str) -> Result<PinDir, Error> {
+        // The calling thread's namespace (a test may enter one on a thread of its own).
+        let here = netns_inode("/proc/thread-self/ns/net")?;
+        let init = netns_inode("/proc/1/ns/net").ok();
+        let name = match init {
+            Some(init) if init == here => iface.to_string(),
+            _ => format!("netns{here}-{iface}"),
+        };
+        Ok(PinDir {
+            bpffs: bpffs.to_path_buf(),
+            path: bpffs.join("synguard").join(name),
+        })
+    }
+
+    pub fn link(&self) -> PathBuf {
+        self.path.join("link")
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Whether a controller left its program attached here.
+    pub fn has_link(&self) -> bool {
+        self.link().exists()
+    }
+
+    /// Creates the directory, mounting the BPF filesystem first if nothing is mounted there
+    /// (as bpftool does).
+    pub fn create(&self) -> Result<(), Error> {
+        ensure_bpffs(&self.bpffs)?;
+        fs::create_dir_all(&self.path).map_err(|e| {
+            Error::Other(format!(
+                "cannot create the pin directory {}: {e}",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// Removes the link's and the maps' pins and the directory. The program stays attached as
+    /// long as the caller holds the link.
+    pub fn remove(&self) {
+        let _ = fs::remove_file(self.link());
+        for name in PINNED_MAPS {
+            let _ = fs::remove_file(self.map(name));
+        }
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+fn netns_inode(path: &str) -> Result<u64, Error> {
+    fs::metadata(path)
+        .map(|m| m.ino())
+        .map_err(|e| Error::Other(format!("cannot identify the network namespace: {e}")))
+}
+
+/// Mounts a BPF filesystem on `dir` unless one is there.
+pub fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
+    if is_bpffs(dir) {
+        return Ok(());
+    }
+    let fail = |e: io::Error| {
+        Error::Other(format!(
+            "the BPF filesystem is not mounted on {dir} and mounting it failed ({e}); mount it \
+             with `mount -t bpf bpf {dir}`, or run with --no-pin (then protection stops when \
+             synguard does)",
+            dir = dir.display()
+        ))
+    };
+    fs::create_dir_all(dir).map_err(fail)?;
+    let target = CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| fail(io::Error::from(io::ErrorKind::InvalidInput)))?;
+    let kind = CString::new("bpf").expect("no NUL");
+    // SAFETY: NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            kind.as_ptr(),
+            target.as_ptr(),
+            kind.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(path) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into a zeroed struct it is given.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid out pointer.
+    let rc = unsafe { libc::statfs(path.as_ptr(), &mut stat) };
+    rc == 0 && stat.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// An exclusive lock on one interface, held for the controller's life (flock(2): the kernel
+/// releases it when the process dies, however it dies).
+pub struct InterfaceLock {
+    _file: File,
+}
+
+impl InterfaceLock {
+    pub fn take(state_dir: &Path, iface: &str) -> Result<InterfaceLock, Error> {
+        let netns = netns_inode("/proc/self/ns/net")?;
+        fs::create_dir_all(state_dir).map_err(|e| {
+            Error::Other(format!(
+                "cannot create the state directory {}: {e}",
+                state_dir.display()
+            ))
+        })?;
+        let path = state_dir.join(format!("lock-netns{netns}-{iface}"));
+        let file = File::create(&path)
+            .map_err(|e| Error::Other(format!("cannot open {}: {e}", path.display())))?;
+        // SAFETY: flock on a descriptor this function owns.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(Error::Other(format!(
+                    "another synguard is already running on {iface} (it holds {}); stop it \
+                     first, or protect another interface",
+                    path.display()
+                )));
+            }
+            return Err(Error::Other(format!(
+                "cannot lock {}: {err}",
+                path.display()
+            )));
+        }
+        Ok(InterfaceLock { _file: file })
+    }
+}
