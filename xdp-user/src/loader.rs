@@ -48,6 +48,17 @@ pub struct Attachment {
     program_id: u32,
 }
 
+/// What `attach_inner` loaded and attached.
+struct Loaded {
+    ebpf: Ebpf,
+    stats: Arc<StatsMap>,
+    control: ControlMaps,
+    lists: ListMaps,
+    events: AttackEvents,
+    link: Option<FdLink>,
+    program_id: u32,
+}
+
 impl Attachment {
     /// Loads the embedded program and attaches it to `iface` in `mode`, passing everything
     /// (mode `off`) until [`Attachment::configure`] says otherwise: attaching can fail, and
@@ -75,7 +86,15 @@ impl Attachment {
         {
             pins.remove();
         }
-        let (ebpf, stats, control, lists, events, link, program_id) = attached?;
+        let Loaded {
+            ebpf,
+            stats,
+            control,
+            lists,
+            events,
+            link,
+            program_id,
+        } = attached?;
         Ok(Self {
             ebpf,
             stats,
@@ -91,25 +110,13 @@ impl Attachment {
         })
     }
 
-    #[allow(clippy::type_complexity)]
     fn attach_inner(
         iface: &str,
         mode: AttachMode,
         settings: &Settings,
         pins: Option<&PinDir>,
         adopting: bool,
-    ) -> Result<
-        (
-            Ebpf,
-            Arc<StatsMap>,
-            ControlMaps,
-            ListMaps,
-            AttackEvents,
-            Option<FdLink>,
-            u32,
-        ),
-        Error,
-    > {
+    ) -> Result<Loaded, Error> {
         let if_index = preflight::interface_index(iface)?;
         let mut loader = EbpfLoader::new();
         if let Some(pins) = pins {
@@ -185,7 +192,15 @@ impl Attachment {
                 }
             }
         };
-        Ok((ebpf, stats, control, lists, events, link, program_id))
+        Ok(Loaded {
+            ebpf,
+            stats,
+            control,
+            lists,
+            events,
+            link,
+            program_id,
+        })
     }
 
     /// Whether this run took over a program a previous run left attached.
