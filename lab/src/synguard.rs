@@ -47,9 +47,23 @@ impl Synguard {
     /// Starts `synguard run --iface <ns.iface> --metrics-addr 127.0.0.1:9477 <extra>` in `ns`
     /// and waits until it serves /healthz.
     pub fn start(ns: &Netns, extra: &[&str]) -> Result<Synguard> {
+        Self::start_with(ns, &[], extra)
+    }
+
+    /// Like `start`, through a wrapper command such as setpriv.
+    pub fn start_with(ns: &Netns, wrapper: &[&str], extra: &[&str]) -> Result<Synguard> {
         let metrics_addr: SocketAddr = "127.0.0.1:9477".parse()?;
         let log = std::env::temp_dir().join(format!("{}-synguard.log", ns.name));
-        let mut cmd = ns.command(synguard_bin()?.to_str().context("non-UTF-8 path")?);
+        let bin = synguard_bin()?;
+        let bin = bin.to_str().context("non-UTF-8 path")?;
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = ns.command(program);
+                cmd.args(rest).arg(bin);
+                cmd
+            }
+            None => ns.command(bin),
+        };
         // `ip netns exec` remounts /sys, so /sys/fs/bpf would be a plain directory in a mount
         // namespace that dies with synguard: pins go to the lab's own BPF filesystem.
         crate::netns::ensure_lab_bpffs()?;

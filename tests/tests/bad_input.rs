@@ -79,7 +79,10 @@ fn missing_privileges() {
     assert_error(
         &out,
         1,
-        &["missing CAP_BPF and CAP_NET_ADMIN", "run synguard as root"],
+        &[
+            "missing CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN",
+            "run synguard as root",
+        ],
     );
     // Root without CAP_NET_ADMIN is told about exactly that one.
     let no_net_admin = [
@@ -90,6 +93,16 @@ fn missing_privileges() {
     let out = synguard(&lab.server, &no_net_admin, &run_args(&lab, &[]));
     let message = assert_error(&out, 1, &["missing CAP_NET_ADMIN:"]);
     assert!(!message.contains("missing CAP_BPF"), "{message}");
+    assert!(!lab.server.xdp_attached().unwrap());
+    // Without CAP_PERFMON (and CAP_SYS_ADMIN, which covers it) the verifier would refuse the
+    // program with a bare EACCES; the check names the capability instead.
+    let no_perfmon = [
+        "setpriv",
+        "--inh-caps=-perfmon,-sys_admin",
+        "--bounding-set=-perfmon,-sys_admin",
+    ];
+    let out = synguard(&lab.server, &no_perfmon, &run_args(&lab, &[]));
+    assert_error(&out, 1, &["missing CAP_PERFMON:", "AmbientCapabilities"]);
     assert!(!lab.server.xdp_attached().unwrap());
 }
 

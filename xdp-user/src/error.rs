@@ -5,9 +5,10 @@ use std::{io, net::SocketAddr};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "missing {missing}: loading and attaching XDP programs needs CAP_BPF (or CAP_SYS_ADMIN) \
-         and CAP_NET_ADMIN; run synguard as root, or grant them \
-         (systemd: AmbientCapabilities=CAP_BPF CAP_NET_ADMIN)"
+        "missing {missing}: loading and attaching synguard's XDP program needs CAP_BPF, \
+         CAP_PERFMON (or CAP_SYS_ADMIN for both) and CAP_NET_ADMIN; run synguard as root, or \
+         grant them (systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN, as in \
+         deploy/synguard.service)"
     )]
     MissingCapabilities { missing: String },
 

@@ -13,15 +13,24 @@ pub fn check_capabilities() -> Result<(), Error> {
     if !has(Capability::CAP_BPF) && !has(Capability::CAP_SYS_ADMIN) {
         missing.push("CAP_BPF");
     }
+    // Without CAP_PERFMON the verifier treats the loader as unprivileged for pointer
+    // arithmetic and speculation checks (bpf_allow_ptr_leaks(), bpf_bypass_spec_v1() in
+    // include/linux/bpf.h) and rejects synguard's program with EACCES (measured:
+    // tests/tests/deploy.rs).
+    if !has(Capability::CAP_PERFMON) && !has(Capability::CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
     if !has(Capability::CAP_NET_ADMIN) {
         missing.push("CAP_NET_ADMIN");
     }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::MissingCapabilities {
-            missing: missing.join(" and "),
-        })
+    match missing.split_last() {
+        None => Ok(()),
+        Some((last, [])) => Err(Error::MissingCapabilities {
+            missing: last.to_string(),
+        }),
+        Some((last, rest)) => Err(Error::MissingCapabilities {
+            missing: format!("{} and {last}", rest.join(", ")),
+        }),
     }
 }
 

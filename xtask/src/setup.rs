@@ -35,6 +35,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("procps", "the lab: sysctl"),
     ("hping3", "traffic for the tests and the demo"),
     ("prometheus", "promtool, to check the /metrics output"),
+    (
+        "systemd",
+        "systemd-analyze, to verify deploy/synguard.service",
+    ),
+    (
+        "util-linux",
+        "setpriv, to run synguard with reduced capabilities in the tests",
+    ),
 ];
 
 const EBPF_RUSTC: &str = "/usr/bin/rustc";
@@ -103,7 +111,15 @@ fn problems() -> Result<Vec<String>> {
         if let Some(why) = bpf_linker_problem()? {
             problems.push(format!("bpf-linker: {why}"));
         }
-        for tool in ["ip", "sysctl", "tc", "hping3", "promtool", "setpriv"] {
+        for tool in [
+            "ip",
+            "sysctl",
+            "tc",
+            "hping3",
+            "promtool",
+            "setpriv",
+            "systemd-analyze",
+        ] {
             if which(tool).is_none() {
                 problems.push(format!("{tool} not found on PATH"));
             }

@@ -1,0 +1,91 @@
+//! The deployment files in `deploy/`: the systemd unit is accepted by systemd, and the
+//! capabilities it grants are enough for synguard to run and protect.
+
+use std::{net::SocketAddr, path::PathBuf, process::Command, time::Duration};
+
+use nix::sys::signal::Signal;
+use synguard_lab::{HttpServer, Lab, Synguard, run_legit_clients, synguard_bin};
+
+fn unit_text() -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/synguard.service");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The capability names in the unit's `CapabilityBoundingSet=`, as setpriv spells them.
+fn unit_capabilities() -> Vec<String> {
+    let text = unit_text();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets a bounding set");
+    line.split_whitespace()
+        .map(|cap| cap.trim_start_matches("CAP_").to_lowercase())
+        .collect()
+}
+
+#[test]
+fn systemd_accepts_the_unit() {
+    // verify checks that ExecStart exists: point it at the binary under test.
+    let unit = unit_text().replace(
+        "/usr/local/sbin/synguard",
+        synguard_bin().unwrap().to_str().unwrap(),
+    );
+    let dir = std::env::temp_dir().join(format!("synguard-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("synguard.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd; `cargo xtask setup` installs it)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
+
+#[test]
+fn the_units_capabilities_are_enough() {
+    let caps = unit_capabilities();
+    assert!(caps.contains(&"bpf".to_string()) && caps.contains(&"net_admin".to_string()));
+    let set = format!(
+        "-all,{}",
+        caps.iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let lab = Lab::new().unwrap();
+    let _http = HttpServer::start(&lab.server, 80).unwrap();
+    // Root, with only the unit's capabilities: bounding, inheritable and ambient sets.
+    let wrapper = [
+        "setpriv".to_string(),
+        format!("--bounding-set={set}"),
+        format!("--inh-caps={set}"),
+        format!("--ambient-caps={set}"),
+    ];
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let sg = Synguard::start_with(&lab.server, &wrapper, &["--mode", "cookie"]).unwrap();
+    let target: SocketAddr = (lab.server.ipv4, 80).into();
+    let clients = run_legit_clients(
+        &lab.client,
+        target,
+        20,
+        Duration::from_millis(5),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert_eq!(clients.succeeded, 20);
+    let m = sg.metrics().unwrap();
+    assert!(
+        m.sum(
+            "synguard_decisions_total",
+            &[("reason", "ack_cookie_valid")]
+        ) >= 20.0,
+        "connections came through cookies: {}",
+        sg.log()
+    );
+    let out = sg.stop(Signal::SIGTERM).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!lab.server.xdp_attached().unwrap());
+}
