@@ -43,6 +43,14 @@ impl Process {
         }
     }
 
+    /// Waits for the process to exit by itself, up to `timeout`; SIGKILL after that.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Output> {
+        let Some(child) = self.child.take() else {
+            bail!("{} was already stopped", self.name);
+        };
+        wait_bounded(child, timeout, &self.name)
+    }
+
     /// Sends `signal` and waits for the exit, up to `timeout`; SIGKILL after that.
     pub fn stop(&mut self, signal: Signal, timeout: Duration) -> Result<Output> {
         let Some(child) = self.child.take() else {

@@ -127,6 +127,11 @@ impl Synguard {
     }
 
     /// Sends `signal` and waits for synguard to exit; fails if it does not exit cleanly.
+    /// Waits for synguard to exit by itself (after `synguard detach`).
+    pub fn wait(mut self, timeout: Duration) -> Result<Output> {
+        self.process.wait(timeout)
+    }
+
     pub fn stop(mut self, signal: Signal) -> Result<Output> {
         let out = self.process.stop(signal, Duration::from_secs(10))?;
         if !out.status.success() {

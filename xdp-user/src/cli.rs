@@ -29,11 +29,88 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Attach to an interface and serve metrics until SIGINT or SIGTERM, then detach.
-    Run(RunArgs),
+    /// Attach to an interface and serve metrics until SIGINT or SIGTERM, then detach (SIGQUIT:
+    /// exit leaving protection on, for the next start to take over).
+    Run(Box<RunArgs>),
+    /// Show a running synguard's mode, attack state, rates, limits, lists and sysctls.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change tunables of a running synguard: KEY=VALUE with run's flag names, e.g.
+    /// `mode=cookie syn-rate-per-source=100 ports=80,443`. All or none are applied, from the
+    /// next packet on.
+    Set {
+        #[command(flatten)]
+        target: Target,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Add, remove or list allowed source networks of a running synguard.
+    Allow {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: ListAction,
+    },
+    /// Add, remove or list denied source networks of a running synguard.
+    Deny {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: ListAction,
+    },
+    /// Stop a running synguard cleanly: detach, remove its pins, restore the sysctls.
+    Detach {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
-#[derive(Debug, Args)]
+/// Which running synguard a verb talks to.
+#[derive(Clone, Debug, Args)]
+pub struct Target {
+    /// The interface it protects; may be left out when only one synguard runs.
+    #[arg(
+        long,
+        short = 'i',
+        env = "SYNGUARD_IFACE",
+        value_name = "IFACE",
+        global = true
+    )]
+    pub iface: Option<String>,
+
+    /// Its state directory, where its control socket is.
+    #[arg(
+        long,
+        default_value = "/run/synguard",
+        env = "SYNGUARD_STATE_DIR",
+        value_name = "DIR",
+        global = true
+    )]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum ListAction {
+    /// Add CIDRs (e.g. 192.0.2.0/24 2001:db8::/32).
+    Add {
+        #[arg(required = true, value_name = "CIDR")]
+        cidrs: Vec<Cidr>,
+    },
+    /// Remove CIDRs.
+    Del {
+        #[arg(required = true, value_name = "CIDR")]
+        cidrs: Vec<Cidr>,
+    },
+    /// Print the list, one CIDR per line.
+    List,
+}
+
+#[derive(Clone, Debug, Args)]
 pub struct RunArgs {
     /// Interface to protect, in the current network namespace (e.g. eth0).
     #[arg(long, short = 'i', env = "SYNGUARD_IFACE", value_name = "IFACE")]
@@ -279,7 +356,9 @@ mod tests {
     #[test]
     fn run_defaults_to_native_mode_and_loopback_metrics() {
         let cli = Cli::try_parse_from(["synguard", "run", "--iface", "eth0"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            unreachable!()
+        };
         assert_eq!(args.iface, "eth0");
         assert_eq!(args.xdp_mode, AttachMode::Native);
         assert_eq!(args.metrics_addr, "127.0.0.1:9477".parse().unwrap());
@@ -303,7 +382,9 @@ mod tests {
             "false",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            unreachable!()
+        };
         assert_eq!(args.mode, Mode::Cookie);
         assert!(args.ports.as_ref().unwrap().contains(8001));
         assert!(!args.cookie_timestamps);
@@ -312,7 +393,9 @@ mod tests {
     #[test]
     fn per_source_limit_flags_parse_and_default() {
         let cli = Cli::try_parse_from(["synguard", "run", "-i", "eth0"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            unreachable!()
+        };
         assert_eq!(args.syn_rate_per_source, 0);
         assert_eq!(args.syn_burst_per_source, None);
         assert_eq!((args.source_prefix_v4, args.source_prefix_v6), (32, 128));
@@ -331,7 +414,9 @@ mod tests {
             "64",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            unreachable!()
+        };
         assert_eq!(args.syn_rate_per_source, 100);
         assert_eq!(args.syn_burst_per_source, Some(20));
         assert_eq!((args.source_prefix_v4, args.source_prefix_v6), (24, 64));

@@ -37,6 +37,8 @@ struct Attack {
 }
 
 pub struct AutoFollower {
+    /// Whether `auto` mode is in force: outside it, the follower does nothing.
+    active: bool,
     events: AttackEvents,
     threshold: Threshold,
     threshold_min: u32,
@@ -48,12 +50,14 @@ pub struct AutoFollower {
 
 impl AutoFollower {
     pub fn new(
+        active: bool,
         events: AttackEvents,
         threshold: Threshold,
         threshold_min: u32,
         baseline_time_constant: Duration,
     ) -> AutoFollower {
         AutoFollower {
+            active,
             events,
             threshold,
             threshold_min,
@@ -63,9 +67,41 @@ impl AutoFollower {
         }
     }
 
-    /// After taking over a program a killed controller left: if it is answering a flood,
-    /// follow that flood from here (sysctl, sampling, the end in the log).
+    /// Follows `auto` mode from now on, or stops following it (the mode changed at run time).
+    pub fn set_active(&mut self, active: bool, attachment: &Attachment, sysctls: Option<&Sysctls>) {
+        if active == self.active {
+            return;
+        }
+        self.active = active;
+        self.attack = None;
+        if active {
+            self.resume(attachment, sysctls);
+        }
+    }
+
+    /// Takes new thresholds (set at run time).
+    pub fn retarget(&mut self, threshold: Threshold, threshold_min: u32) {
+        self.threshold = threshold;
+        self.threshold_min = threshold_min;
+    }
+
+    /// The threshold as configured (absolute or relative).
+    pub fn threshold(&self) -> Threshold {
+        self.threshold
+    }
+
+    /// The learned SYN rate, for a relative threshold.
+    pub fn baseline(&self) -> Option<f64> {
+        self.baseline.rate()
+    }
+
+    /// After taking over a program a killed controller left, or when `auto` is switched on: if
+    /// the data path is answering a flood, follow that flood from here (sysctl, sampling, the
+    /// end in the log).
     pub fn resume(&mut self, attachment: &Attachment, sysctls: Option<&Sysctls>) {
+        if !self.active {
+            return;
+        }
         let Some(summary) = summary(attachment).filter(|s| s.under_attack) else {
             return;
         };
@@ -100,6 +136,9 @@ impl AutoFollower {
         attachment: &Attachment,
         sysctls: Option<&Sysctls>,
     ) {
+        if !self.active {
+            return;
+        }
         for event in events {
             match event.kind {
                 event::START if self.attack.is_none() => {
@@ -172,7 +211,7 @@ impl AutoFollower {
 
     /// Every second: learns the baseline and moves a relative threshold with it.
     pub fn on_baseline_tick(&mut self, attachment: &Attachment) {
-        let Threshold::Relative(factor) = self.threshold else {
+        let (true, Threshold::Relative(factor)) = (self.active, self.threshold) else {
             return;
         };
         let Some(summary) = summary(attachment) else {

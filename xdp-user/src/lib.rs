@@ -9,6 +9,8 @@
 pub mod attack;
 pub mod baseline;
 pub mod cli;
+pub mod control;
+pub mod daemon;
 pub mod error;
 pub mod follow;
 pub mod lists;
@@ -22,5 +24,7 @@ pub mod preflight;
 pub mod run;
 pub mod settings;
 pub mod sysctl;
+pub mod tune;
+pub mod verbs;
 
 pub use error::Error;

@@ -3,7 +3,8 @@ use std::{io::IsTerminal, process::ExitCode};
 use clap::Parser;
 use synguard::{
     cli::{Cli, Command},
-    run,
+    control::ListKind,
+    run, verbs,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +28,11 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
+        Command::Status { target, json } => verbs::status(target, *json),
+        Command::Set { target, pairs } => verbs::set(target, pairs),
+        Command::Allow { target, action } => verbs::list(target, ListKind::Allow, action),
+        Command::Deny { target, action } => verbs::list(target, ListKind::Deny, action),
+        Command::Detach { target } => verbs::detach(target),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

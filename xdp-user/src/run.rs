@@ -1,13 +1,13 @@
 //! `synguard run`: check, configure, attach, serve metrics and follow `auto` mode until told to
 //! stop; then detach and put the sysctls back.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use synguard_common::{AttackEvent, Mode};
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
-    sync::oneshot,
+    sync::{mpsc, oneshot},
     time::MissedTickBehavior,
 };
 use tracing::{info, warn};
@@ -15,6 +15,8 @@ use tracing::{info, warn};
 use crate::{
     Error,
     cli::RunArgs,
+    control::{self, Request, Response},
+    daemon::Daemon,
     follow::AutoFollower,
     loader::Attachment,
     metrics,
@@ -79,6 +81,8 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
         program_id = attachment.program_id(),
         "attached"
     );
+    let socket = control::socket_path(&args.state_dir, &args.iface);
+    let control_listener = control::bind(&socket)?;
     let registry = metrics::registry(&attachment)?;
     info!("serving metrics on http://{}/metrics", args.metrics_addr);
 
@@ -86,27 +90,39 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
     let mut server = tokio::spawn(metrics::serve(listener, registry, async {
         let _ = server_stopped.await;
     }));
-    let mut follower = match (args.mode, attachment.take_events()) {
-        (Mode::Auto, Some(events)) => Some(AutoFollower::new(
-            events,
-            args.auto_threshold,
-            args.auto_threshold_min,
-            Duration::from_secs(args.auto_baseline_secs),
-        )),
-        _ => None,
+    let (request_tx, mut requests) = mpsc::channel::<control::Pending>(16);
+    let control_server = tokio::spawn(control::serve(control_listener, request_tx));
+    let events = attachment
+        .take_events()
+        .ok_or_else(|| Error::Other("the attack events were taken twice".into()))?;
+    let follower = AutoFollower::new(
+        args.mode == Mode::Auto,
+        events,
+        args.auto_threshold,
+        args.auto_threshold_min,
+        Duration::from_secs(args.auto_baseline_secs),
+    );
+    let mut daemon = Daemon {
+        args: args.clone(),
+        attachment,
+        sysctls,
+        follower,
+        started: Instant::now(),
     };
-    if let (true, Some(auto)) = (attachment.adopted(), follower.as_mut()) {
-        auto.resume(&attachment, sysctls.as_ref());
+    if daemon.attachment.adopted() {
+        daemon
+            .follower
+            .resume(&daemon.attachment, daemon.sysctls.as_ref());
     }
     let mut sample_tick = tokio::time::interval(SAMPLE_EVERY);
     let mut baseline_tick = tokio::time::interval(BASELINE_EVERY);
     // The sample tick is idle between attacks: no catching up on the ticks it missed.
     sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     baseline_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let attacked = |f: &Option<AutoFollower>| f.as_ref().is_some_and(AutoFollower::attacked);
     let outcome = loop {
         // What woke the loop is decided first and acted on after, so that the arms' futures
         // (one of which borrows the follower) are gone when it acts.
+        let attacked = daemon.follower.attacked();
         let wake = tokio::select! {
             _ = sigint.recv() => Wake::Signal("SIGINT"),
             _ = sigterm.recv() => Wake::Signal("SIGTERM"),
@@ -114,32 +130,41 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
             served = &mut server => Wake::ServerDown(
                 served.map_or_else(|e| e.to_string(), |r| r.err().map_or("no error".into(), |e| e.to_string()))
             ),
-            events = next_events(&mut follower) => Wake::Events(events),
-            _ = sample_tick.tick(), if attacked(&follower) => Wake::Sample,
-            _ = baseline_tick.tick(), if follower.is_some() => Wake::Baseline,
+            Some((request, reply)) = requests.recv() => Wake::Control(request, reply),
+            events = daemon.follower.events().next() => Wake::Events(events),
+            _ = sample_tick.tick(), if attacked => Wake::Sample,
+            _ = baseline_tick.tick() => Wake::Baseline,
         };
-        let Some(auto) = follower.as_mut() else {
-            match wake {
-                Wake::Signal(signal) => break Ok(signal),
-                Wake::ServerDown(why) => break Err(server_down(&why)),
-                _ => continue,
-            }
-        };
+        let (attachment, sysctls) = (&daemon.attachment, daemon.sysctls.as_ref());
         match wake {
             Wake::Signal(signal) => break Ok(signal),
             Wake::ServerDown(why) => break Err(server_down(&why)),
-            Wake::Events(Ok(events)) => auto.on_events(&events, &attachment, sysctls.as_ref()),
+            Wake::Control(Request::Detach, reply) => {
+                let _ = reply.send(Response::ok(serde_json::json!({"detached": true})));
+                break Ok("a detach request");
+            }
+            Wake::Control(request, reply) => {
+                let _ = reply.send(daemon.handle(request));
+            }
+            Wake::Events(Ok(events)) => daemon.follower.on_events(&events, attachment, sysctls),
             Wake::Events(Err(e)) => warn!(error = %e, "reading attack events failed"),
-            Wake::Sample => auto.on_sample_tick(&attachment, sysctls.as_ref()),
-            Wake::Baseline => auto.on_baseline_tick(&attachment),
+            Wake::Sample => daemon.follower.on_sample_tick(attachment, sysctls),
+            Wake::Baseline => daemon.follower.on_baseline_tick(attachment),
         }
     };
     if let Ok(signal) = &outcome {
         info!(signal, "shutting down");
     }
+    control_server.abort();
+    let _ = std::fs::remove_file(&socket);
     let _ = stop_server.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
 
+    let Daemon {
+        attachment,
+        sysctls,
+        ..
+    } = daemon;
     let iface = attachment.iface().to_string();
     // SIGQUIT hands over: protection stays on, pinned, with its sysctls, for the next start
     // (an upgrade, a restart) to take over without a gap.
@@ -164,7 +189,7 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
 }
 
 /// Sets what the mode needs, after recording the previous values.
-fn apply_sysctls(args: &RunArgs) -> Result<Option<Sysctls>, Error> {
+pub(crate) fn apply_sysctls(args: &RunArgs) -> Result<Option<Sysctls>, Error> {
     let sends_cookies = matches!(args.mode, Mode::Cookie | Mode::Auto);
     if !sends_cookies {
         return Ok(None);
@@ -196,16 +221,9 @@ enum Wake {
     Signal(&'static str),
     ServerDown(String),
     Events(Result<Vec<AttackEvent>, Error>),
+    Control(Request, oneshot::Sender<Response>),
     Sample,
     Baseline,
-}
-
-/// The data path's next attack events; never, outside `auto` mode.
-async fn next_events(follower: &mut Option<AutoFollower>) -> Result<Vec<AttackEvent>, Error> {
-    match follower {
-        Some(follower) => follower.events().next().await,
-        None => std::future::pending().await,
-    }
 }
 
 fn server_down(why: &str) -> Error {

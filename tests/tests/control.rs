@@ -1,0 +1,210 @@
+//! The control API and its CLI verbs, end to end, against a running synguard while a spoofed
+//! flood is in progress: every change applies from the next packet on, and legitimate
+//! clients, running all along, lose nothing.
+
+use std::{net::SocketAddr, process::Output, thread, time::Duration};
+
+use serde_json::Value;
+use synguard_common::Reason;
+use synguard_lab::{
+    HttpServer, Lab, SynShape, Synguard, run_bounded, run_legit_clients, syn_flood, synguard_bin,
+};
+
+const PORT: u16 = 80;
+
+fn verb(iface: &str, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(synguard_bin().unwrap());
+    cmd.args(args).args(["--iface", iface]);
+    run_bounded(&mut cmd, Duration::from_secs(20)).unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A refused verb: exit 1 and one `synguard: error:` line containing `needle`.
+fn refused(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("synguard: error: ") && stderr.contains(needle),
+        "{needle:?} missing: {stderr}"
+    );
+}
+
+fn status(iface: &str) -> Value {
+    serde_json::from_str(&ok(&verb(iface, &["status", "--json"]))).unwrap()
+}
+
+#[test]
+fn every_verb_works_on_a_running_daemon_during_a_flood() {
+    let lab = Lab::new().unwrap();
+    let _http = HttpServer::start(&lab.server, PORT).unwrap();
+    let sg = Synguard::start(&lab.server, &["--mode", "monitor"]).unwrap();
+    let iface = lab.server.iface.clone();
+    let target: SocketAddr = (lab.server.ipv4, PORT).into();
+    let decisions = |reason: Reason| {
+        sg.metrics()
+            .unwrap()
+            .sum("synguard_decisions_total", &[("reason", reason.name())])
+    };
+
+    let s = status(&iface);
+    assert_eq!(s["mode"], "monitor");
+    assert_eq!(s["iface"], iface.as_str());
+    assert_eq!(s["lists"]["allow"], 0);
+    let text = ok(&verb(&iface, &["status"]));
+    assert!(text.contains("mode        monitor"), "{text}");
+
+    thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            syn_flood(
+                &lab,
+                PORT,
+                50_000 * 8,
+                Some(50_000),
+                SynShape::Bare,
+                Duration::from_secs(30),
+            )
+            .unwrap()
+        });
+        // Legit clients all along, every change made while they run.
+        let legit = scope.spawn(|| {
+            run_legit_clients(
+                &lab.client,
+                target,
+                1_000,
+                Duration::from_millis(5),
+                Duration::from_secs(1),
+            )
+            .unwrap()
+        });
+        thread::sleep(Duration::from_millis(300));
+
+        // Monitor -> cookie: answered from XDP from now on, and the sysctl follows.
+        let before = decisions(Reason::CookieRaw);
+        ok(&verb(&iface, &["set", "mode=cookie"]));
+        assert_eq!(status(&iface)["mode"], "cookie");
+        assert_eq!(lab.server.sysctl("net.ipv4.tcp_syncookies").unwrap(), "2");
+        thread::sleep(Duration::from_millis(200));
+        assert!(decisions(Reason::CookieRaw) > before + 1_000.0);
+
+        // Limits and thresholds.
+        ok(&verb(
+            &iface,
+            &[
+                "set",
+                "syn-rate-per-source=500",
+                "syn_burst_per_source=50",
+                "max-synack-rate=200000",
+                "auto-threshold=8x",
+            ],
+        ));
+        let s = status(&iface);
+        assert_eq!(s["limits"]["syn_rate_per_source"], 500);
+        assert_eq!(s["limits"]["syn_burst_per_source"], 50);
+        assert_eq!(s["limits"]["max_synack_rate"], 200_000);
+        assert_eq!(s["auto"]["threshold"], "8x");
+
+        // Deny the flood's range: its SYNs are dropped from the next packet on; the legit
+        // client (198.18.0.2) is not in it.
+        let before = decisions(Reason::ListDenied);
+        ok(&verb(&iface, &["deny", "add", "198.18.128.0/17"]));
+        thread::sleep(Duration::from_millis(200));
+        assert!(decisions(Reason::ListDenied) > before + 1_000.0);
+        ok(&verb(
+            &iface,
+            &["allow", "add", "198.18.0.2/32", "fd00:198:18::2/128"],
+        ));
+        assert_eq!(
+            ok(&verb(&iface, &["allow", "list"]))
+                .lines()
+                .collect::<Vec<_>>(),
+            ["198.18.0.2/32", "fd00:198:18::2/128"]
+        );
+        assert_eq!(status(&iface)["lists"]["deny"], 1);
+        ok(&verb(&iface, &["deny", "del", "198.18.128.0/17"]));
+        ok(&verb(&iface, &["allow", "del", "fd00:198:18::2/128"]));
+        assert_eq!(
+            ok(&verb(&iface, &["allow", "list"])).trim(),
+            "198.18.0.2/32"
+        );
+
+        // Refused whole, each with its reason, and nothing changed.
+        let before = status(&iface);
+        refused(
+            &verb(&iface, &["set", "colour=blue"]),
+            "unknown or fixed key 'colour'",
+        );
+        refused(
+            &verb(&iface, &["set", "iface=eth9"]),
+            "unknown or fixed key 'iface'",
+        );
+        refused(
+            &verb(&iface, &["set", "mode=off", "source-prefix-v4=33"]),
+            "33",
+        );
+        refused(&verb(&iface, &["set", "mode=fast"]), "'fast' is not a mode");
+        refused(
+            &verb(&iface, &["deny", "add", "198.18.0.2/32"]),
+            "on the allow list",
+        );
+        refused(
+            &verb(&iface, &["allow", "del", "192.0.2.0/24"]),
+            "not on the allow list",
+        );
+        let bad_cidr = verb(&iface, &["deny", "add", "198.18.0.1/16"]);
+        assert_eq!(
+            bad_cidr.status.code(),
+            Some(2),
+            "a malformed CIDR is a usage error"
+        );
+        let after = status(&iface);
+        for key in ["mode", "limits", "lists", "auto"] {
+            assert_eq!(
+                before[key], after[key],
+                "{key} changed by a refused request"
+            );
+        }
+
+        let legit = legit.join().unwrap();
+        let flood = flood.join().unwrap();
+        assert!(flood.rate() >= 40_000.0, "{flood:?}");
+        assert_eq!(
+            legit.succeeded, legit.attempted,
+            "legit requests during the changes: {:?}",
+            legit.first_error
+        );
+    });
+
+    // Detach: the daemon exits, the interface is clean, the sysctls are back.
+    ok(&verb(&iface, &["detach"]));
+    let out = sg.wait(Duration::from_secs(10)).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!lab.server.xdp_attached().unwrap());
+    refused(&verb(&iface, &["status"]), "no synguard is running");
+}
+
+#[test]
+fn the_control_socket_is_for_root_and_its_group() {
+    let lab = Lab::new().unwrap();
+    let sg = Synguard::start(&lab.server, &["--mode", "monitor"]).unwrap();
+    let socket = format!("/run/synguard/control-{}.sock", lab.server.iface);
+    let mode = std::fs::metadata(&socket).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o660);
+    // An unprivileged user cannot talk to it.
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(synguard_bin().unwrap())
+        .args(["status", "--iface", &lab.server.iface]);
+    let out = run_bounded(&mut cmd, Duration::from_secs(10)).unwrap();
+    refused(&out, "permission denied");
+    sg.stop(nix::sys::signal::Signal::SIGTERM).unwrap();
+}
