@@ -68,6 +68,9 @@ impl Synguard {
         // namespace that dies with synguard: pins go to the lab's own BPF filesystem.
         crate::netns::ensure_lab_bpffs()?;
         cmd.env("SYNGUARD_BPFFS", crate::netns::LAB_BPFFS);
+        // A machine's own /etc/synguard/synguard.toml must not change what a test runs; a
+        // test that wants a file names it with --config, which wins.
+        cmd.env("SYNGUARD_CONFIG", "/dev/null");
         cmd.args([
             "run",
             "--iface",
@@ -127,6 +130,15 @@ impl Synguard {
     }
 
     /// Sends `signal` and waits for synguard to exit; fails if it does not exit cleanly.
+    /// Sends `signal` and leaves it running (SIGHUP).
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.process.pid() as i32),
+            signal,
+        )?;
+        Ok(())
+    }
+
     /// Waits for synguard to exit by itself (after `synguard detach`).
     pub fn wait(mut self, timeout: Duration) -> Result<Output> {
         self.process.wait(timeout)

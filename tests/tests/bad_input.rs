@@ -20,7 +20,7 @@ fn synguard(ns: &Netns, wrapper: &[&str], args: &[&str]) -> Output {
         }
         None => ns.command(bin.to_str().unwrap()),
     };
-    cmd.args(args);
+    cmd.args(args).env("SYNGUARD_CONFIG", "/dev/null");
     run_bounded(&mut cmd, Duration::from_secs(20)).unwrap()
 }
 

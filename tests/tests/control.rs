@@ -18,6 +18,13 @@ fn verb(iface: &str, args: &[&str]) -> Output {
     run_bounded(&mut cmd, Duration::from_secs(20)).unwrap()
 }
 
+/// The binary with `args` alone (no --iface).
+fn plain(args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(synguard_bin().unwrap());
+    cmd.args(args);
+    run_bounded(&mut cmd, Duration::from_secs(20)).unwrap()
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -207,4 +214,95 @@ fn the_control_socket_is_for_root_and_its_group() {
     let out = run_bounded(&mut cmd, Duration::from_secs(10)).unwrap();
     refused(&out, "permission denied");
     sg.stop(nix::sys::signal::Signal::SIGTERM).unwrap();
+}
+
+/// Polls `status --json` until `check` holds, for up to 3 s.
+fn status_until(iface: &str, check: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..60 {
+        let s = status(iface);
+        if check(&s) {
+            return s;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    status(iface)
+}
+
+#[test]
+fn the_config_file_is_checked_loaded_and_reloaded_on_sighup() {
+    use nix::sys::signal::Signal;
+
+    let lab = Lab::new().unwrap();
+    let iface = lab.server.iface.clone();
+    let dir = std::env::temp_dir().join(format!("{}-config", lab.server.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("synguard.toml");
+    let path = file.to_str().unwrap().to_string();
+    let write = |text: &str| std::fs::write(&file, text).unwrap();
+
+    // check-config: the first problem, exit 1; a good file, exit 0.
+    write("mode = \"fast\"\n");
+    let out = plain(&["check-config", &path]);
+    refused(&out, "key 'mode': invalid value 'fast'");
+    write(&format!(
+        "# synguard\niface = \"{iface}\"\nmode = \"monitor\"\nallow = [\"198.18.0.9/32\"]\n"
+    ));
+    let out = ok(&plain(&["check-config", &path]));
+    assert!(out.contains("OK, 3 settings"), "{out}");
+
+    // A bad file stops a start before anything changes.
+    std::fs::write(dir.join("bad.toml"), "colour = \"blue\"\n").unwrap();
+    let bad = dir.join("bad.toml");
+    let mut cmd = lab
+        .server
+        .command(synguard_bin().unwrap().to_str().unwrap());
+    cmd.args(["run", "--config", bad.to_str().unwrap(), "--iface", &iface]);
+    let out = run_bounded(&mut cmd, Duration::from_secs(10)).unwrap();
+    refused(&out, "unknown key 'colour'");
+    assert!(!lab.server.xdp_attached().unwrap());
+
+    let sg = Synguard::start(&lab.server, &["--config", &path]).unwrap();
+    let s = status(&iface);
+    assert_eq!(
+        (s["mode"].as_str(), s["lists"]["allow"].as_u64()),
+        (Some("monitor"), Some(1))
+    );
+
+    // SIGHUP: the new file is in force.
+    write(&format!(
+        "iface = \"{iface}\"\nmode = \"cookie\"\nsyn-rate-per-source = 300\n\
+         deny = [\"198.18.200.0/24\"]\n"
+    ));
+    sg.signal(Signal::SIGHUP).unwrap();
+    let s = status_until(&iface, |s| s["mode"] == "cookie");
+    assert_eq!(s["mode"], "cookie", "{}", sg.log());
+    assert_eq!(s["limits"]["syn_rate_per_source"], 300);
+    assert_eq!(
+        (s["lists"]["allow"].as_u64(), s["lists"]["deny"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(lab.server.sysctl("net.ipv4.tcp_syncookies").unwrap(), "2");
+
+    // A malformed file, or one that changes what needs a restart: refused whole, logged.
+    for (text, reason) in [
+        ("mode = ".to_string(), "malformed TOML"),
+        (
+            format!("iface = \"{iface}\"\nmode = \"off\"\nxdp-mode = \"skb\"\n"),
+            "'xdp-mode' changed",
+        ),
+    ] {
+        write(&text);
+        sg.signal(Signal::SIGHUP).unwrap();
+        thread::sleep(Duration::from_millis(300));
+        let log = sg.log();
+        assert!(
+            log.contains("configuration reload refused") && log.contains(reason),
+            "{reason}: {log}"
+        );
+        let s = status(&iface);
+        assert_eq!(s["mode"], "cookie", "the running configuration stays");
+        assert_eq!(s["lists"]["deny"], 1);
+    }
+    sg.stop(Signal::SIGTERM).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -63,6 +63,12 @@ pub enum Command {
         #[command(subcommand)]
         action: ListAction,
     },
+    /// Check a configuration file without touching anything: TOML syntax, known keys, and
+    /// every value. Exits 1 with the first problem.
+    CheckConfig {
+        /// The file, e.g. /etc/synguard/synguard.toml.
+        file: PathBuf,
+    },
     /// Stop a running synguard cleanly: detach, remove its pins, restore the sysctls.
     Detach {
         #[command(flatten)]
@@ -112,6 +118,17 @@ pub enum ListAction {
 
 #[derive(Clone, Debug, Args)]
 pub struct RunArgs {
+    /// A TOML file of settings, keyed by these flags' names (e.g. `mode = "cookie"`,
+    /// `allow = ["192.0.2.0/24"]`). Flags and environment variables win over it. The default
+    /// file may be missing; a named one may not. SIGHUP reloads it.
+    #[arg(
+        long,
+        default_value = crate::config_file::DEFAULT_PATH,
+        env = "SYNGUARD_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+
     /// Interface to protect, in the current network namespace (e.g. eth0).
     #[arg(long, short = 'i', env = "SYNGUARD_IFACE", value_name = "IFACE")]
     pub iface: String,

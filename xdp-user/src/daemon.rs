@@ -123,6 +123,37 @@ impl Daemon {
     /// Applies `KEY=VALUE` pairs, all or none.
     fn set(&mut self, pairs: &[String]) -> Result<Value, Error> {
         let tuned = tune::apply(&self.args, pairs)?;
+        self.apply(tuned, &pairs.join(" "), false)?;
+        Ok(json!({ "changed": pairs }))
+    }
+
+    /// Takes a reloaded configuration (SIGHUP), all or nothing: the settings that need a
+    /// restart must not have changed.
+    pub fn reload(&mut self, new: RunArgs) -> Result<(), Error> {
+        let old = &self.args;
+        let fixed = [
+            ("iface", old.iface != new.iface),
+            ("xdp-mode", old.xdp_mode != new.xdp_mode),
+            ("metrics-addr", old.metrics_addr != new.metrics_addr),
+            ("state-dir", old.state_dir != new.state_dir),
+            ("no-pin", old.no_pin != new.no_pin),
+            ("bpffs", old.bpffs != new.bpffs),
+            (
+                "cookie-timestamps",
+                old.cookie_timestamps != new.cookie_timestamps,
+            ),
+        ];
+        if let Some((key, _)) = fixed.iter().find(|(_, changed)| *changed) {
+            return Err(Error::Other(format!(
+                "'{key}' changed; it takes a restart of synguard to apply"
+            )));
+        }
+        self.apply(new, "reloaded from the config file", true)
+    }
+
+    /// Puts `tuned` in force: sysctls for the mode, the data path's configuration and ports,
+    /// `auto`'s follower, and with `lists`, the allow/deny lists as `tuned` gives them.
+    fn apply(&mut self, tuned: RunArgs, what: &str, lists: bool) -> Result<(), Error> {
         let mut settings = Settings::derive(&tuned)?;
         let control = self.attachment.control();
         let mut control = control.lock().unwrap_or_else(|e| e.into_inner());
@@ -131,7 +162,9 @@ impl Daemon {
         // verbs), and a relative threshold's learned value (the follower moves it).
         let config = &mut settings.config;
         config.sketch_seed = current.sketch_seed;
-        config.flags = (config.flags & !flags::LISTS) | (current.flags & flags::LISTS);
+        if !lists {
+            config.flags = (config.flags & !flags::LISTS) | (current.flags & flags::LISTS);
+        }
         if matches!(tuned.auto_threshold, Threshold::Relative(_))
             && matches!(self.args.auto_threshold, Threshold::Relative(_))
         {
@@ -157,6 +190,14 @@ impl Daemon {
         if let Some(ports) = &settings.ports {
             control.set_ports(ports)?;
         }
+        if lists {
+            // Entries to keep are written over in place: no packet sees them missing.
+            self.attachment
+                .lists()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .load(&settings.lists)?;
+        }
         control.set_config(&settings.config)?;
         drop(control);
         if !sends(tuned.mode)
@@ -171,9 +212,9 @@ impl Daemon {
             &self.attachment,
             self.sysctls.as_ref(),
         );
-        info!(changes = %pairs.join(" "), "settings changed");
+        info!(changes = %what, "settings changed");
         self.args = tuned;
-        Ok(json!({ "changed": pairs }))
+        Ok(())
     }
 
     fn list_show(&self, kind: ListKind) -> Result<Value, Error> {

@@ -9,6 +9,7 @@
 pub mod attack;
 pub mod baseline;
 pub mod cli;
+pub mod config_file;
 pub mod control;
 pub mod daemon;
 pub mod error;

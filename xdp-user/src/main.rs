@@ -1,15 +1,23 @@
 use std::{io::IsTerminal, process::ExitCode};
 
-use clap::Parser;
 use synguard::{
-    cli::{Cli, Command},
+    cli::Command,
+    config_file::{self, ParseError},
     control::ListKind,
     run, verbs,
 };
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The config file's values are the defaults of `run`'s flags (config_file.rs).
+    let cli = match config_file::parse_cli(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(ParseError::Usage(e)) => e.exit(),
+        Err(ParseError::Config(e)) => {
+            eprintln!("synguard: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -33,6 +41,9 @@ fn main() -> ExitCode {
         Command::Allow { target, action } => verbs::list(target, ListKind::Allow, action),
         Command::Deny { target, action } => verbs::list(target, ListKind::Deny, action),
         Command::Detach { target } => verbs::detach(target),
+        Command::CheckConfig { file } => config_file::read(file, true).map(|settings| {
+            println!("{}: OK, {} settings", file.display(), settings.len());
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,10 @@
 //! `synguard run`: check, configure, attach, serve metrics and follow `auto` mode until told to
 //! stop; then detach and put the sysctls back.
 
-use std::time::{Duration, Instant};
+use std::{
+    ffi::OsString,
+    time::{Duration, Instant},
+};
 
 use synguard_common::{AttackEvent, Mode};
 use tokio::{
@@ -15,6 +18,7 @@ use tracing::{info, warn};
 use crate::{
     Error,
     cli::RunArgs,
+    config_file,
     control::{self, Request, Response},
     daemon::Daemon,
     follow::AutoFollower,
@@ -47,6 +51,8 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
         .map_err(|e| Error::Other(format!("installing the SIGTERM handler failed: {e}")))?;
     let mut sigquit = signal(SignalKind::quit())
         .map_err(|e| Error::Other(format!("installing the SIGQUIT handler failed: {e}")))?;
+    let mut sighup = signal(SignalKind::hangup())
+        .map_err(|e| Error::Other(format!("installing the SIGHUP handler failed: {e}")))?;
 
     // Attached passing everything first (attaching is what fails on a busy or unfit
     // interface); then the sysctls that make cookies valid; then the mode that sends them.
@@ -127,6 +133,7 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
             _ = sigint.recv() => Wake::Signal("SIGINT"),
             _ = sigterm.recv() => Wake::Signal("SIGTERM"),
             _ = sigquit.recv() => Wake::Signal("SIGQUIT"),
+            _ = sighup.recv() => Wake::Reload,
             served = &mut server => Wake::ServerDown(
                 served.map_or_else(|e| e.to_string(), |r| r.err().map_or("no error".into(), |e| e.to_string()))
             ),
@@ -150,6 +157,7 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
             Wake::Events(Err(e)) => warn!(error = %e, "reading attack events failed"),
             Wake::Sample => daemon.follower.on_sample_tick(attachment, sysctls),
             Wake::Baseline => daemon.follower.on_baseline_tick(attachment),
+            Wake::Reload => reload(&mut daemon),
         }
     };
     if let Ok(signal) = &outcome {
@@ -222,8 +230,27 @@ enum Wake {
     ServerDown(String),
     Events(Result<Vec<AttackEvent>, Error>),
     Control(Request, oneshot::Sender<Response>),
+    Reload,
     Sample,
     Baseline,
+}
+
+/// SIGHUP: reads the config file again, with the command line and environment over it as at
+/// start. A bad file changes nothing.
+fn reload(daemon: &mut Daemon) {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let (path, required) = config_file::config_path(&argv);
+    let result = config_file::read(&path, required)
+        .and_then(|settings| config_file::run_args(&argv, &settings))
+        .and_then(|args| daemon.reload(args));
+    match result {
+        Ok(()) => info!(file = %path.display(), "configuration reloaded"),
+        Err(e) => warn!(
+            file = %path.display(),
+            error = %e,
+            "configuration reload refused; the running configuration stays in force"
+        ),
+    }
 }
 
 fn server_down(why: &str) -> Error {

@@ -1,0 +1,277 @@
+//! The TOML configuration file (`--config`, default /etc/synguard/synguard.toml). Its keys are
+//! `run`'s flag names (`mode = "cookie"`, `syn-rate-per-source = 100`, `allow = ["..."]`), and
+//! its values go through the very parsers the flags use. Precedence: flag, then environment,
+//! then file, then default: the file's values become the flags' defaults.
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+};
+
+use clap::{Args, Command, CommandFactory, FromArgMatches};
+
+use crate::{
+    Error,
+    cli::{Cli, RunArgs},
+};
+
+pub const DEFAULT_PATH: &str = "/etc/synguard/synguard.toml";
+
+/// One setting from the file: the flag's name and its value(s), as text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setting {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+/// Why the command line could not be parsed.
+pub enum ParseError {
+    /// clap's own error (usage, --help, --version), to be printed by clap.
+    Usage(clap::Error),
+    /// The configuration file is unreadable or invalid.
+    Config(Error),
+}
+
+/// The config file `argv` (or the environment) names, and whether it was named at all (the
+/// default file may be absent; a named one may not).
+pub fn config_path(argv: &[OsString]) -> (PathBuf, bool) {
+    let mut args = argv.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        if arg == "--config" {
+            if let Some(path) = args.next() {
+                return (PathBuf::from(path), true);
+            }
+        } else if let Some(path) = arg.strip_prefix("--config=") {
+            return (PathBuf::from(path), true);
+        }
+    }
+    match std::env::var_os("SYNGUARD_CONFIG") {
+        Some(path) => (PathBuf::from(path), true),
+        None => (PathBuf::from(DEFAULT_PATH), false),
+    }
+}
+
+/// Reads and checks a config file: TOML syntax, known keys, and every value against its
+/// flag's parser.
+pub fn read(path: &Path, required: bool) -> Result<Vec<Setting>, Error> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Other(format!(
+                "cannot read the config file {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let settings = parse(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    validate(&settings).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    Ok(settings)
+}
+
+/// The settings of a config file's text, keys checked, values not yet.
+pub fn parse(text: &str) -> Result<Vec<Setting>, String> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("malformed TOML: {}", e.to_string().trim()))?;
+    let known = file_keys();
+    let mut settings = Vec::new();
+    for (key, value) in table {
+        let name = key.replace('_', "-");
+        if !known.contains(&name) {
+            return Err(format!(
+                "unknown key '{key}'; known keys: {}",
+                known.join(", ")
+            ));
+        }
+        let scalar = |value: &toml::Value| match value {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(n) => Ok(n.to_string()),
+            toml::Value::Float(x) => Ok(x.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            other => Err(format!(
+                "'{key}' must be a string, number or boolean, not {}",
+                other.type_str()
+            )),
+        };
+        let values = match &value {
+            toml::Value::Array(items) => items.iter().map(scalar).collect::<Result<_, _>>()?,
+            other => vec![scalar(other)?],
+        };
+        settings.push(Setting { key: name, values });
+    }
+    Ok(settings)
+}
+
+/// `run`'s flags that a file may set: all but `--config` itself.
+fn file_keys() -> Vec<String> {
+    RunArgs::augment_args(Command::new("run"))
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|long| *long != "config")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Checks every value with its flag's parser, as if given on the command line alone.
+fn validate(settings: &[Setting]) -> Result<(), String> {
+    let command = RunArgs::augment_args(Command::new("run"))
+        .no_binary_name(true)
+        .mut_args(|arg| arg.required(false).default_value(None).env(None));
+    for setting in settings {
+        let flag = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(setting.key.as_str()))
+            .expect("known key");
+        let mut argv = Vec::new();
+        if flag.get_action().takes_values() {
+            for value in &setting.values {
+                argv.push(format!("--{}", setting.key));
+                argv.push(value.clone());
+            }
+        } else {
+            // A switch (--no-pin): true sets it, false leaves it off.
+            match setting.values.as_slice() {
+                [v] if v == "true" => argv.push(format!("--{}", setting.key)),
+                [v] if v == "false" => {}
+                _ => return Err(format!("'{}' must be true or false", setting.key)),
+            }
+        }
+        command.clone().try_get_matches_from(&argv).map_err(|e| {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            format!(
+                "key '{}': {}",
+                setting.key,
+                first.trim_start_matches("error: ")
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Parses the command line, with the config file's values as the defaults of `run`'s flags.
+pub fn parse_cli(argv: Vec<OsString>) -> Result<Cli, ParseError> {
+    let is_run = argv.get(1).is_some_and(|a| a == "run");
+    let mut command = Cli::command();
+    if is_run {
+        let (path, required) = config_path(&argv);
+        let settings = read(&path, required).map_err(ParseError::Config)?;
+        command = command.mut_subcommand("run", |run| with_defaults(run, &settings));
+    }
+    let matches = command
+        .try_get_matches_from(argv)
+        .map_err(ParseError::Usage)?;
+    Cli::from_arg_matches(&matches).map_err(ParseError::Usage)
+}
+
+/// `run`'s arguments as the command line and environment give them, over `settings`.
+pub fn run_args(argv: &[OsString], settings: &[Setting]) -> Result<RunArgs, Error> {
+    let command = Cli::command().mut_subcommand("run", |run| with_defaults(run, settings));
+    let matches = command.try_get_matches_from(argv).map_err(|e| {
+        Error::Other(
+            e.render()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    })?;
+    match Cli::from_arg_matches(&matches)
+        .map_err(|e| Error::Other(e.to_string()))?
+        .command
+    {
+        crate::cli::Command::Run(args) => Ok(*args),
+        _ => Err(Error::Other("not a run command line".into())),
+    }
+}
+
+fn with_defaults(mut run: Command, settings: &[Setting]) -> Command {
+    for setting in settings {
+        let Some(id) = run
+            .get_arguments()
+            .find(|a| a.get_long() == Some(setting.key.as_str()))
+            .map(|a| a.get_id().clone())
+        else {
+            continue;
+        };
+        let values = setting.values.clone();
+        run = run.mut_arg(id, |arg| {
+            let arg = arg.required(false);
+            if arg.get_action().takes_values() {
+                arg.default_values(values)
+            } else {
+                arg.default_value(if values == ["true"] { "true" } else { "false" })
+            }
+        });
+    }
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn files_parse_and_are_checked_value_by_value() {
+        let settings = parse(
+            "iface = \"eth0\"\nmode = \"cookie\"\nsyn_rate_per_source = 100\n\
+             allow = [\"192.0.2.0/24\", \"2001:db8::/32\"]\nno-pin = true\n",
+        )
+        .unwrap();
+        assert_eq!(settings.len(), 5);
+        validate(&settings).unwrap();
+        for (text, needle) in [
+            ("mode = ", "malformed TOML"),
+            ("colour = \"blue\"", "unknown key 'colour'"),
+            ("config = \"/x\"", "unknown key 'config'"),
+            ("mode = \"fast\"", "key 'mode': invalid value 'fast'"),
+            ("source-prefix-v4 = 33", "key 'source-prefix-v4'"),
+            ("allow = [\"198.18.0.1/16\"]", "host bits"),
+            ("ports = \"90-80\"", "runs backwards"),
+            ("no-pin = \"maybe\"", "true or false"),
+            ("mode = { a = 1 }", "must be a string"),
+        ] {
+            let err = parse(text).and_then(|s| validate(&s)).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let settings = parse("iface = \"eth0\"\nmode = \"cookie\"\nauto-hold-ms = 500\n").unwrap();
+        let args = run_args(&argv(&["synguard", "run"]), &settings).unwrap();
+        assert_eq!((args.iface.as_str(), args.mode.name()), ("eth0", "cookie"));
+        assert_eq!(args.auto_hold_ms, 500);
+        assert_eq!(args.auto_threshold_min, 1000, "default");
+        let args = run_args(&argv(&["synguard", "run", "--mode", "monitor"]), &settings).unwrap();
+        assert_eq!(args.mode.name(), "monitor", "the flag wins");
+        assert_eq!(args.iface, "eth0");
+    }
+
+    #[test]
+    fn the_config_path_comes_from_the_flag_or_the_default() {
+        assert_eq!(
+            config_path(&argv(&["synguard", "run", "--config", "/tmp/a.toml"])),
+            (PathBuf::from("/tmp/a.toml"), true)
+        );
+        assert_eq!(
+            config_path(&argv(&["synguard", "run", "--config=/tmp/b.toml"])).0,
+            PathBuf::from("/tmp/b.toml")
+        );
+        if std::env::var_os("SYNGUARD_CONFIG").is_none() {
+            assert_eq!(
+                config_path(&argv(&["synguard", "run"])),
+                (PathBuf::from(DEFAULT_PATH), false)
+            );
+        }
+    }
+}
