@@ -89,3 +89,60 @@ fn the_units_capabilities_are_enough() {
     assert!(out.status.success(), "{out:?}");
     assert!(!lab.server.xdp_attached().unwrap());
 }
+
+#[test]
+fn the_default_config_file_passes_check_config() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/synguard.toml");
+    let out = Command::new(synguard_bin().unwrap())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The DaemonSet asks for what synguard needs, and the same capabilities as the unit.
+#[test]
+fn the_daemonset_matches_what_synguard_needs() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/daemonset.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    assert_eq!(doc["kind"].as_str(), Some("DaemonSet"));
+    let pod = &doc["spec"]["template"];
+    assert_eq!(pod["spec"]["hostNetwork"].as_bool(), Some(true));
+    assert_eq!(
+        pod["metadata"]["annotations"]["prometheus.io/scrape"].as_str(),
+        Some("true")
+    );
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    let mut added: Vec<String> = container["securityContext"]["capabilities"]["add"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_lowercase())
+        .collect();
+    let mut unit = unit_capabilities();
+    added.sort();
+    unit.sort();
+    assert_eq!(
+        added, unit,
+        "the same capabilities as deploy/synguard.service"
+    );
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    assert!(mounts.contains(&"/sys/fs/bpf"), "{mounts:?}");
+    assert!(mounts.contains(&"/run/synguard"), "{mounts:?}");
+}

@@ -41,6 +41,13 @@ enum Task {
     },
     /// The project's own checks: rustfmt and clippy with warnings as errors.
     Lint,
+    /// Install synguard on this machine: the binary in /usr/local/sbin, the systemd unit, and
+    /// a default /etc/synguard/synguard.toml (an existing one is kept). Needs root.
+    Install {
+        /// Install under this directory instead of / (for packaging).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
     /// Benchmarks. `prog`: ns per packet for each path through the XDP program, in the
     /// kernel (BPF_PROG_TEST_RUN), against a floor program, in one run. `limiter`: the
     /// per-source limiter's cost with one source against many, and against a bucket per
@@ -77,6 +84,7 @@ fn main() -> Result<()> {
             "synguard-bench",
             &[which.as_str()],
         ),
+        Task::Install { root } => install(&root),
         Task::Lint => {
             setup::ensure()?;
             step("cargo fmt --check");
@@ -129,6 +137,46 @@ fn run_lab_binary(what: &str, bin: &str, args: &[&str]) -> Result<()> {
         .args(args)
         .env("SYNGUARD_BIN", &synguard)
         .status_ok()
+}
+
+/// `cargo xtask install`: the binary, the unit and a default config, then systemd told.
+fn install(root: &Path) -> Result<()> {
+    setup::ensure()?;
+    let bin = build_synguard()?;
+    let deploy = workspace_root().join("deploy");
+    let under = |path: &str| root.join(path.trim_start_matches('/'));
+    let copy = |from: &Path, to: &Path, mode: u32| -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(to.parent().expect("a file path"))?;
+        // Through a temporary file and a rename: a running binary is replaced, not rewritten.
+        let tmp = to.with_extension("new");
+        std::fs::copy(from, &tmp).with_context(|| format!("copying to {}", tmp.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&tmp, to)?;
+        println!("    {}", to.display());
+        Ok(())
+    };
+    step(&format!("installing under {}", root.display()));
+    copy(&bin, &under("/usr/local/sbin/synguard"), 0o755)?;
+    copy(
+        &deploy.join("synguard.service"),
+        &under("/etc/systemd/system/synguard.service"),
+        0o644,
+    )?;
+    let config = under("/etc/synguard/synguard.toml");
+    if config.exists() {
+        println!("    {} kept (it exists)", config.display());
+    } else {
+        copy(&deploy.join("synguard.toml"), &config, 0o644)?;
+    }
+    if root == Path::new("/") && Path::new("/run/systemd/system").exists() {
+        Command::new("systemctl").arg("daemon-reload").status_ok()?;
+    }
+    println!(
+        "\nNext: set `iface` in {}, then `systemctl enable --now synguard`.",
+        config.display()
+    );
+    Ok(())
 }
 
 /// Builds `synguard` in release mode and returns the binary's path.
