@@ -253,16 +253,22 @@ pub const fn window_budget(cap_pps: u32) -> u64 {
     cap_pps as u64 * CAP_WINDOW_NS / 1_000_000_000
 }
 
-/// One CPU's budget for its next window: the window's budget in proportion to this CPU's share
-/// of all CPUs' demand in their last windows. With no demand seen anywhere, the whole budget:
-/// the first CPU to see traffic must not be starved for a window.
-pub const fn cpu_budget(window_budget: u64, my_demand: u64, total_demand: u64) -> u64 {
-    if total_demand == 0 || my_demand >= total_demand {
-        return window_budget;
+/// One CPU's budget for its next window, from every CPU's demand in their last windows. When
+/// the cap binds (total demand at or above the window's budget), the budget is split in
+/// proportion to demand. When it does not, each CPU gets its own demand plus an equal share of
+/// the slack, so that a CPU idle in the last window still has room and nothing under the cap
+/// is dropped; either way the budgets add up to at most the window's.
+pub const fn cpu_budget(window_budget: u64, my_demand: u64, total_demand: u64, cpus: u64) -> u64 {
+    if total_demand >= window_budget {
+        if total_demand == 0 {
+            return 0;
+        }
+        // Both factors are bounded (a window's budget is under 2^32 / 100, demand per window
+        // far under 2^32), so the product fits.
+        return window_budget * my_demand / total_demand;
     }
-    // Both factors are bounded (a window's budget is under 2^32 / 100, demand per window far
-    // under 2^32), so the product fits.
-    window_budget * my_demand / total_demand
+    let cpus = if cpus == 0 { 1 } else { cpus };
+    my_demand + (window_budget - total_demand) / cpus
 }
 
 /// Per-port SYN counts (`PORT_RATES_MAP`) are kept over windows of 2^24 ns (16.8 ms), in
@@ -309,25 +315,32 @@ mod tests {
     fn budgets_split_by_demand_and_add_up() {
         let window = window_budget(10_000);
         assert_eq!(window, 100, "10,000/s is 100 per 10 ms");
+        // The cap binds: shares in proportion to demand.
         assert_eq!(
-            cpu_budget(window, 500, 500),
+            cpu_budget(window, 500, 500, 2),
             100,
             "one busy CPU gets all of it"
         );
-        assert_eq!(cpu_budget(window, 0, 0), 100, "nobody busy yet");
         assert_eq!(
-            cpu_budget(window, 0, 500),
+            cpu_budget(window, 0, 500, 2),
             0,
             "an idle CPU gets nothing this window"
         );
         let shares = [300u64, 100, 100];
         let total: u64 = shares.iter().sum();
-        let budgets = shares.map(|d| cpu_budget(window, d, total));
+        let budgets = shares.map(|d| cpu_budget(window, d, total, 3));
         assert_eq!(budgets, [60, 20, 20]);
         assert!(
             budgets.iter().sum::<u64>() <= window,
             "never more than the cap"
         );
+        // It does not: own demand plus a share of the slack, for idle CPUs too.
+        assert_eq!(cpu_budget(window, 0, 0, 2), 50, "nobody busy yet");
+        let shares = [30u64, 0];
+        let budgets = shares.map(|d| cpu_budget(window, d, 30, 2));
+        assert_eq!(budgets, [65, 35]);
+        assert_eq!(budgets.iter().sum::<u64>(), window);
+        assert_eq!(cpu_budget(window, 10, 10, 0), 100, "no CPU count: one CPU");
         assert_eq!(window_budget(0), 0);
         assert_eq!(window_budget(u32::MAX), 42_949_672);
     }

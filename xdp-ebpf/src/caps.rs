@@ -1,9 +1,10 @@
 //! Global caps (SYNs passed to the kernel, SYN-ACKs sent), enforced by every CPU on its own
 //! share. No CPU writes another's state (no cache line bounces between CPUs per packet): each
 //! admits events against its own budget for a 10 ms window, and when it closes a window it
-//! reads every CPU's demand in their last windows (bpf_map_lookup_percpu_elem) and takes the
-//! share of the cap that its own demand is of the total. All traffic on one CPU gets the whole
-//! cap; a CPU that starts seeing traffic gets its share from its next window on.
+//! reads every CPU's demand in their last windows (bpf_map_lookup_percpu_elem) and takes its
+//! budget for the next (`cpu_budget`): a share in proportion to demand when the cap binds, its
+//! own demand plus a share of the slack when it does not, so that traffic under the cap is
+//! never dropped because it moved to a CPU idle in the last window.
 
 use core::ffi::c_void;
 
@@ -40,8 +41,8 @@ pub fn admit(states: &PerCpuArray<CapState>, index: u32, cap_pps: u32) -> bool {
         state.window_start_ns = now - elapsed % CAP_WINDOW_NS;
         state.demand = 0;
         state.used = 0;
-        let total = total_demand(states, index, now);
-        state.budget = cpu_budget(window_budget(cap_pps), state.last_demand, total);
+        let (total, cpus) = total_demand(states, index, now);
+        state.budget = cpu_budget(window_budget(cap_pps), state.last_demand, total, cpus);
     }
     state.demand += 1;
     if state.used < state.budget {
@@ -53,11 +54,12 @@ pub fn admit(states: &PerCpuArray<CapState>, index: u32, cap_pps: u32) -> bool {
 }
 
 /// Every CPU's demand in its last window, leaving out windows that closed two windows ago or
-/// earlier (that CPU has gone quiet).
+/// earlier (that CPU has gone quiet); and how many CPUs there are.
 #[inline(always)]
-fn total_demand(states: &PerCpuArray<CapState>, index: u32, now: u64) -> u64 {
+fn total_demand(states: &PerCpuArray<CapState>, index: u32, now: u64) -> (u64, u64) {
     let map = states as *const PerCpuArray<CapState> as *mut c_void;
     let mut total = 0u64;
+    let mut cpus = 0u64;
     for cpu in 0..MAX_CPUS {
         // SAFETY: `map` is the per-CPU array itself; NULL past the last possible CPU.
         let value =
@@ -66,6 +68,7 @@ fn total_demand(states: &PerCpuArray<CapState>, index: u32, now: u64) -> u64 {
         if value.is_null() {
             break;
         }
+        cpus += 1;
         // SAFETY: a non-null result points at that CPU's slot; a torn read costs one window's
         // accuracy at most.
         let (demand, at) = unsafe { ((*value).last_demand, (*value).last_at_ns) };
@@ -73,5 +76,5 @@ fn total_demand(states: &PerCpuArray<CapState>, index: u32, now: u64) -> u64 {
             total = total.saturating_add(demand);
         }
     }
-    total
+    (total, cpus)
 }

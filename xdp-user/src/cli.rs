@@ -40,6 +40,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of a running synguard: packets per second by class and action, decisions
+    /// per second, the attack state and, during an attack in auto mode, the top sources.
+    Top {
+        #[command(flatten)]
+        target: Target,
+        /// Refreshes, one a second, before exiting (default: until interrupted).
+        #[arg(long, value_name = "N")]
+        count: Option<u32>,
+    },
     /// Change tunables of a running synguard: KEY=VALUE with run's flag names, e.g.
     /// `mode=cookie syn-rate-per-source=100 ports=80,443`. All or none are applied, from the
     /// next packet on.

@@ -47,7 +47,7 @@ impl Daemon {
         }
     }
 
-    fn status(&self) -> Result<Value, Error> {
+    fn status(&mut self) -> Result<Value, Error> {
         let stats = self.attachment.stats().read()?;
         let control = self.attachment.control();
         let (config, auto) = {
@@ -76,6 +76,12 @@ impl Daemon {
         for key in [sysctl::SYNCOOKIES, sysctl::TIMESTAMPS] {
             sysctls.insert(key.into(), json!(sysctl::read(key).unwrap_or_default()));
         }
+        let top: Vec<Value> = self
+            .follower
+            .top_sources(10, &config)
+            .into_iter()
+            .map(|(source, share)| json!({ "source": source, "share": share }))
+            .collect();
         let args = &self.args;
         let under_attack = match config.mode() {
             Mode::Cookie => true,
@@ -117,6 +123,7 @@ impl Daemon {
             },
             "decisions": decisions,
             "sources_metered": stats.sources_metered,
+            "top_sources": top,
         }))
     }
 

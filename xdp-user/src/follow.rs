@@ -121,6 +121,19 @@ impl AutoFollower {
         set_syncookies(sysctls, true);
     }
 
+    /// The most sampled sources of the attack going on, if one is.
+    pub fn top_sources(
+        &mut self,
+        n: usize,
+        config: &synguard_common::Config,
+    ) -> Vec<(String, f64)> {
+        if self.attack.is_none() {
+            return Vec::new();
+        }
+        let _ = self.events.collect();
+        self.events.top_sources(n, config)
+    }
+
     pub fn events(&mut self) -> &mut AttackEvents {
         &mut self.events
     }

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run::run(args)),
         Command::Status { target, json } => verbs::status(target, *json),
         Command::Set { target, pairs } => verbs::set(target, pairs),
+        Command::Top { target, count } => verbs::top(target, *count),
         Command::Allow { target, action } => verbs::list(target, ListKind::Allow, action),
         Command::Deny { target, action } => verbs::list(target, ListKind::Deny, action),
         Command::Detach { target } => verbs::detach(target),

@@ -108,6 +108,74 @@ pub fn status(target: &Target, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
+pub fn top(target: &Target, count: Option<u32>) -> Result<(), Error> {
+    use std::{
+        io::IsTerminal,
+        time::{Duration, Instant},
+    };
+    let counters = |data: &Value| -> Vec<(String, u64)> {
+        let mut all = Vec::new();
+        for class in ["syn", "ack"] {
+            for action in ["pass", "drop", "tx"] {
+                let n = data["packets"][class][action].as_u64().unwrap_or(0);
+                all.push((format!("{class} {action}"), n));
+            }
+        }
+        if let Some(decisions) = data["decisions"].as_object() {
+            for (reason, n) in decisions {
+                all.push((reason.clone(), n.as_u64().unwrap_or(0)));
+            }
+        }
+        all
+    };
+    let mut before = send(target, &Request::Status)?;
+    let mut at = Instant::now();
+    let terminal = std::io::stdout().is_terminal();
+    let mut shown = 0u32;
+    while count.is_none_or(|n| shown < n) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = send(target, &Request::Status)?;
+        let seconds = at.elapsed().as_secs_f64().max(0.001);
+        at = Instant::now();
+        if terminal {
+            print!("\x1b[2J\x1b[H");
+        }
+        println!(
+            "synguard on {}: mode {}{}",
+            now["iface"].as_str().unwrap_or_default(),
+            now["mode"].as_str().unwrap_or_default(),
+            if now["under_attack"] == true {
+                ", UNDER ATTACK (cookies)"
+            } else {
+                ""
+            }
+        );
+        println!("{:<28} {:>12}", "per second", "");
+        for ((name, new), (_, old)) in counters(&now).iter().zip(counters(&before)) {
+            let rate = new.saturating_sub(old) as f64 / seconds;
+            if rate > 0.0 || name.contains(' ') {
+                println!("{name:<28} {rate:>12.0}");
+            }
+        }
+        match now["top_sources"].as_array() {
+            Some(top) if !top.is_empty() => {
+                println!("top sources (sampled)");
+                for entry in top {
+                    println!(
+                        "  {:<40} {:>5.1}%",
+                        entry["source"].as_str().unwrap_or_default(),
+                        entry["share"].as_f64().unwrap_or(0.0) * 100.0
+                    );
+                }
+            }
+            _ => println!("top sources: sampled during attacks in auto mode"),
+        }
+        before = now;
+        shown += 1;
+    }
+    Ok(())
+}
+
 pub fn set(target: &Target, pairs: &[String]) -> Result<(), Error> {
     send(
         target,
