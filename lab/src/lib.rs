@@ -11,6 +11,7 @@ mod http;
 mod metrics_text;
 mod netns;
 mod process;
+mod prometheus;
 mod synguard;
 
 pub use flood::{FLOOD_SOURCES, FloodReport, SynShape, syn_flood, syn_flood_from};
@@ -18,4 +19,5 @@ pub use http::{HttpServer, LegitReport, http_get, run_legit_clients, run_legit_f
 pub use metrics_text::MetricsText;
 pub use netns::{LAB_BPFFS, Lab, Netns, SPOOFED_V4, remove_labs_of, require_root};
 pub use process::{Process, run_bounded};
+pub use prometheus::Prometheus;
 pub use synguard::{Synguard, synguard_bin};

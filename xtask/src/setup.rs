@@ -34,7 +34,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "the lab: network namespaces, veth, routes"),
     ("procps", "the lab: sysctl"),
     ("hping3", "traffic for the tests and the demo"),
-    ("prometheus", "promtool, to check the /metrics output"),
+    (
+        "prometheus",
+        "promtool, and a real Prometheus that scrapes synguard in the tests",
+    ),
     (
         "systemd",
         "systemd-analyze, to verify deploy/synguard.service",
@@ -117,6 +120,7 @@ fn problems() -> Result<Vec<String>> {
             "tc",
             "hping3",
             "promtool",
+            "prometheus",
             "setpriv",
             "systemd-analyze",
         ] {
