@@ -210,6 +210,11 @@ fn every_verb_works_on_a_running_daemon_during_a_flood() {
         );
     });
 
+    let m = sg.metrics().unwrap();
+    let event = |name: &str| m.sum("synguard_events_total", &[("event", name)]);
+    assert_eq!(event("mode_changed"), 1.0, "monitor -> cookie");
+    assert_eq!(event("config_changed"), 2.0, "two accepted sets");
+
     // Detach: the daemon exits, the interface is clean, the sysctls are back.
     ok(&verb(&iface, &["detach"]));
     let out = sg.wait(Duration::from_secs(10)).unwrap();
@@ -323,6 +328,12 @@ fn the_config_file_is_checked_loaded_and_reloaded_on_sighup() {
         assert_eq!(s["mode"], "cookie", "the running configuration stays");
         assert_eq!(s["lists"]["deny"], 1);
     }
+    let m = sg.metrics().unwrap();
+    let event = |name: &str| m.sum("synguard_events_total", &[("event", name)]);
+    assert_eq!(
+        (event("config_changed"), event("config_refused")),
+        (1.0, 2.0)
+    );
     sg.stop(Signal::SIGTERM).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -303,6 +303,17 @@ fn auto_mode_answers_with_cookies_during_a_flood_only() {
         .split("top_sources=")
         .nth(1)
         .unwrap_or_else(|| panic!("no top sources: {ended}"));
+    let m = sg.metrics().unwrap();
+    assert_eq!(m.sum("synguard_attacks_total", &[]), 1.0);
+    let seconds = m.sum("synguard_under_attack_seconds_total", &[]);
+    assert!(
+        (3.0..=5.0).contains(&seconds),
+        "{seconds} s under attack for a 3 s flood and a 0.5 s hold"
+    );
+    assert_eq!(
+        m.sum("synguard_events_total", &[("event", "attack_ended")]),
+        1.0
+    );
     let spoofed = top
         .split(", ")
         .filter_map(|entry| entry.split(' ').next()?.parse::<std::net::Ipv4Addr>().ok())

@@ -119,7 +119,20 @@ fn counters_match_exactly_what_hping3_sent() {
 #[test]
 fn metrics_are_promtool_clean_and_complete() {
     let lab = Lab::new().unwrap();
-    let sg = Synguard::start(&lab.server, &[]).unwrap();
+    let sg = Synguard::start(
+        &lab.server,
+        &[
+            "--syn-rate-per-source",
+            "300",
+            "--syn-burst-per-source",
+            "40",
+            "--max-synack-rate",
+            "5000",
+            "--allow",
+            "192.0.2.0/24,2001:db8::/32",
+        ],
+    )
+    .unwrap();
     let text = sg.metrics_raw().unwrap();
 
     let mut promtool = Command::new("promtool")
@@ -157,6 +170,35 @@ fn metrics_are_promtool_clean_and_complete() {
         }
     }
     assert_eq!(m.value("synguard_build_info", &[]).unwrap(), 1.0);
+    // The configured limits and the maps' occupancy, as gauges.
+    for (name, want) in [
+        ("synguard_syn_rate_per_source_limit", 300.0),
+        ("synguard_syn_burst_per_source_limit", 40.0),
+        ("synguard_synack_cap_per_second", 5000.0),
+        ("synguard_syn_pass_cap_per_second", 0.0),
+        ("synguard_allow_list_entries", 2.0),
+        ("synguard_deny_list_entries", 0.0),
+        ("synguard_list_capacity_entries", 65536.0),
+        ("synguard_source_buckets_capacity", 65536.0),
+        ("synguard_attacks_total", 0.0),
+    ] {
+        assert_eq!(m.sum(name, &[]), want, "{name}");
+    }
+
+    // The README lists every metric, and only those.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let documented: std::collections::BTreeSet<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `synguard_"))
+        .filter_map(|rest| rest.split('`').next())
+        .collect();
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE synguard_"))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert_eq!(documented, exported, "README's metrics table vs /metrics");
     assert_eq!(
         m.value(
             "synguard_xdp_program_info",

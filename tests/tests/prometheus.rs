@@ -1,13 +1,27 @@
 //! A real Prometheus (Debian's package) scrapes synguard during a flood; what it computes with
 //! rate() matches what the generator sent.
 
-use std::{thread, time::Duration};
+use std::{
+    sync::{Mutex, MutexGuard},
+    thread,
+    time::Duration,
+};
 
 use nix::sys::signal::Signal;
 use synguard_lab::{HttpServer, Lab, Prometheus, SynShape, Synguard, syn_flood};
 
+/// Both tests flood; one at a time, so neither measures the other.
+static ONE_FLOOD_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_flood_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn prometheus_sees_the_flood_at_the_rate_it_was_sent() {
+    let _flood = one_flood_at_a_time();
     let lab = Lab::new().unwrap();
     let _http = HttpServer::start(&lab.server, 80).unwrap();
     let sg = Synguard::start(&lab.server, &["--mode", "cookie"]).unwrap();
@@ -57,5 +71,48 @@ fn prometheus_sees_the_flood_at_the_rate_it_was_sent() {
         "rate() {measured:.0} vs {sent:.0} sent"
     );
     assert_eq!(attack, 1.0);
+    sg.stop(Signal::SIGTERM).unwrap();
+}
+
+/// kernel.bpf_stats_enabled (global) is switched on for this test only, and put back.
+struct BpfStats(String);
+
+impl BpfStats {
+    fn enable() -> BpfStats {
+        let before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap();
+        std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").unwrap();
+        BpfStats(before.trim().to_string())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
+    }
+}
+
+#[test]
+fn the_programs_run_time_comes_from_the_kernels_bpf_statistics() {
+    let _flood = one_flood_at_a_time();
+    let lab = Lab::new().unwrap();
+    let sg = Synguard::start(&lab.server, &["--mode", "cookie"]).unwrap();
+    let _stats = BpfStats::enable();
+    synguard_lab::syn_flood(
+        &lab,
+        80,
+        20_000,
+        Some(20_000),
+        SynShape::Bare,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let m = sg.metrics().unwrap();
+    assert_eq!(m.sum("synguard_bpf_stats_enabled", &[]), 1.0);
+    let runs = m.sum("synguard_program_runs_total", &[]);
+    let seconds = m.sum("synguard_program_run_seconds_total", &[]);
+    assert!(runs >= 20_000.0, "{runs} runs for 20,000 SYNs");
+    let ns = seconds * 1e9 / runs;
+    eprintln!("{runs} runs, {ns:.0} ns each");
+    assert!((10.0..100_000.0).contains(&ns), "{ns} ns per run");
     sg.stop(Signal::SIGTERM).unwrap();
 }

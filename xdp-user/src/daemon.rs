@@ -1,7 +1,7 @@
 //! What a running synguard owns, and how it answers the control API: status, run-time
 //! changes of the tunables (with the sysctls a mode change needs), and the allow/deny lists.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use serde_json::{Value, json};
 use synguard_common::{Action, Class, Mode, Reason, config::flags, config::list};
@@ -12,6 +12,7 @@ use crate::{
     baseline::Threshold,
     cli::RunArgs,
     control::{ListKind, Request, Response},
+    events::{Event, Events},
     follow::AutoFollower,
     lists::Cidr,
     loader::Attachment,
@@ -28,6 +29,7 @@ pub struct Daemon {
     pub sysctls: Option<Sysctls>,
     pub follower: AutoFollower,
     pub started: Instant,
+    pub events: Arc<Events>,
 }
 
 impl Daemon {
@@ -220,6 +222,15 @@ impl Daemon {
             self.sysctls.as_ref(),
         );
         info!(changes = %what, "settings changed");
+        self.events.record(Event::ConfigChanged);
+        if tuned.mode != self.args.mode {
+            info!(
+                from = self.args.mode.name(),
+                to = tuned.mode.name(),
+                "mode changed"
+            );
+            self.events.record(Event::ModeChanged);
+        }
         self.args = tuned;
         Ok(())
     }

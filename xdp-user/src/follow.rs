@@ -4,7 +4,10 @@
 //! attack's sources, logs start and end with the rates and the top sources, and keeps a
 //! relative threshold in step with the learned baseline.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use synguard_common::{AttackEvent, config::event};
 use tracing::{info, warn};
@@ -12,6 +15,7 @@ use tracing::{info, warn};
 use crate::{
     attack::{AttackEvents, format_top},
     baseline::{Baseline, Threshold},
+    events::{Event, Events},
     loader::Attachment,
     maps::{AutoSummary, monotonic_ns},
     sysctl::{self, Sysctls},
@@ -39,6 +43,7 @@ struct Attack {
 pub struct AutoFollower {
     /// Whether `auto` mode is in force: outside it, the follower does nothing.
     active: bool,
+    counters: Arc<Events>,
     events: AttackEvents,
     threshold: Threshold,
     threshold_min: u32,
@@ -51,6 +56,7 @@ pub struct AutoFollower {
 impl AutoFollower {
     pub fn new(
         active: bool,
+        counters: Arc<Events>,
         events: AttackEvents,
         threshold: Threshold,
         threshold_min: u32,
@@ -58,6 +64,7 @@ impl AutoFollower {
     ) -> AutoFollower {
         AutoFollower {
             active,
+            counters,
             events,
             threshold,
             threshold_min,
@@ -114,6 +121,7 @@ impl AutoFollower {
         if let Err(e) = self.events.reset() {
             warn!(error = %e, "reading the sampled sources failed");
         }
+        self.counters.record(Event::AttackStarted);
         info!(
             syn_rate = summary.syn_rate_pps,
             "SYN flood in progress at takeover: answering with cookies"
@@ -165,6 +173,7 @@ impl AutoFollower {
                     if let Err(e) = self.events.reset() {
                         warn!(error = %e, "reading the sampled sources failed");
                     }
+                    self.counters.record(Event::AttackStarted);
                     match event.port {
                         0 => info!(
                             syn_rate = event.rate_pps,
@@ -277,6 +286,7 @@ impl AutoFollower {
             (Some(start), Some(now)) => now.syns.saturating_sub(start),
             _ => 0,
         };
+        self.counters.record(Event::AttackEnded);
         info!(
             syns,
             mean_syn_rate = (syns as f64 / seconds.max(0.001)) as u64,

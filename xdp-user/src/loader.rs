@@ -24,7 +24,7 @@ use crate::{
     Error,
     attack::AttackEvents,
     cli::AttachMode,
-    maps::{ControlMaps, ListMaps, StatsMap},
+    maps::{ControlMaps, ListMaps, SourceBuckets, StatsMap},
     objects,
     pins::{PINNED_MAPS, PinDir},
     preflight,
@@ -39,6 +39,7 @@ pub struct Attachment {
     control: Arc<Mutex<ControlMaps>>,
     lists: Arc<Mutex<ListMaps>>,
     events: Option<AttackEvents>,
+    buckets: Arc<SourceBuckets>,
     /// The XDP link, when pinned (otherwise the program owns it).
     link: Option<FdLink>,
     pins: Option<PinDir>,
@@ -55,6 +56,7 @@ struct Loaded {
     control: ControlMaps,
     lists: ListMaps,
     events: AttackEvents,
+    buckets: Arc<SourceBuckets>,
     link: Option<FdLink>,
     program_id: u32,
 }
@@ -92,6 +94,7 @@ impl Attachment {
             control,
             lists,
             events,
+            buckets,
             link,
             program_id,
         } = attached?;
@@ -101,6 +104,7 @@ impl Attachment {
             control: Arc::new(Mutex::new(control)),
             lists: Arc::new(Mutex::new(lists)),
             events: Some(events),
+            buckets,
             link,
             pins,
             adopted: adopting,
@@ -129,6 +133,7 @@ impl Attachment {
         let mut control = ControlMaps::take(&mut ebpf)?;
         let lists = ListMaps::take(&mut ebpf)?;
         let events = AttackEvents::take(&mut ebpf)?;
+        let buckets = Arc::new(SourceBuckets::take(&mut ebpf)?);
         if !adopting {
             // A fresh attachment passes everything until `configure`; an adopted one keeps
             // the configuration in force, which is in the maps it keeps.
@@ -198,6 +203,7 @@ impl Attachment {
             control,
             lists,
             events,
+            buckets,
             link,
             program_id,
         })
@@ -206,6 +212,10 @@ impl Attachment {
     /// Whether this run took over a program a previous run left attached.
     pub fn adopted(&self) -> bool {
         self.adopted
+    }
+
+    pub fn buckets(&self) -> Arc<SourceBuckets> {
+        Arc::clone(&self.buckets)
     }
 
     pub fn stats(&self) -> Arc<StatsMap> {

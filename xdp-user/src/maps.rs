@@ -3,15 +3,16 @@
 use aya::{
     Ebpf,
     maps::{
-        Array, MapData, MapError, PerCpuArray,
+        Array, HashMap, MapData, MapError, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
 };
 use ipnet::IpNet;
 use synguard_common::{
     ATTACK_MAP, AUTO_STATE_MAP, AttackState, AutoState, CONFIG_MAP, Config, LIST_V4_MAP,
-    LIST_V6_MAP, PORTS_MAP, STATS_MAP, Stats,
+    LIST_V6_MAP, PORTS_MAP, SOURCES_MAP, STATS_MAP, Stats,
     config::{AUTO_WINDOW_NS, list},
+    limit::SourceKey,
 };
 
 use crate::{
@@ -163,6 +164,28 @@ impl ListMaps {
             self.insert(cidr, list::DENY)?;
         }
         Ok(())
+    }
+}
+
+/// The per-source buckets (`SOURCES_MAP`), for their occupancy.
+pub struct SourceBuckets {
+    map: HashMap<MapData, SourceKey, u64>,
+}
+
+impl SourceBuckets {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
+        Ok(Self {
+            map: take(ebpf, SOURCES_MAP)?,
+        })
+    }
+
+    /// Sources with a bucket now (walks the keys: one syscall per entry).
+    pub fn len(&self) -> usize {
+        self.map.keys().filter(Result::is_ok).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -23,8 +23,10 @@ use tracing::warn;
 
 use crate::{
     Error,
+    events::Events,
     loader::Attachment,
     maps::{ControlMaps, StatsMap},
+    metrics_ops::OperationsCollector,
 };
 
 /// Metrics of one attached interface, read from its stats map on every scrape.
@@ -202,7 +204,7 @@ impl Collector for InterfaceCollector {
 }
 
 /// Builds the registry for one attached interface.
-pub fn registry(attachment: &Attachment) -> Result<Registry, Error> {
+pub fn registry(attachment: &Attachment, events: Arc<Events>) -> Result<Registry, Error> {
     let registry = Registry::new();
     let register = |collector: Box<dyn Collector>| {
         registry
@@ -263,6 +265,14 @@ pub fn registry(attachment: &Attachment) -> Result<Registry, Error> {
         sources_metered: sources_metered_vec(),
         threshold: threshold_vec(),
     }))?;
+    register(Box::new(OperationsCollector::new(
+        attachment.iface(),
+        attachment.program_id(),
+        attachment.control(),
+        attachment.lists(),
+        attachment.buckets(),
+        events,
+    )))?;
     Ok(registry)
 }
 

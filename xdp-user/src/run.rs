@@ -3,6 +3,7 @@
 
 use std::{
     ffi::OsString,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -21,6 +22,7 @@ use crate::{
     config_file,
     control::{self, Request, Response},
     daemon::Daemon,
+    events::{Event, Events},
     follow::AutoFollower,
     loader::Attachment,
     metrics,
@@ -89,7 +91,8 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
     );
     let socket = control::socket_path(&args.state_dir, &args.iface);
     let control_listener = control::bind(&socket)?;
-    let registry = metrics::registry(&attachment)?;
+    let counters = Arc::new(Events::default());
+    let registry = metrics::registry(&attachment, Arc::clone(&counters))?;
     info!("serving metrics on http://{}/metrics", args.metrics_addr);
 
     let (stop_server, server_stopped) = oneshot::channel::<()>();
@@ -103,6 +106,7 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
         .ok_or_else(|| Error::Other("the attack events were taken twice".into()))?;
     let follower = AutoFollower::new(
         args.mode == Mode::Auto,
+        Arc::clone(&counters),
         events,
         args.auto_threshold,
         args.auto_threshold_min,
@@ -114,6 +118,7 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
         sysctls,
         follower,
         started: Instant::now(),
+        events: counters,
     };
     if daemon.attachment.adopted() {
         daemon
@@ -245,11 +250,14 @@ fn reload(daemon: &mut Daemon) {
         .and_then(|args| daemon.reload(args));
     match result {
         Ok(()) => info!(file = %path.display(), "configuration reloaded"),
-        Err(e) => warn!(
-            file = %path.display(),
-            error = %e,
-            "configuration reload refused; the running configuration stays in force"
-        ),
+        Err(e) => {
+            daemon.events.record(Event::ConfigRefused);
+            warn!(
+                file = %path.display(),
+                error = %e,
+                "configuration reload refused; the running configuration stays in force"
+            )
+        }
     }
 }
 
