@@ -226,7 +226,7 @@ fn every_verb_works_on_a_running_daemon_during_a_flood() {
 #[test]
 fn the_control_socket_is_for_root_and_its_group() {
     let lab = Lab::new().unwrap();
-    let sg = Synguard::start(&lab.server, &["--mode", "monitor"]).unwrap();
+    let sg = Synguard::start(&lab.server, &["--mode", "monitor", "--log-format", "json"]).unwrap();
     let socket = format!("/run/synguard/control-{}.sock", lab.server.iface);
     let mode = std::fs::metadata(&socket).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -238,6 +238,29 @@ fn the_control_socket_is_for_root_and_its_group() {
         .args(["status", "--iface", &lab.server.iface]);
     let out = run_bounded(&mut cmd, Duration::from_secs(10)).unwrap();
     refused(&out, "permission denied");
+
+    // With --log-format json, every log line is one JSON object, its fields kept: a change
+    // made through the socket is an event with what changed.
+    ok(&verb(&lab.server.iface, &["set", "mode=cookie"]));
+    thread::sleep(Duration::from_millis(200));
+    let log = sg.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let mode_change = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "mode changed")
+        .unwrap_or_else(|| panic!("no mode change: {log}"));
+    assert_eq!(
+        (&mode_change["fields"]["from"], &mode_change["fields"]["to"]),
+        (&Value::from("monitor"), &Value::from("cookie"))
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
     sg.stop(nix::sys::signal::Signal::SIGTERM).unwrap();
 }
 

@@ -142,6 +142,11 @@ pub struct RunArgs {
     #[arg(long, short = 'i', env = "SYNGUARD_IFACE", value_name = "IFACE")]
     pub iface: String,
 
+    /// Log format on stderr: `text` for people, `json` (one object per line, every field
+    /// kept) for log pipelines. RUST_LOG sets the level (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SYNGUARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
     /// XDP attach mode. `native` runs in the driver and is what you want on a real NIC; `skb`
     /// (generic XDP) works on any interface at a higher cost per packet. synguard never
     /// switches mode by itself.
@@ -350,6 +355,12 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
         .into_iter()
         .find(|m| m.name() == text)
         .ok_or_else(|| format!("'{text}' is not a mode; use one of: off, monitor, cookie, auto"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

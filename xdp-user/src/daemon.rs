@@ -151,6 +151,7 @@ impl Daemon {
                 "cookie-timestamps",
                 old.cookie_timestamps != new.cookie_timestamps,
             ),
+            ("log-format", old.log_format != new.log_format),
         ];
         if let Some((key, _)) = fixed.iter().find(|(_, changed)| *changed) {
             return Err(Error::Other(format!(

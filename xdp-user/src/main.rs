@@ -1,7 +1,7 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use synguard::{
-    cli::Command,
+    cli::{Command, LogFormat},
     config_file::{self, ParseError},
     control::ListKind,
     run, verbs,
@@ -18,11 +18,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match &cli.command {
+        Command::Run(args) if args.log_format == LogFormat::Json => logs.json().init(),
+        _ => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
