@@ -69,6 +69,63 @@ impl Prometheus {
         http_get(&self.ns, LISTEN.parse()?, path, Duration::from_secs(5))
     }
 
+    /// Evaluates an instant query; every series of the result, by its labels.
+    pub fn query_all(&self, expr: &str) -> Result<Vec<(serde_json::Value, f64)>> {
+        let body = self.get(&format!("/api/v1/query?query={}", encode(expr)))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("query response: {body}"))?;
+        if json["status"] != "success" {
+            bail!("{expr}: {body}");
+        }
+        Ok(json["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                let value = r["value"][1].as_str()?.parse().ok()?;
+                Some((r["metric"].clone(), value))
+            })
+            .collect())
+    }
+
+    /// Evaluates a range query from `start` to `end` (Unix seconds) every `step` seconds;
+    /// every series, by its labels, as (time, value) points.
+    pub fn query_range(
+        &self,
+        expr: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<(serde_json::Value, Vec<(f64, f64)>)>> {
+        let body = self.get(&format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step={step}",
+            encode(expr)
+        ))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("query response: {body}"))?;
+        if json["status"] != "success" {
+            bail!("{expr}: {body}");
+        }
+        Ok(json["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let points = r["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        let t = p[0].as_f64()?;
+                        let v: f64 = p[1].as_str()?.parse().ok()?;
+                        v.is_finite().then_some((t, v))
+                    })
+                    .collect();
+                (r["metric"].clone(), points)
+            })
+            .collect())
+    }
+
     /// Evaluates an instant query; the value of its single result (an error for none or
     /// several).
     pub fn query(&self, expr: &str) -> Result<f64> {

@@ -146,3 +146,35 @@ fn the_daemonset_matches_what_synguard_needs() {
     assert!(mounts.contains(&"/sys/fs/bpf"), "{mounts:?}");
     assert!(mounts.contains(&"/run/synguard"), "{mounts:?}");
 }
+
+/// The Grafana dashboard takes its datasource as an input (nothing hard-coded), and shows what
+/// an operator needs during an attack. (That its queries run and find data is checked against
+/// a real Prometheus in prometheus.rs.)
+#[test]
+fn the_grafana_dashboard_is_importable_anywhere() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/synguard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(dashboard["__inputs"][0]["name"], "DS_PROMETHEUS");
+    let panels = dashboard["panels"].as_array().unwrap();
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for wanted in [
+        "Attack state",
+        "SYNs by action",
+        "Cookie validation",
+        "Drops by reason",
+        "Health",
+    ] {
+        assert!(titles.contains(&wanted), "no {wanted:?} panel: {titles:?}");
+    }
+    for panel in panels {
+        assert_eq!(
+            panel["datasource"]["uid"], "${DS_PROMETHEUS}",
+            "{}",
+            panel["title"]
+        );
+        for target in panel["targets"].as_array().unwrap() {
+            assert_eq!(target["datasource"]["uid"], "${DS_PROMETHEUS}");
+        }
+    }
+}

@@ -71,7 +71,37 @@ fn prometheus_sees_the_flood_at_the_rate_it_was_sent() {
         "rate() {measured:.0} vs {sent:.0} sent"
     );
     assert_eq!(attack, 1.0);
+
+    // Every query of the Grafana dashboard is valid PromQL and finds synguard's data.
+    for (title, expr) in dashboard_queries() {
+        let result = prometheus.query_all(&expr).unwrap();
+        assert!(!result.is_empty(), "panel {title:?}: no data for {expr}");
+    }
     sg.stop(Signal::SIGTERM).unwrap();
+}
+
+/// The dashboard's queries (panel title, expression), with its variables filled in as Grafana
+/// would for "all interfaces" over the last minute.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/synguard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$interface", ".*")
+                .replace("$__rate_interval", "5s")
+                .replace("$__range", "1m");
+            queries.push((panel["title"].as_str().unwrap().to_string(), expr));
+        }
+    }
+    queries
 }
 
 /// kernel.bpf_stats_enabled (global) is switched on for this test only, and put back.
