@@ -19,5 +19,5 @@ pub use http::{HttpServer, LegitReport, http_get, run_legit_clients, run_legit_f
 pub use metrics_text::MetricsText;
 pub use netns::{LAB_BPFFS, Lab, Netns, SPOOFED_V4, remove_labs_of, require_root};
 pub use process::{Process, run_bounded};
-pub use prometheus::Prometheus;
+pub use prometheus::{Prometheus, Series};
 pub use synguard::{Synguard, synguard_bin};

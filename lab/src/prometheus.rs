@@ -15,6 +15,9 @@ use crate::{Netns, Process, http_get};
 
 const LISTEN: &str = "127.0.0.1:9090";
 
+/// One series of a range query: its labels, and its (Unix time, value) points.
+pub type Series = (serde_json::Value, Vec<(f64, f64)>);
+
 pub struct Prometheus {
     ns: Netns,
     dir: PathBuf,
@@ -96,7 +99,7 @@ impl Prometheus {
         start: f64,
         end: f64,
         step: f64,
-    ) -> Result<Vec<(serde_json::Value, Vec<(f64, f64)>)>> {
+    ) -> Result<Vec<Series>> {
         let body = self.get(&format!(
             "/api/v1/query_range?query={}&start={start}&end={end}&step={step}",
             encode(expr)
