@@ -93,13 +93,7 @@ impl Prometheus {
 
     /// Evaluates a range query from `start` to `end` (Unix seconds) every `step` seconds;
     /// every series, by its labels, as (time, value) points.
-    pub fn query_range(
-        &self,
-        expr: &str,
-        start: f64,
-        end: f64,
-        step: f64,
-    ) -> Result<Vec<Series>> {
+    pub fn query_range(&self, expr: &str, start: f64, end: f64, step: f64) -> Result<Vec<Series>> {
         let body = self.get(&format!(
             "/api/v1/query_range?query={}&start={start}&end={end}&step={step}",
             encode(expr)

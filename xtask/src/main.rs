@@ -41,6 +41,9 @@ enum Task {
     },
     /// The project's own checks: rustfmt and clippy with warnings as errors.
     Lint,
+    /// Draw docs/attack.svg: the Grafana dashboard's panels over a lab run with a SYN flood,
+    /// from a real Prometheus's data. Needs root.
+    Picture,
     /// Install synguard on this machine: the binary in /usr/local/sbin, the systemd unit, and
     /// a default /etc/synguard/synguard.toml (an existing one is kept). Needs root.
     Install {
@@ -85,6 +88,14 @@ fn main() -> Result<()> {
             &[which.as_str()],
         ),
         Task::Install { root } => install(&root),
+        Task::Picture => {
+            let out = workspace_root().join("docs/attack.svg");
+            run_lab_binary(
+                "the dashboard picture (a lab run)",
+                "synguard-picture",
+                &[out.to_str().context("non-UTF-8 path")?],
+            )
+        }
         Task::Lint => {
             setup::ensure()?;
             step("cargo fmt --check");
