@@ -28,6 +28,9 @@ const BATCH: usize = 64;
 pub struct FloodReport {
     pub sent: u64,
     pub elapsed: Duration,
+    /// CPU time of the generator's thread (which, on veth, also runs much of the receive
+    /// path).
+    pub cpu: Duration,
 }
 
 impl FloodReport {
@@ -162,6 +165,7 @@ fn send(
             iov_len: f.len(),
         })
         .collect();
+    let cpu_before = thread_cpu();
     let start = Instant::now();
     let mut sent = 0u64;
     let mut at = 0usize;
@@ -205,10 +209,22 @@ fn send(
         sent += rc as u64;
         at = (at + rc as usize) % frames.len();
     }
+    let elapsed = start.elapsed();
     Ok(FloodReport {
         sent,
-        elapsed: start.elapsed(),
+        elapsed,
+        cpu: thread_cpu().saturating_sub(cpu_before),
     })
+}
+
+/// CPU time (user and system) of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 struct CloseOnDrop(libc::c_int);

@@ -54,9 +54,10 @@ enum Task {
     /// Benchmarks. `prog`: ns per packet for each path through the XDP program, in the
     /// kernel (BPF_PROG_TEST_RUN), against a floor program, in one run. `limiter`: the
     /// per-source limiter's cost with one source against many, and against a bucket per
-    /// source. Needs root.
+    /// source. `flood`: the same SYN flood against kernel cookies, SYNPROXY, synguard and
+    /// XDP floors, side by side; writes docs/bench-flood.md and .png. Needs root.
     Bench {
-        #[arg(value_parser = ["prog", "limiter"])]
+        #[arg(value_parser = ["prog", "limiter", "flood"])]
         which: String,
     },
 }
@@ -82,11 +83,20 @@ fn main() -> Result<()> {
                 .env("SYNGUARD_BIN", &synguard)
                 .status_ok()
         }
-        Task::Bench { which } => run_lab_binary(
-            "benchmarks (XDP in the kernel, network namespaces)",
-            "synguard-bench",
-            &[which.as_str()],
-        ),
+        Task::Bench { which } => {
+            // `flood` writes its table and chart into docs/.
+            let docs = workspace_root().join("docs");
+            let docs = docs.to_str().context("non-UTF-8 path")?;
+            let args: Vec<&str> = match which.as_str() {
+                "flood" => vec!["flood", docs],
+                other => vec![other],
+            };
+            run_lab_binary(
+                "benchmarks (XDP in the kernel, network namespaces)",
+                "synguard-bench",
+                &args,
+            )
+        }
         Task::Install { root } => install(&root),
         Task::Picture => {
             let out = workspace_root().join("docs/attack.svg");

@@ -42,6 +42,11 @@ const PACKAGES: &[(&str, &str)] = &[
         "systemd",
         "systemd-analyze, to verify deploy/synguard.service",
     ),
+    ("nftables", "nft, for SYNPROXY in `cargo xtask bench flood`"),
+    (
+        "librsvg2-bin",
+        "rsvg-convert, for the benchmark's PNG chart",
+    ),
     (
         "util-linux",
         "setpriv, to run synguard with reduced capabilities in the tests",

@@ -30,18 +30,19 @@ static LAB_CLIENT_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0)
 const SPOOFED_NET: u32 = 0xc612_8000;
 const SPOOFED_MASK: u32 = 0xffff_8000;
 
-/// The client end's program: counts the SYN-ACKs the server sends back, and drops those
-/// addressed to spoofed sources, so the replies to a flood never go further than this.
+/// The client end's program: counts the SYN-ACKs the server sends back, and drops every TCP
+/// segment addressed to spoofed sources (SYN-ACKs, and what the benchmark's answer floor
+/// reflects), so the replies to a flood never go further than this.
 #[xdp]
 pub fn lab_client(ctx: XdpContext) -> u32 {
     let packet = parse(&ctx);
     let Some(at) = packet.tcp else {
         return xdp_action::XDP_PASS;
     };
-    if packet.class != synguard_common::Class::SynAck {
-        return xdp_action::XDP_PASS;
+    let synack = packet.class == synguard_common::Class::SynAck;
+    if synack {
+        bump(0);
     }
-    bump(0);
     if at.ipv6 {
         return xdp_action::XDP_PASS;
     }
@@ -51,10 +52,19 @@ pub fn lab_client(ctx: XdpContext) -> u32 {
     // SAFETY: bounds checked by `ptr_at`.
     let dst = u32::from_be_bytes(unsafe { [(*ip)[16], (*ip)[17], (*ip)[18], (*ip)[19]] });
     if dst & SPOOFED_MASK == SPOOFED_NET {
-        bump(1);
+        if synack {
+            bump(1);
+        }
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_PASS
+}
+
+/// The drop floor for `cargo xtask bench flood`: drops every frame, so the machine's busy
+/// time per SYN is the generator's and the receive path's alone.
+#[xdp]
+pub fn bench_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
 }
 
 #[inline(always)]

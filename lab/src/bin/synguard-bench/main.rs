@@ -30,6 +30,7 @@ use synguard::maps::ControlMaps;
 use synguard_common::{Config, Mode, PROGRAM_NAME, STAMPS_MAP, config::flags};
 use synguard_lab::Lab;
 
+mod flood;
 mod limiter;
 
 /// Repeated runs: rounds interleaved across paths, so drift on a noisy machine hits every
@@ -47,11 +48,15 @@ const SERVER: [u8; 4] = [198, 18, 0, 1];
 fn main() -> Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "prog".into());
     anyhow::ensure!(
-        what == "prog" || what == "limiter",
-        "unknown benchmark '{what}'; available: prog, limiter"
+        matches!(what.as_str(), "prog" | "limiter" | "flood"),
+        "unknown benchmark '{what}'; available: prog, limiter, flood"
     );
     if what == "limiter" {
         return limiter::run();
+    }
+    if what == "flood" {
+        let out = std::env::args().nth(2).unwrap_or_else(|| "docs".into());
+        return flood::run(std::path::Path::new(&out));
     }
     let lab = Lab::new()?;
     lab.server.set_sysctl("net.ipv4.tcp_syncookies", "2")?;
