@@ -339,6 +339,51 @@ fn spread(values: &[f64], decimals: usize) -> String {
     )
 }
 
+/// What an established connection gets: bytes per second of a 3 s bulk upload to the server,
+/// with `contender` attached and no flood.
+fn bulk_throughput(contender: Option<Contender>) -> Result<f64> {
+    use std::{
+        io::{Read, Write},
+        net::{TcpListener, TcpStream},
+        time::Instant,
+    };
+    let lab = Lab::new()?;
+    let setup = match contender {
+        Some(c) => set_up(&lab, c)?,
+        // The reference: an XDP program that passes everything.
+        None => Setup::Xdp(attach(&lab, "lab_pass")?),
+    };
+    let listener = lab
+        .server
+        .enter(|| TcpListener::bind(("0.0.0.0", 5001)))??;
+    let target: SocketAddr = (lab.server.ipv4, 5001).into();
+    let received = thread::scope(|scope| -> Result<u64> {
+        let server = scope.spawn(|| -> Result<u64> {
+            let (mut stream, _) = listener.accept()?;
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0u64;
+            loop {
+                match stream.read(&mut buf)? {
+                    0 => return Ok(total),
+                    n => total += n as u64,
+                }
+            }
+        });
+        lab.client.enter(|| -> Result<()> {
+            let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+            let buf = vec![0x5au8; 1 << 16];
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(3) {
+                stream.write_all(&buf)?;
+            }
+            Ok(())
+        })??;
+        server.join().expect("bulk receiver")
+    })?;
+    tear_down(setup)?;
+    Ok(received as f64 / 3.0)
+}
+
 pub fn run(out_dir: &Path) -> Result<()> {
     synguard_lab::require_root()?;
     if run_bounded(Command::new("nft").arg("--version"), Duration::from_secs(5)).is_err() {
@@ -493,6 +538,31 @@ pub fn run(out_dir: &Path) -> Result<()> {
         "\nLoads as the generator achieved them (median): {}.",
         offered.join("; ")
     );
+    // Established connections, no flood: synguard against an XDP_PASS-only program.
+    let bulk = |c: Option<Contender>| -> Result<Vec<f64>> {
+        (0..rounds).map(|_| bulk_throughput(c)).collect()
+    };
+    let reference = bulk(None)?;
+    let mut reference_sorted = reference.clone();
+    let reference_median = median(&mut reference_sorted);
+    let _ = writeln!(
+        md,
+        "\n## Established connections, no flood\n\nA 3 s bulk upload to the server, with an \
+         XDP program that only passes (the reference) and with synguard attached.\n\n\
+         | attached | MB/s | share of the reference |\n| --- | ---: | ---: |\n\
+         | XDP_PASS only | {} | 100 % |",
+        spread(&reference.iter().map(|b| b / 1e6).collect::<Vec<_>>(), 0)
+    );
+    for contender in [Contender::SynguardAuto, Contender::SynguardCookie] {
+        let mut values = bulk(Some(contender))?;
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} % |",
+            contender.name(),
+            spread(&values.iter().map(|b| b / 1e6).collect::<Vec<_>>(), 0),
+            100.0 * median(&mut values) / reference_median
+        );
+    }
     let synguard = median_server(Contender::SynguardCookie);
     let _ = writeln!(
         md,
