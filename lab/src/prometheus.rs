@@ -72,15 +72,21 @@ impl Prometheus {
         http_get(&self.ns, LISTEN.parse()?, path, Duration::from_secs(5))
     }
 
+    /// A query API call's `data.result`, checked for success.
+    fn api(&self, path: &str) -> Result<serde_json::Value> {
+        let body = self.get(path)?;
+        let mut json: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("{path}: {body}"))?;
+        if json["status"] != "success" {
+            bail!("{path}: {body}");
+        }
+        Ok(json["data"]["result"].take())
+    }
+
     /// Evaluates an instant query; every series of the result, by its labels.
     pub fn query_all(&self, expr: &str) -> Result<Vec<(serde_json::Value, f64)>> {
-        let body = self.get(&format!("/api/v1/query?query={}", encode(expr)))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&body).with_context(|| format!("query response: {body}"))?;
-        if json["status"] != "success" {
-            bail!("{expr}: {body}");
-        }
-        Ok(json["data"]["result"]
+        let result = self.api(&format!("/api/v1/query?query={}", encode(expr)))?;
+        Ok(result
             .as_array()
             .into_iter()
             .flatten()
@@ -94,16 +100,11 @@ impl Prometheus {
     /// Evaluates a range query from `start` to `end` (Unix seconds) every `step` seconds;
     /// every series, by its labels, as (time, value) points.
     pub fn query_range(&self, expr: &str, start: f64, end: f64, step: f64) -> Result<Vec<Series>> {
-        let body = self.get(&format!(
+        let result = self.api(&format!(
             "/api/v1/query_range?query={}&start={start}&end={end}&step={step}",
             encode(expr)
         ))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&body).with_context(|| format!("query response: {body}"))?;
-        if json["status"] != "success" {
-            bail!("{expr}: {body}");
-        }
-        Ok(json["data"]["result"]
+        Ok(result
             .as_array()
             .into_iter()
             .flatten()
@@ -126,18 +127,9 @@ impl Prometheus {
     /// Evaluates an instant query; the value of its single result (an error for none or
     /// several).
     pub fn query(&self, expr: &str) -> Result<f64> {
-        let body = self.get(&format!("/api/v1/query?query={}", encode(expr)))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&body).with_context(|| format!("query response: {body}"))?;
-        let results = json["data"]["result"]
-            .as_array()
-            .with_context(|| format!("no result for {expr}: {body}"))?;
-        match results.as_slice() {
-            [one] => one["value"][1]
-                .as_str()
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("no value for {expr}: {body}")),
-            _ => bail!("{} results for {expr}: {body}", results.len()),
+        match self.query_all(expr)?.as_slice() {
+            [(_, value)] => Ok(*value),
+            results => bail!("{} results for {expr}, not one", results.len()),
         }
     }
 }

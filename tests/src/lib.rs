@@ -105,3 +105,26 @@ pub fn in_lab(port: u16, body: impl FnOnce() + Send) {
         })
         .unwrap();
 }
+
+/// A bare SYN from `src` (IPv4 or IPv6) to the lab server's address (198.18.0.1 or
+/// fd00:198:18::1) and `dst_port`, from `src_port`.
+pub fn syn_from(src: std::net::IpAddr, src_port: u16, dst_port: u16) -> Vec<u8> {
+    use etherparse::PacketBuilder;
+    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]);
+    let mut frame = Vec::new();
+    let server_v6 = [0xfd, 0, 0x01, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    match src {
+        std::net::IpAddr::V4(a) => eth
+            .ipv4(a.octets(), [198, 18, 0, 1], 64)
+            .tcp(src_port, dst_port, 7, 64240)
+            .syn()
+            .write(&mut frame, &[]),
+        std::net::IpAddr::V6(a) => eth
+            .ipv6(a.octets(), server_v6, 64)
+            .tcp(src_port, dst_port, 7, 64240)
+            .syn()
+            .write(&mut frame, &[]),
+    }
+    .expect("a SYN fits");
+    frame
+}

@@ -7,7 +7,7 @@ use synguard_common::{
     Config, Mode, Reason,
     config::{flags, list},
 };
-use synguard_tests::{InKernel, in_lab};
+use synguard_tests::{InKernel, in_lab, syn_from};
 
 const PORT: u16 = 80;
 const XDP_DROP: u32 = 1;
@@ -24,32 +24,6 @@ fn config(mode: Mode) -> Config {
 
 fn cidr(text: &str) -> Cidr {
     text.parse().unwrap()
-}
-
-fn syn_from(src: std::net::IpAddr) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]);
-    let mut frame = Vec::new();
-    match src {
-        std::net::IpAddr::V4(a) => eth
-            .ipv4(a.octets(), [198, 18, 0, 1], 64)
-            .tcp(40000, PORT, 7, 64240)
-            .syn()
-            .write(&mut frame, &[]),
-        std::net::IpAddr::V6(a) => eth
-            .ipv6(
-                a.octets(),
-                "fd00:198:18::1"
-                    .parse::<std::net::Ipv6Addr>()
-                    .unwrap()
-                    .octets(),
-                64,
-            )
-            .tcp(40000, PORT, 7, 64240)
-            .syn()
-            .write(&mut frame, &[]),
-    }
-    .unwrap();
-    frame
 }
 
 fn udp_from(src: [u8; 4]) -> Vec<u8> {
@@ -87,7 +61,7 @@ fn the_longest_matching_prefix_decides_on_ipv4_and_ipv6() {
         ];
         let unlisted = [("198.19.0.2", "v4"), ("fd00:198:19::2", "v6")];
         for (addr, family) in allowed {
-            let (code, why) = run(&mut program, &syn_from(addr.parse().unwrap()));
+            let (code, why) = run(&mut program, &syn_from(addr.parse().unwrap(), 40000, PORT));
             assert_eq!(
                 (code, why),
                 (XDP_PASS, vec![Reason::ListAllowed]),
@@ -95,7 +69,7 @@ fn the_longest_matching_prefix_decides_on_ipv4_and_ipv6() {
             );
         }
         for (addr, family) in denied {
-            let (code, why) = run(&mut program, &syn_from(addr.parse().unwrap()));
+            let (code, why) = run(&mut program, &syn_from(addr.parse().unwrap(), 40000, PORT));
             assert_eq!(
                 (code, why),
                 (XDP_DROP, vec![Reason::ListDenied]),
@@ -103,7 +77,7 @@ fn the_longest_matching_prefix_decides_on_ipv4_and_ipv6() {
             );
         }
         for (addr, family) in unlisted {
-            let (code, _) = run(&mut program, &syn_from(addr.parse().unwrap()));
+            let (code, _) = run(&mut program, &syn_from(addr.parse().unwrap(), 40000, PORT));
             assert_eq!(
                 code, XDP_TX,
                 "{family} {addr}: not listed, answered with a cookie"
@@ -126,7 +100,7 @@ fn list_changes_apply_to_the_next_packet() {
     in_lab(PORT, || {
         let mut program = InKernel::load(&config(Mode::Cookie));
         let source: std::net::IpAddr = "198.18.0.2".parse().unwrap();
-        let frame = syn_from(source);
+        let frame = syn_from(source, 40000, PORT);
         assert_eq!(run(&mut program, &frame).0, XDP_TX, "nothing listed yet");
 
         program

@@ -4,13 +4,12 @@
 
 use std::{net::IpAddr, thread::sleep, time::Duration};
 
-use etherparse::PacketBuilder;
 use synguard::{
     lists::{Cidr, Lists},
     settings::SourceLimit,
 };
 use synguard_common::{Config, Mode, Reason, config::flags};
-use synguard_tests::{InKernel, in_lab};
+use synguard_tests::{InKernel, in_lab, syn_from};
 
 const PORT: u16 = 80;
 const XDP_DROP: u32 = 1;
@@ -36,32 +35,6 @@ fn limit(rate_pps: u32, burst: u32) -> SourceLimit {
     }
 }
 
-fn syn_from(src: IpAddr, src_port: u16) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]);
-    let mut frame = Vec::new();
-    match src {
-        IpAddr::V4(a) => eth
-            .ipv4(a.octets(), [198, 18, 0, 1], 64)
-            .tcp(src_port, PORT, 7, 64240)
-            .syn()
-            .write(&mut frame, &[]),
-        IpAddr::V6(a) => eth
-            .ipv6(
-                a.octets(),
-                "fd00:198:18::1"
-                    .parse::<std::net::Ipv6Addr>()
-                    .unwrap()
-                    .octets(),
-                64,
-            )
-            .tcp(src_port, PORT, 7, 64240)
-            .syn()
-            .write(&mut frame, &[]),
-    }
-    .unwrap();
-    frame
-}
-
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
@@ -71,7 +44,7 @@ fn ip(text: &str) -> IpAddr {
 fn burst(program: &mut InKernel, src: IpAddr, count: u16) -> (u32, u32) {
     let (mut answered, mut limited) = (0, 0);
     for i in 0..count {
-        let outcome = program.run(&syn_from(src, 40000 + i));
+        let outcome = program.run(&syn_from(src, 40000 + i, PORT));
         match (outcome.code, outcome.reasons().as_slice()) {
             (XDP_TX, [Reason::CookieRaw | Reason::CookieStamped]) => answered += 1,
             (XDP_DROP, [Reason::SynSourceLimited]) => limited += 1,
@@ -164,7 +137,7 @@ fn allowed_sources_bypass_and_monitor_mode_only_counts() {
             .load(&Lists::new(vec![allowed], vec![]).unwrap())
             .unwrap();
         for port in 0..10 {
-            let outcome = program.run(&syn_from(ip("198.18.0.2"), 40000 + port));
+            let outcome = program.run(&syn_from(ip("198.18.0.2"), 40000 + port, PORT));
             assert_eq!(
                 (outcome.code, outcome.reasons()),
                 (XDP_PASS, vec![Reason::ListAllowed])
@@ -177,7 +150,7 @@ fn allowed_sources_bypass_and_monitor_mode_only_counts() {
             .unwrap();
         let mut would_drop = 0;
         for port in 0..5 {
-            let outcome = program.run(&syn_from(ip("198.18.0.4"), 40000 + port));
+            let outcome = program.run(&syn_from(ip("198.18.0.4"), 40000 + port, PORT));
             assert_eq!(outcome.code, XDP_PASS, "monitor mode changes nothing");
             if outcome.reasons() == vec![Reason::MonitorWouldDrop] {
                 would_drop += 1;
@@ -227,7 +200,7 @@ fn random_sources_cost_no_buckets() {
         let before = program.stats.read().unwrap().sources_metered;
         for i in 0..4096u32 {
             let src = IpAddr::from([198, 18, 128 + (i / 256) as u8, (i % 256) as u8]);
-            let outcome = program.run(&syn_from(src, 40000));
+            let outcome = program.run(&syn_from(src, 40000, PORT));
             assert_eq!(outcome.code, XDP_TX, "{src}: one SYN is never limited");
         }
         assert_eq!(

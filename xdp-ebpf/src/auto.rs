@@ -103,22 +103,45 @@ fn observe_port(maps: &AutoMaps, config: &Config, port: u16, now: u64) -> bool {
             return atomic::load(&raw const (*attack).active) != 0;
         }
         let rate = count * 1_000_000_000 / PORT_WINDOW_NS;
-        if atomic::compare_exchange(&raw mut (*attack).active, 0, 1) == 0 {
-            core::ptr::write_volatile(&raw mut (*attack).started_ns, now);
-            core::ptr::write_volatile(&raw mut (*attack).peak_pps, rate);
-            let event = AttackEvent {
-                kind: event::START,
-                threshold_pps: config.auto_port_threshold_pps,
-                port: u32::from(port),
-                reserved: 0,
-                at_ns: now,
-                rate_pps: rate,
-                peak_pps: rate,
-                started_ns: now,
-            };
-            let _ = maps.events.output::<AttackEvent>(&event, 0);
-        }
+        let threshold = config.auto_port_threshold_pps;
+        start(attack, maps.events, threshold, u32::from(port), rate, now);
     }
+    true
+}
+
+/// Starts an attack unless one is going on; the CPU that starts it reports it. Returns
+/// whether this call started it.
+///
+/// # Safety
+/// `attack` points at the attack map's one value.
+#[inline(always)]
+unsafe fn start(
+    attack: *mut AttackState,
+    events: &RingBuf,
+    threshold_pps: u32,
+    port: u32,
+    rate: u64,
+    now: u64,
+) -> bool {
+    // SAFETY: as the caller promised; fields are aligned u64s.
+    unsafe {
+        if atomic::compare_exchange(&raw mut (*attack).active, 0, 1) != 0 {
+            return false;
+        }
+        core::ptr::write_volatile(&raw mut (*attack).started_ns, now);
+        core::ptr::write_volatile(&raw mut (*attack).peak_pps, rate);
+    }
+    let event = AttackEvent {
+        kind: event::START,
+        threshold_pps,
+        port,
+        reserved: 0,
+        at_ns: now,
+        rate_pps: rate,
+        peak_pps: rate,
+        started_ns: now,
+    };
+    let _ = events.output::<AttackEvent>(&event, 0);
     true
 }
 
@@ -159,11 +182,7 @@ fn decide(
         if total < threshold {
             return settle(attack, events, config, total, now);
         }
-        if atomic::compare_exchange(&raw mut (*attack).active, 0, 1) == 0 {
-            core::ptr::write_volatile(&raw mut (*attack).started_ns, now);
-            core::ptr::write_volatile(&raw mut (*attack).peak_pps, total);
-            report(events, event::START, config, now, total, total, now);
-        } else {
+        if !start(attack, events, config.auto_threshold_pps, 0, total, now) {
             raise_peak(&raw mut (*attack).peak_pps, total);
         }
     }
@@ -193,7 +212,7 @@ fn settle(
         if atomic::compare_exchange(active, 1, 0) == 1 {
             let peak = atomic::load(&raw const (*attack).peak_pps);
             let started = atomic::load(&raw const (*attack).started_ns);
-            report(events, event::STOP, config, now, total, peak, started);
+            report_stop(events, config, now, total, peak, started);
         }
     }
     false
@@ -215,18 +234,11 @@ unsafe fn raise_peak(peak: *mut u64, rate: u64) {
     }
 }
 
+/// Reports an attack's end.
 #[inline(always)]
-fn report(
-    events: &RingBuf,
-    kind: u32,
-    config: &Config,
-    now: u64,
-    rate: u64,
-    peak: u64,
-    started: u64,
-) {
+fn report_stop(events: &RingBuf, config: &Config, now: u64, rate: u64, peak: u64, started: u64) {
     let event = AttackEvent {
-        kind,
+        kind: event::STOP,
         threshold_pps: config.auto_threshold_pps,
         port: 0,
         reserved: 0,
