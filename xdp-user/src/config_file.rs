@@ -74,9 +74,16 @@ pub fn read(path: &Path, required: bool) -> Result<Vec<Setting>, Error> {
 
 /// The settings of a config file's text, keys checked, values not yet.
 pub fn parse(text: &str) -> Result<Vec<Setting>, String> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| format!("malformed TOML: {}", e.to_string().trim()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        // One line: where, and what the parser expected there.
+        let at = e.span().map_or(String::new(), |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        format!("malformed TOML{at}: {}", e.message().trim())
+    })?;
     let known = file_keys();
     let mut settings = Vec::new();
     for (key, value) in table {
@@ -230,7 +237,8 @@ mod tests {
         assert_eq!(settings.len(), 5);
         validate(&settings).unwrap();
         for (text, needle) in [
-            ("mode = ", "malformed TOML"),
+            ("mode = ", "malformed TOML at line 1, column 8: "),
+            ("a = 1\nb = [1, \n", "malformed TOML at line 2"),
             ("colour = \"blue\"", "unknown key 'colour'"),
             ("config = \"/x\"", "unknown key 'config'"),
             ("mode = \"fast\"", "key 'mode': invalid value 'fast'"),
