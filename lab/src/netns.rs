@@ -274,6 +274,11 @@ impl Drop for Lab {
     fn drop(&mut self) {
         // Detach before the namespaces go (they would take it with them anyway).
         self.client_program = None;
+        // synguard's namespace lock is named after the namespace's inode.
+        if let Ok(meta) = std::fs::metadata(format!("/run/netns/{}", self.server.name)) {
+            use std::os::unix::fs::MetadataExt;
+            let _ = std::fs::remove_file(format!("/run/synguard/lock-netns{}", meta.ino()));
+        }
         for ns in self.created.drain(..).rev() {
             if let Err(e) = remove_netns(&ns) {
                 eprintln!("lab: cleaning up namespace {ns} failed: {e:#}");

@@ -267,3 +267,39 @@ fn a_second_daemon_on_the_same_interface() {
     );
     first.stop(nix::sys::signal::Signal::SIGTERM).unwrap();
 }
+
+#[test]
+fn a_second_daemon_in_the_same_network_namespace() {
+    let lab = Lab::new().unwrap();
+    let first = synguard_lab::Synguard::start(&lab.server, &["--mode", "cookie"]).unwrap();
+    // Another interface of the same namespace: synguard owns the namespace's sysctls.
+    let args = [
+        "run",
+        "--iface",
+        "lo",
+        "--xdp-mode",
+        "skb",
+        "--metrics-addr",
+        "127.0.0.1:9478",
+    ];
+    let out = synguard(&lab.server, &[], &args);
+    assert_error(
+        &out,
+        1,
+        &[
+            "another synguard already runs in this network namespace",
+            &lab.server.iface,
+        ],
+    );
+    let lo = lab
+        .server
+        .exec("ip", &["link", "show", "dev", "lo"])
+        .unwrap();
+    assert!(!lo.contains("xdp"), "nothing attached to lo: {lo}");
+    assert_eq!(
+        lab.server.sysctl("net.ipv4.tcp_syncookies").unwrap(),
+        "2",
+        "the first one's sysctls untouched"
+    );
+    first.stop(nix::sys::signal::Signal::SIGTERM).unwrap();
+}

@@ -154,10 +154,15 @@ fn is_bpffs(path: &Path) -> bool {
     rc == 0 && stat.f_type as i64 == BPF_FS_MAGIC
 }
 
-/// An exclusive lock on one interface, held for the controller's life (flock(2): the kernel
-/// releases it when the process dies, however it dies).
+/// Exclusive locks held for the controller's life (flock(2): the kernel releases them when
+/// the process dies, however it dies): one on the interface, and one on its network
+/// namespace. The second is there because synguard owns the namespace's tcp_syncookies and
+/// tcp_timestamps (it records, sets, follows and restores them), and two synguards in one
+/// namespace would record each other's values as the originals and undo each other's
+/// settings. So one synguard per network namespace, for now.
 pub struct InterfaceLock {
-    _file: File,
+    _iface: File,
+    _netns: File,
 }
 
 impl InterfaceLock {
@@ -169,25 +174,55 @@ impl InterfaceLock {
                 state_dir.display()
             ))
         })?;
-        let path = state_dir.join(format!("lock-netns{netns}-{iface}"));
-        let file = File::create(&path)
-            .map_err(|e| Error::Other(format!("cannot open {}: {e}", path.display())))?;
-        // SAFETY: flock on a descriptor this function owns.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(Error::Other(format!(
-                    "another synguard is already running on {iface} (it holds {}); stop it \
-                     first, or protect another interface",
-                    path.display()
-                )));
-            }
+        let iface_path = state_dir.join(format!("lock-netns{netns}-{iface}"));
+        let iface_lock = lock(&iface_path)?.ok_or_else(|| {
+            Error::Other(format!(
+                "another synguard is already running on {iface} (it holds {}); stop it \
+                 first, or protect another interface",
+                iface_path.display()
+            ))
+        })?;
+        let netns_path = state_dir.join(format!("lock-netns{netns}"));
+        let Some(mut netns_lock) = lock(&netns_path)? else {
+            let other = fs::read_to_string(&netns_path).unwrap_or_default();
             return Err(Error::Other(format!(
-                "cannot lock {}: {err}",
-                path.display()
+                "another synguard already runs in this network namespace (on {}); synguard \
+                 owns the namespace's tcp_syncookies and tcp_timestamps, so it protects one \
+                 interface per network namespace for now",
+                other.trim()
             )));
-        }
-        Ok(InterfaceLock { _file: file })
+        };
+        // Name the holder, for the error above.
+        use std::io::Write as _;
+        let _ = netns_lock.set_len(0);
+        let _ = netns_lock.write_all(iface.as_bytes());
+        Ok(InterfaceLock {
+            _iface: iface_lock,
+            _netns: netns_lock,
+        })
     }
+}
+
+/// The file at `path`, locked exclusively; `None` if another process holds the lock.
+fn lock(path: &Path) -> Result<Option<File>, Error> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::Other(format!("cannot open {}: {e}", path.display())))?;
+    // SAFETY: flock on a descriptor this function owns.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(Some(file));
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Ok(None);
+    }
+    Err(Error::Other(format!(
+        "cannot lock {}: {err}",
+        path.display()
+    )))
 }

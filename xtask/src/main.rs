@@ -179,13 +179,11 @@ fn install(root: &Path) -> Result<()> {
     };
     step(&format!("installing under {}", root.display()));
     copy(&bin, &under("/usr/local/sbin/synguard"), 0o755)?;
-    for unit in ["synguard.service", "synguard@.service"] {
-        copy(
-            &deploy.join(unit),
-            &under(&format!("/etc/systemd/system/{unit}")),
-            0o644,
-        )?;
-    }
+    copy(
+        &deploy.join("synguard.service"),
+        &under("/etc/systemd/system/synguard.service"),
+        0o644,
+    )?;
     let config = under("/etc/synguard/synguard.toml");
     if config.exists() {
         println!("    {} kept (it exists)", config.display());
@@ -196,9 +194,7 @@ fn install(root: &Path) -> Result<()> {
         Command::new("systemctl").arg("daemon-reload").status_ok()?;
     }
     println!(
-        "\nNext: set `iface` in {}, then `systemctl enable --now synguard` (or, for several \
-         interfaces, one /etc/synguard/IFACE.toml each and `systemctl enable --now \
-         synguard@IFACE`).",
+        "\nNext: set `iface` in {}, then `systemctl enable --now synguard`.",
         config.display()
     );
     Ok(())
