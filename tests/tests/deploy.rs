@@ -25,29 +25,23 @@ fn unit_capabilities() -> Vec<String> {
 
 #[test]
 fn systemd_accepts_the_unit() {
-    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy");
-    for (file, installed_as) in [("synguard.service", "synguard.service")] {
-        // verify checks that ExecStart exists: point it at the binary under test.
-        let unit = std::fs::read_to_string(deploy.join(file)).unwrap().replace(
-            "/usr/local/sbin/synguard",
-            synguard_bin().unwrap().to_str().unwrap(),
-        );
-        let dir = std::env::temp_dir().join(format!("synguard-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(installed_as);
-        std::fs::write(&path, unit).unwrap();
-        let out = Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(&path)
-            .output()
-            .expect("systemd-analyze (Debian package systemd; `cargo xtask setup` installs it)");
-        let _ = std::fs::remove_dir_all(&dir);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && stderr.trim().is_empty(),
-            "{file}: {stderr}"
-        );
-    }
+    // verify checks that ExecStart exists: point it at the binary under test.
+    let unit = unit_text().replace(
+        "/usr/local/sbin/synguard",
+        synguard_bin().unwrap().to_str().unwrap(),
+    );
+    let dir = std::env::temp_dir().join(format!("synguard-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("synguard.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd; `cargo xtask setup` installs it)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }
 
 #[test]
