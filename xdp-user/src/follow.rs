@@ -92,11 +92,6 @@ impl AutoFollower {
         self.threshold_min = threshold_min;
     }
 
-    /// The threshold as configured (absolute or relative).
-    pub fn threshold(&self) -> Threshold {
-        self.threshold
-    }
-
     /// The learned SYN rate, for a relative threshold.
     pub fn baseline(&self) -> Option<f64> {
         self.baseline.rate()

@@ -26,6 +26,7 @@ pub mod ports;
 pub mod preflight;
 pub mod run;
 pub mod settings;
+pub mod state;
 pub mod sysctl;
 pub mod tune;
 pub mod verbs;

@@ -12,7 +12,7 @@ use std::{
     ffi::CString,
     fs::{self, File},
     io,
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
 
@@ -21,7 +21,7 @@ use synguard_common::{
     PORT_RATES_MAP, PORTS_MAP, SAMPLES_MAP, SKETCH_MAP, SOURCES_MAP, STAMPS_MAP, STATS_MAP,
 };
 
-use crate::Error;
+use crate::{Error, state};
 
 /// statfs(2) f_type of a BPF filesystem (include/uapi/linux/magic.h, BPF_FS_MAGIC).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -56,8 +56,8 @@ impl PinDir {
     /// `bpffs`.
     pub fn for_iface(bpffs: &Path, iface: &str) -> Result<PinDir, Error> {
         // The calling thread's namespace (a test may enter one on a thread of its own).
-        let here = netns_inode("/proc/thread-self/ns/net")?;
-        let init = netns_inode("/proc/1/ns/net").ok();
+        let here = state::netns_inode("/proc/thread-self/ns/net")?;
+        let init = state::netns_inode("/proc/1/ns/net").ok();
         let name = match init {
             Some(init) if init == here => iface.to_string(),
             _ => format!("netns{here}-{iface}"),
@@ -102,12 +102,6 @@ impl PinDir {
         }
         let _ = fs::remove_dir(&self.path);
     }
-}
-
-fn netns_inode(path: &str) -> Result<u64, Error> {
-    fs::metadata(path)
-        .map(|m| m.ino())
-        .map_err(|e| Error::Other(format!("cannot identify the network namespace: {e}")))
 }
 
 /// Mounts a BPF filesystem on `dir` unless one is there.
@@ -167,14 +161,7 @@ pub struct InterfaceLock {
 
 impl InterfaceLock {
     pub fn take(state_dir: &Path, iface: &str) -> Result<InterfaceLock, Error> {
-        let netns = netns_inode("/proc/self/ns/net")?;
-        fs::create_dir_all(state_dir).map_err(|e| {
-            Error::Other(format!(
-                "cannot create the state directory {}: {e}",
-                state_dir.display()
-            ))
-        })?;
-        let iface_path = state_dir.join(format!("lock-netns{netns}-{iface}"));
+        let iface_path = state::file(state_dir, "lock", Some(iface))?;
         let iface_lock = lock(&iface_path)?.ok_or_else(|| {
             Error::Other(format!(
                 "another synguard is already running on {iface} (it holds {}); stop it \
@@ -182,7 +169,7 @@ impl InterfaceLock {
                 iface_path.display()
             ))
         })?;
-        let netns_path = state_dir.join(format!("lock-netns{netns}"));
+        let netns_path = state::file(state_dir, "lock", None)?;
         let Some(mut netns_lock) = lock(&netns_path)? else {
             let other = fs::read_to_string(&netns_path).unwrap_or_default();
             return Err(Error::Other(format!(

@@ -16,13 +16,12 @@
 use std::{
     fs,
     io::ErrorKind,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
 use tracing::{info, warn};
 
-use crate::Error;
+use crate::{Error, state};
 
 pub const SYNCOOKIES: &str = "net.ipv4.tcp_syncookies";
 pub const TIMESTAMPS: &str = "net.ipv4.tcp_timestamps";
@@ -73,16 +72,7 @@ impl Sysctls {
     /// Records the current values of `keys` (or those a crashed run recorded) in a state file
     /// under `state_dir`, unique to this network namespace and interface.
     pub fn take(state_dir: &Path, iface: &str, keys: &[&str]) -> Result<Sysctls, Error> {
-        let netns = fs::metadata("/proc/self/ns/net")
-            .map(|m| m.ino())
-            .map_err(|e| Error::Other(format!("cannot identify the network namespace: {e}")))?;
-        fs::create_dir_all(state_dir).map_err(|e| {
-            Error::Other(format!(
-                "cannot create the state directory {}: {e}",
-                state_dir.display()
-            ))
-        })?;
-        let state_file = state_dir.join(format!("sysctl-netns{netns}-{iface}"));
+        let state_file = state::file(state_dir, "sysctl", Some(iface))?;
         let mut original = match fs::read_to_string(&state_file) {
             Ok(text) => {
                 warn!(
