@@ -350,6 +350,22 @@ pub struct RunArgs {
     pub state_dir: PathBuf,
 }
 
+/// `run`'s flags alone, with nothing required, no defaults and no environment: parsing with it
+/// yields exactly what was given. The run-time `set` and the config file check their values
+/// with it, so a value is valid there exactly when it is valid on the command line.
+pub fn bare_run_command() -> clap::Command {
+    RunArgs::augment_args(clap::Command::new("run"))
+        .no_binary_name(true)
+        .mut_args(|arg| arg.required(false).default_value(None).env(None))
+}
+
+/// A clap error as one line, without its `error: ` prefix, for messages of our own.
+pub fn one_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    first.trim_start_matches("error: ").to_string()
+}
+
 fn parse_mode(text: &str) -> Result<Mode, String> {
     Mode::ALL
         .into_iter()

@@ -8,11 +8,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use clap::{Args, Command, CommandFactory, FromArgMatches};
+use clap::{Command, CommandFactory, FromArgMatches};
 
 use crate::{
     Error,
-    cli::{Cli, RunArgs},
+    cli::{self, Cli, RunArgs},
 };
 
 pub const DEFAULT_PATH: &str = "/etc/synguard/synguard.toml";
@@ -115,7 +115,7 @@ pub fn parse(text: &str) -> Result<Vec<Setting>, String> {
 
 /// `run`'s flags that a file may set: all but `--config` itself.
 fn file_keys() -> Vec<String> {
-    RunArgs::augment_args(Command::new("run"))
+    cli::bare_run_command()
         .get_arguments()
         .filter_map(|a| a.get_long())
         .filter(|long| *long != "config")
@@ -125,9 +125,7 @@ fn file_keys() -> Vec<String> {
 
 /// Checks every value with its flag's parser, as if given on the command line alone.
 fn validate(settings: &[Setting]) -> Result<(), String> {
-    let command = RunArgs::augment_args(Command::new("run"))
-        .no_binary_name(true)
-        .mut_args(|arg| arg.required(false).default_value(None).env(None));
+    let command = cli::bare_run_command();
     for setting in settings {
         let flag = command
             .get_arguments()
@@ -147,15 +145,10 @@ fn validate(settings: &[Setting]) -> Result<(), String> {
                 _ => return Err(format!("'{}' must be true or false", setting.key)),
             }
         }
-        command.clone().try_get_matches_from(&argv).map_err(|e| {
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or_default();
-            format!(
-                "key '{}': {}",
-                setting.key,
-                first.trim_start_matches("error: ")
-            )
-        })?;
+        command
+            .clone()
+            .try_get_matches_from(&argv)
+            .map_err(|e| format!("key '{}': {}", setting.key, cli::one_line(&e)))?;
     }
     Ok(())
 }
@@ -163,38 +156,36 @@ fn validate(settings: &[Setting]) -> Result<(), String> {
 /// Parses the command line, with the config file's values as the defaults of `run`'s flags.
 pub fn parse_cli(argv: Vec<OsString>) -> Result<Cli, ParseError> {
     let is_run = argv.get(1).is_some_and(|a| a == "run");
-    let mut command = Cli::command();
-    if is_run {
-        let (path, required) = config_path(&argv);
-        let settings = read(&path, required).map_err(ParseError::Config)?;
-        command = command.mut_subcommand("run", |run| with_defaults(run, &settings));
-    }
-    let matches = command
-        .try_get_matches_from(argv)
-        .map_err(ParseError::Usage)?;
-    Cli::from_arg_matches(&matches).map_err(ParseError::Usage)
+    let settings = match is_run {
+        true => {
+            let (path, required) = config_path(&argv);
+            read(&path, required).map_err(ParseError::Config)?
+        }
+        false => Vec::new(),
+    };
+    parse_over(argv, &settings).map_err(ParseError::Usage)
 }
 
 /// `run`'s arguments as the command line and environment give them, over `settings`.
 pub fn run_args(argv: &[OsString], settings: &[Setting]) -> Result<RunArgs, Error> {
-    let command = Cli::command().mut_subcommand("run", |run| with_defaults(run, settings));
-    let matches = command.try_get_matches_from(argv).map_err(|e| {
-        Error::Other(
-            e.render()
-                .to_string()
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        )
-    })?;
-    match Cli::from_arg_matches(&matches)
-        .map_err(|e| Error::Other(e.to_string()))?
+    match parse_over(argv, settings)
+        .map_err(|e| Error::Other(cli::one_line(&e)))?
         .command
     {
         crate::cli::Command::Run(args) => Ok(*args),
         _ => Err(Error::Other("not a run command line".into())),
     }
+}
+
+/// The command line parsed with `settings` as the defaults of `run`'s flags.
+fn parse_over(
+    argv: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    settings: &[Setting],
+) -> Result<Cli, clap::Error> {
+    let matches = Cli::command()
+        .mut_subcommand("run", |run| with_defaults(run, settings))
+        .try_get_matches_from(argv)?;
+    Cli::from_arg_matches(&matches)
 }
 
 fn with_defaults(mut run: Command, settings: &[Setting]) -> Command {

@@ -1,9 +1,12 @@
 //! `synguard set KEY=VALUE…`: run-time changes to the tunables, validated by the very parsers
 //! the command line uses (the keys are `run`'s flag names), and applied all or none.
 
-use clap::{Args, Command, FromArgMatches};
+use clap::FromArgMatches;
 
-use crate::{Error, cli::RunArgs};
+use crate::{
+    Error,
+    cli::{self, RunArgs},
+};
 
 /// The flags of `run` that can change while it runs. The others (interface, attach mode,
 /// addresses, directories, timestamps) need a restart; the lists have their own verbs.
@@ -47,20 +50,9 @@ pub fn apply(current: &RunArgs, pairs: &[String]) -> Result<RunArgs, Error> {
         argv.push(format!("--{key}"));
         argv.push(value.trim().to_string());
     }
-    // `run`'s own arguments, with nothing required, no defaults and no environment, so that
-    // only what was given is set.
-    let command = RunArgs::augment_args(Command::new("set"))
-        .no_binary_name(true)
-        .mut_args(|arg| arg.required(false).default_value(None).env(None));
-    let matches = command.try_get_matches_from(&argv).map_err(|e| {
-        let rendered = e.render().to_string();
-        let first = rendered
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("error: ");
-        Error::Other(first.to_string())
-    })?;
+    let matches = cli::bare_run_command()
+        .try_get_matches_from(&argv)
+        .map_err(|e| Error::Other(cli::one_line(&e)))?;
     let mut tuned = current.clone();
     tuned
         .update_from_arg_matches(&matches)
