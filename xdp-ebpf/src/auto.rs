@@ -9,10 +9,8 @@
 //! (bpf_ringbuf_output, Linux 5.8), so events come once per attack, never per packet. During
 //! an attack, each CPU also samples the sources of its SYNs for the controller's log.
 
-use core::ffi::c_void;
-
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, generated::bpf_map_lookup_percpu_elem},
+    helpers::bpf_ktime_get_ns,
     maps::{Array, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
@@ -24,11 +22,7 @@ use synguard_common::{
     },
 };
 
-use crate::{atomic, limit, parse::IpAt};
-
-/// CPUs whose rates are summed. XXX: on machines with more CPUs, the SYNs that the extra CPUs
-/// see are not counted towards the threshold.
-const MAX_CPUS: u32 = 256;
+use crate::{atomic, limit, parse::IpAt, percpu};
 
 /// The maps `auto` works on; defined with the entry point.
 pub struct AutoMaps {
@@ -281,24 +275,13 @@ fn per_second(count: u64, elapsed_ns: u64) -> u64 {
 /// The sum of every CPU's latest rate, leaving out rates older than `AUTO_STALE_NS`.
 #[inline(always)]
 fn total_rate(states: &PerCpuArray<AutoState>, now: u64) -> u64 {
-    let key = 0u32;
-    let map = states as *const PerCpuArray<AutoState> as *mut c_void;
     let mut total = 0u64;
-    for cpu in 0..MAX_CPUS {
-        // SAFETY: `map` is the per-CPU array itself (aya's map types are the bare map
-        // definition); the helper returns NULL past the last possible CPU.
-        let value =
-            unsafe { bpf_map_lookup_percpu_elem(map, &key as *const u32 as *const c_void, cpu) }
-                as *const AutoState;
-        if value.is_null() {
-            break;
-        }
-        // SAFETY: a non-null result points at that CPU's slot. Another CPU may be writing it;
-        // a torn read of two u64s costs at most one window's accuracy.
+    percpu::for_each_cpu(states, 0, |value| {
+        // SAFETY: that CPU's slot. A torn read of two u64s costs at most one window's accuracy.
         let (rate, at) = unsafe { ((*value).rate_pps, (*value).rate_at_ns) };
         if now.wrapping_sub(at) <= AUTO_STALE_NS {
             total = total.saturating_add(rate);
         }
-    }
+    });
     total
 }

@@ -6,16 +6,10 @@
 //! own demand plus a share of the slack when it does not, so that traffic under the cap is
 //! never dropped because it moved to a CPU idle in the last window.
 
-use core::ffi::c_void;
-
-use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, generated::bpf_map_lookup_percpu_elem},
-    maps::PerCpuArray,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::PerCpuArray};
 use synguard_common::config::{CAP_WINDOW_NS, CapState, cpu_budget, window_budget};
 
-/// CPUs whose demand is summed; see `auto.rs`.
-const MAX_CPUS: u32 = 256;
+use crate::percpu;
 
 /// Counts one event against cap `index` (`synguard_common::config::cap`), limited to `cap_pps`
 /// per second (0: no cap), and says whether it is admitted.
@@ -57,24 +51,14 @@ pub fn admit(states: &PerCpuArray<CapState>, index: u32, cap_pps: u32) -> bool {
 /// earlier (that CPU has gone quiet); and how many CPUs there are.
 #[inline(always)]
 fn total_demand(states: &PerCpuArray<CapState>, index: u32, now: u64) -> (u64, u64) {
-    let map = states as *const PerCpuArray<CapState> as *mut c_void;
-    let mut total = 0u64;
-    let mut cpus = 0u64;
-    for cpu in 0..MAX_CPUS {
-        // SAFETY: `map` is the per-CPU array itself; NULL past the last possible CPU.
-        let value =
-            unsafe { bpf_map_lookup_percpu_elem(map, &index as *const u32 as *const c_void, cpu) }
-                as *const CapState;
-        if value.is_null() {
-            break;
-        }
+    let (mut total, mut cpus) = (0u64, 0u64);
+    percpu::for_each_cpu(states, index, |value| {
         cpus += 1;
-        // SAFETY: a non-null result points at that CPU's slot; a torn read costs one window's
-        // accuracy at most.
+        // SAFETY: that CPU's slot; a torn read costs one window's accuracy at most.
         let (demand, at) = unsafe { ((*value).last_demand, (*value).last_at_ns) };
         if now.wrapping_sub(at) <= 2 * CAP_WINDOW_NS {
             total = total.saturating_add(demand);
         }
-    }
+    });
     (total, cpus)
 }

@@ -19,6 +19,7 @@ pub mod count;
 pub mod limit;
 pub mod lists;
 pub mod parse;
+pub mod percpu;
 pub mod policy;
 pub mod sock;
 
