@@ -11,7 +11,7 @@ use std::{
 use nix::sys::signal::Signal;
 use synguard_common::Reason;
 use synguard_lab::{
-    HttpServer, Lab, SynShape, Synguard, run_legit_clients, run_legit_for, syn_flood,
+    FloodReport, HttpServer, Lab, SynShape, Synguard, run_legit_clients, run_legit_for, syn_flood,
     syn_flood_from,
 };
 
@@ -20,6 +20,19 @@ const PORT: u16 = 80;
 /// Tests in one binary run in parallel; two floods at once on a two-core machine would measure
 /// each other. Each flood test holds this for its whole run.
 static ONE_FLOOD_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A spoofed flood of `rate` SYN/s to `port` for `seconds`, from the 32,768 sources of
+/// 198.18.128.0/17, bounded in time too.
+fn spoofed_flood(lab: &Lab, port: u16, rate: u64, seconds: u64) -> anyhow::Result<FloodReport> {
+    syn_flood(
+        lab,
+        port,
+        rate * seconds,
+        Some(rate),
+        SynShape::Bare,
+        Duration::from_secs(seconds * 5),
+    )
+}
 
 fn one_flood_at_a_time() -> MutexGuard<'static, ()> {
     // A test that panicked while holding it leaves nothing behind that matters here.
@@ -61,18 +74,10 @@ fn legit_clients_keep_their_service_under_a_spoofed_flood_of_150k_syn_per_second
     assert_eq!(baseline.succeeded, LEGIT_REQUESTS, "baseline: {baseline:?}");
 
     const RATE: u64 = 150_000;
-    // Enough SYNs to outlast the measurement, bounded in time too.
-    const FLOOD: u64 = RATE * 6;
     let (during, during_closed, flood) = thread::scope(|scope| {
         let flood = scope.spawn(|| {
-            syn_flood(
-                &lab,
-                PORT,
-                FLOOD,
-                Some(RATE),
-                SynShape::Bare,
-                Duration::from_secs(30),
-            )
+            // 6 s: enough to outlast the measurement.
+            spoofed_flood(&lab, PORT, RATE, 6)
         });
         thread::sleep(Duration::from_millis(200));
         let during = legit();
@@ -207,16 +212,7 @@ fn auto_mode_answers_with_cookies_during_a_flood_only() {
 
     // A flood five times the threshold: cookies, and tcp_syncookies=2 for the stamping helper.
     let (during, seen_attack, seen_sysctl) = thread::scope(|scope| {
-        let flood = scope.spawn(|| {
-            syn_flood(
-                &lab,
-                PORT,
-                300_000,
-                Some(100_000),
-                SynShape::Bare,
-                Duration::from_secs(20),
-            )
-        });
+        let flood = scope.spawn(|| spoofed_flood(&lab, PORT, 100_000, 3));
         thread::sleep(Duration::from_millis(500));
         let m = sg.metrics().unwrap();
         let sysctl = lab.server.sysctl("net.ipv4.tcp_syncookies").unwrap();
@@ -346,15 +342,7 @@ fn global_caps_bound_synacks_sent_and_syns_passed_to_the_kernel() {
             m.sum("synguard_decisions_total", &[("reason", r.name())])
         };
         let before = sg.metrics().unwrap();
-        let flood = syn_flood(
-            &lab,
-            port,
-            rate * 2,
-            Some(rate),
-            SynShape::Bare,
-            Duration::from_secs(30),
-        )
-        .unwrap();
+        let flood = spoofed_flood(&lab, port, rate, 2).unwrap();
         thread::sleep(Duration::from_millis(300));
         let after = sg.metrics().unwrap();
         let delta = |r| decisions(&after, r) - decisions(&before, r);
@@ -493,16 +481,7 @@ fn a_well_behaved_client_keeps_all_its_connections_under_a_random_source_flood_w
     let target: SocketAddr = (lab.server.ipv4, PORT).into();
     const RATE: u64 = 150_000;
     let (during, flood) = thread::scope(|scope| {
-        let flood = scope.spawn(|| {
-            syn_flood(
-                &lab,
-                PORT,
-                RATE * 5,
-                Some(RATE),
-                SynShape::Bare,
-                Duration::from_secs(30),
-            )
-        });
+        let flood = scope.spawn(|| spoofed_flood(&lab, PORT, RATE, 5));
         thread::sleep(Duration::from_millis(200));
         // 200 requests a second from one address: under its limit of 300 SYN/s.
         let during =
@@ -569,16 +548,7 @@ fn kill_9_during_a_flood_leaves_protection_on_and_the_next_run_takes_over() {
 
     const RATE: u64 = 100_000;
     let (gap, gap_counts, after, taken_over, flood) = thread::scope(|scope| {
-        let flood = scope.spawn(|| {
-            syn_flood(
-                &lab,
-                PORT,
-                RATE * 5,
-                Some(RATE),
-                SynShape::Bare,
-                Duration::from_secs(30),
-            )
-        });
+        let flood = scope.spawn(|| spoofed_flood(&lab, PORT, RATE, 5));
         thread::sleep(Duration::from_millis(500));
         let log = sg.log();
         let killed = sg.kill().unwrap();
