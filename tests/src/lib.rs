@@ -9,7 +9,12 @@ use aya::{
 use std::net::TcpListener;
 
 use synguard::maps::{ControlMaps, ListMaps, StatsMap};
-use synguard_common::{Config, PROGRAM_NAME, Reason, Stats};
+use synguard_common::{Action, Config, PROGRAM_NAME, Reason, Stats};
+
+/// XDP return codes, as `Outcome::code` holds them.
+pub const XDP_DROP: u32 = Action::Drop.xdp_code();
+pub const XDP_PASS: u32 = Action::Pass.xdp_code();
+pub const XDP_TX: u32 = Action::Tx.xdp_code();
 
 /// synguard's program, loaded with its maps taken out for the test to read and write.
 pub struct InKernel {

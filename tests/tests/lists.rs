@@ -7,12 +7,9 @@ use synguard_common::{
     Config, Mode, Reason,
     config::{flags, list},
 };
-use synguard_tests::{InKernel, in_lab, syn_from};
+use synguard_tests::{InKernel, XDP_DROP, XDP_PASS, XDP_TX, in_lab, syn_from};
 
 const PORT: u16 = 80;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 fn config(mode: Mode) -> Config {
     Config {

@@ -8,7 +8,7 @@ use etherparse::{
     IpHeaders, Ipv4Header, Ipv6Extensions, Ipv6Header, PacketBuilder, TcpHeader, VlanId,
 };
 use synguard_common::{Action, Class, Config, Mode, Stats, classify::tcp_flags::*};
-use synguard_tests::InKernel;
+use synguard_tests::{InKernel, XDP_PASS};
 
 const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
@@ -16,7 +16,6 @@ const SRC_V4: [u8; 4] = [198, 18, 0, 2];
 const DST_V4: [u8; 4] = [198, 18, 0, 1];
 const SRC_V6: [u8; 16] = [0xfd, 0, 0x01, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 const DST_V6: [u8; 16] = [0xfd, 0, 0x01, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const XDP_PASS: u32 = 2;
 
 /// The program in mode `off`, which passes everything, with its counters.
 struct Harness(InKernel);

@@ -15,7 +15,7 @@ use synguard_common::{
     classify::tcp_flags::{CWR, ECE},
     config::flags,
 };
-use synguard_tests::{InKernel, in_lab};
+use synguard_tests::{InKernel, XDP_DROP, XDP_PASS, XDP_TX, in_lab};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 2];
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 1];
@@ -27,10 +27,6 @@ const PORT: u16 = 80;
 const CLIENT_PORT: u16 = 40000;
 const ISN: u32 = 0x1234_5678;
 const CLIENT_TSVAL: u32 = 0x0102_0304;
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 fn config(mode: Mode) -> Config {
     Config {
