@@ -49,28 +49,14 @@ pub struct Attachment {
     program_id: u32,
 }
 
-/// What `attach_inner` loaded and attached.
-struct Loaded {
-    ebpf: Ebpf,
-    stats: Arc<StatsMap>,
-    control: ControlMaps,
-    lists: ListMaps,
-    events: AttackEvents,
-    buckets: Arc<SourceBuckets>,
-    link: Option<FdLink>,
-    program_id: u32,
-}
-
 impl Attachment {
-    /// Loads the embedded program and attaches it to `iface` in `mode`, passing everything
-    /// (mode `off`) until [`Attachment::configure`] says otherwise: attaching can fail, and
-    /// nothing else should change before it has succeeded. Never falls back to another XDP
-    /// mode: the operator asked for this one.
-    /// Loads the program and attaches it to `iface`, passing everything until `configure`.
-    /// With `pins`, its link and maps are pinned there; if a previous controller left them, the
-    /// new program takes the link over atomically and keeps the maps, their state and the
-    /// configuration in force, so protection never pauses. On failure nothing new is left
-    /// behind (an adopted program keeps running as it was).
+    /// Loads the program and attaches it to `iface` in `mode`, passing everything (mode
+    /// `off`) until [`Attachment::configure`] says otherwise: attaching can fail, and nothing
+    /// else should change before it has succeeded. Never falls back to another XDP mode: the
+    /// operator asked for this one. With `pins`, the link and maps are pinned there; if a
+    /// previous controller left them, the new program takes the link over atomically and
+    /// keeps the maps, their state and the configuration in force, so protection never
+    /// pauses. On failure nothing new is left behind (an adopted program keeps running).
     pub fn attach(
         iface: &str,
         mode: AttachMode,
@@ -81,49 +67,26 @@ impl Attachment {
         if let Some(pins) = &pins {
             pins.create()?;
         }
-        let attached = Self::attach_inner(iface, mode, settings, pins.as_ref(), adopting);
+        let attached = Self::attach_inner(iface, mode, settings, pins.clone(), adopting);
         if attached.is_err()
             && !adopting
             && let Some(pins) = &pins
         {
             pins.remove();
         }
-        let Loaded {
-            ebpf,
-            stats,
-            control,
-            lists,
-            events,
-            buckets,
-            link,
-            program_id,
-        } = attached?;
-        Ok(Self {
-            ebpf,
-            stats,
-            control: Arc::new(Mutex::new(control)),
-            lists: Arc::new(Mutex::new(lists)),
-            events: Some(events),
-            buckets,
-            link,
-            pins,
-            adopted: adopting,
-            iface: iface.to_string(),
-            mode,
-            program_id,
-        })
+        attached
     }
 
     fn attach_inner(
         iface: &str,
         mode: AttachMode,
         settings: &Settings,
-        pins: Option<&PinDir>,
+        pins: Option<PinDir>,
         adopting: bool,
-    ) -> Result<Loaded, Error> {
+    ) -> Result<Self, Error> {
         let if_index = preflight::interface_index(iface)?;
         let mut loader = EbpfLoader::new();
-        if let Some(pins) = pins {
+        if let Some(pins) = &pins {
             for name in PINNED_MAPS {
                 loader.map_pin_path(name, pins.map(name));
             }
@@ -148,7 +111,7 @@ impl Attachment {
             .try_into()
             .map_err(|e: ProgramError| Error::Other(e.to_string()))?;
         program.load().map_err(|e| load_error(&e))?;
-        let link_id = match pins {
+        let link_id = match &pins {
             Some(pins) if adopting => {
                 let pinned = PinnedLink::from_pin(pins.link()).map_err(|e| {
                     Error::Other(format!(
@@ -171,7 +134,7 @@ impl Attachment {
             .info()
             .map(|info| info.id())
             .map_err(|e| Error::Other(format!("reading the program's id failed: {e}")))?;
-        let link = match pins {
+        let link = match &pins {
             None => None,
             Some(pins) => {
                 let link = program
@@ -197,14 +160,18 @@ impl Attachment {
                 }
             }
         };
-        Ok(Loaded {
+        Ok(Self {
             ebpf,
             stats,
-            control,
-            lists,
-            events,
+            control: Arc::new(Mutex::new(control)),
+            lists: Arc::new(Mutex::new(lists)),
+            events: Some(events),
             buckets,
             link,
+            pins,
+            adopted: adopting,
+            iface: iface.to_string(),
+            mode,
             program_id,
         })
     }
@@ -236,12 +203,12 @@ impl Attachment {
             .load(&settings.lists)
     }
 
-    /// The allow/deny lists, for run-time changes.
     /// The attack events and sampled sources, for the one task that follows them.
     pub fn take_events(&mut self) -> Option<AttackEvents> {
         self.events.take()
     }
 
+    /// The allow/deny lists, for run-time changes.
     pub fn lists(&self) -> Arc<Mutex<ListMaps>> {
         Arc::clone(&self.lists)
     }
