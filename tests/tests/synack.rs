@@ -464,6 +464,11 @@ fn syns_the_kernel_must_handle_are_passed_untouched() {
 #[test]
 fn mode_changes_take_effect_on_the_next_packet_without_a_reload() {
     in_lab(PORT, || {
+        // auto's rate windows are per CPU: the runs below must share one, so this thread stays
+        // on one CPU (a migration between them made a fresh CPU close its first window).
+        let mut cpu = nix::sched::CpuSet::new();
+        cpu.set(0).unwrap();
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu).unwrap();
         let mut program = Program::load(Mode::Off);
         let syn = frame(Family::V6, Vlans::Two, syn(&LINUX_OPTIONS, 0), &[], false);
         let forged = ack(Family::V6, Vlans::Two, 0xdead_beef, 0);
