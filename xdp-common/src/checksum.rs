@@ -4,17 +4,21 @@
 /// Adds `bytes`, taken as big-endian 16-bit words (a trailing odd byte is padded with zero),
 /// to a running 32-bit sum. Call `fold` on the result.
 #[inline(always)]
-pub fn sum_words(mut sum: u32, bytes: &[u8]) -> u32 {
+pub fn sum_words(sum: u32, bytes: &[u8]) -> u32 {
+    // A 64-bit accumulator cannot overflow on any packet (2^48 words), so the carries are
+    // folded once at the end, not after every word: BPF registers are 64 bits anyway.
+    let mut wide = u64::from(sum);
     let mut chunks = bytes.chunks_exact(2);
     for pair in &mut chunks {
-        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([pair[0], pair[1]])));
-        // Keep the carry from overflowing 32 bits on long inputs.
-        sum = (sum & 0xffff) + (sum >> 16);
+        wide += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
     }
     if let [last] = chunks.remainder() {
-        sum = sum.wrapping_add(u32::from(*last) << 8);
+        wide += u64::from(*last) << 8;
     }
-    sum
+    // 2^32 = 1 modulo 2^16 - 1: folding the high half in keeps the one's-complement sum.
+    wide = (wide & 0xffff_ffff) + (wide >> 32);
+    wide = (wide & 0xffff_ffff) + (wide >> 32);
+    wide as u32
 }
 
 /// Folds a running sum into the 16-bit checksum field value (complemented).

@@ -44,6 +44,9 @@ pub const LIST_MAX_ENTRIES: u32 = 65_536;
 /// Name of the per-CPU LRU hash recording when each (address, port) a SYN was answered for
 /// last had its listener's overflow time stamped; see `xdp-ebpf/src/cookie.rs`.
 pub const STAMPS_MAP: &str = "SYNGUARD_STAMPS";
+/// Slots per CPU in the stamp table: a per-CPU array of 32-byte slots, direct-mapped by a
+/// hash of the destination (`xdp-ebpf/src/cookie.rs`, `StampSlot`).
+pub const STAMP_SLOTS: u32 = 256;
 
 /// Name of the count-min sketch of recent SYNs per source (`limit`): an array of
 /// `limit::SKETCH_CELLS` u64 cells.

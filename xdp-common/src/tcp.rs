@@ -284,7 +284,7 @@ pub struct SynAck {
 }
 
 /// Writes the SYN-ACK's TCP header, options and checksum into `tcp`, and returns its length
-/// (`options.tcp_len()`; the rest of `tcp` is zeroed). `pseudo_sum` is the pseudo-header sum
+/// (`options.tcp_len()`; bytes past it are left as they were). `pseudo_sum` is the pseudo-header sum
 /// for a segment of that length (`checksum::pseudo_ipv4/6`).
 ///
 /// With timestamps, the options take Linux's 20-byte layout with everything on (MSS,
@@ -312,7 +312,6 @@ pub fn write_synack(synack: &SynAck, pseudo_sum: u32, tcp: &mut [u8; SYNACK_TCP_
     let mss = o.mss.to_be_bytes();
     tcp[20..24].copy_from_slice(&[kind::MSS, 4, mss[0], mss[1]]);
     if len == SYNACK_TCP_LEN_SHORT {
-        tcp[24..].copy_from_slice(&[0; SYNACK_TCP_LEN - SYNACK_TCP_LEN_SHORT]);
         let check = checksum::fold(checksum::sum_words(
             pseudo_sum,
             &tcp[..SYNACK_TCP_LEN_SHORT],
@@ -350,34 +349,43 @@ pub fn write_synack(synack: &SynAck, pseudo_sum: u32, tcp: &mut [u8; SYNACK_TCP_
 /// the verifier can check, where the SYN's own (20 to 60 bytes) is not. A SYN without an MSS
 /// option gets the MSS the kernel assumes then (TCP_MSS_DEFAULT, 536, or 1220 for IPv6,
 /// which the helpers' tables both round to their lowest entry anyway).
+///
+/// Written in place, every byte: a 24-byte array returned by value is a `memmove` call on BPF.
 #[inline(always)]
-pub fn cookie_probe(syn_header: &[u8; 20], mss: Option<u16>, ipv6: bool) -> [u8; 24] {
+pub fn write_cookie_probe(
+    probe: &mut [u8; 24],
+    syn_header: &[u8; 20],
+    mss: Option<u16>,
+    ipv6: bool,
+) {
     let mss = mss.unwrap_or(if ipv6 { 1220 } else { 536 }).to_be_bytes();
-    let mut probe = [0u8; 24];
     probe[..20].copy_from_slice(syn_header);
     probe[12] = (6 << 4) | (syn_header[12] & 0x0f);
     probe[20..24].copy_from_slice(&[kind::MSS, 4, mss[0], mss[1]]);
-    probe
 }
 
 /// Writes a fresh IPv4 header for the SYN-ACK into `ip` (no options, DF set, identification 0,
-/// as Linux sends SYN-ACKs), checksum included. Every byte is set.
+/// as Linux sends SYN-ACKs), checksum included. Every byte is set, field by field: zeroing the
+/// header first would be a byte-by-byte `memset` call on BPF.
 #[inline(always)]
 pub fn write_ipv4_header(ip: &mut [u8; 20], src: [u8; 4], dst: [u8; 4], ttl: u8, tcp_len: u16) {
     let total = 20 + tcp_len;
-    *ip = [0u8; 20];
     ip[0] = 0x45;
+    ip[1] = 0;
     ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[6] = 0x40; // DF
+    ip[4..6].copy_from_slice(&[0, 0]); // identification
+    ip[6..8].copy_from_slice(&[0x40, 0]); // DF, no fragment offset
     ip[8] = ttl;
     ip[9] = crate::classify::IPPROTO_TCP;
+    ip[10..12].copy_from_slice(&[0, 0]);
     ip[12..16].copy_from_slice(&src);
     ip[16..20].copy_from_slice(&dst);
     let check = checksum::fold(checksum::sum_words(0, &ip[..]));
     ip[10..12].copy_from_slice(&check.to_be_bytes());
 }
 
-/// Writes a fresh IPv6 header for the SYN-ACK into `ip` (traffic class and flow label zero).
+/// Writes a fresh IPv6 header for the SYN-ACK into `ip` (traffic class and flow label zero),
+/// every byte, field by field.
 #[inline(always)]
 pub fn write_ipv6_header(
     ip: &mut [u8; 40],
@@ -386,8 +394,7 @@ pub fn write_ipv6_header(
     hop_limit: u8,
     tcp_len: u16,
 ) {
-    *ip = [0u8; 40];
-    ip[0] = 0x60;
+    ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
     ip[4..6].copy_from_slice(&tcp_len.to_be_bytes());
     ip[6] = crate::classify::IPPROTO_TCP;
     ip[7] = hop_limit;
@@ -679,7 +686,7 @@ mod tests {
         assert_eq!(tcp[13], 0x12 | 0x40);
         assert_eq!(&tcp[20..24], &[2, 4, 0x02, 0x18]);
         assert!(
-            tcp[24..40].iter().all(|&b| b == 0),
+            tcp[24..40].iter().all(|&b| b == 0xaa),
             "nothing written past the header"
         );
         assert_eq!(checksum::fold(checksum::sum_words(pseudo, &tcp[..24])), 0);
@@ -692,13 +699,22 @@ mod tests {
         syn[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
         syn[12] = 0xa0;
         syn[13] = 0x02;
-        let probe = cookie_probe(&syn, Some(1460), false);
-        assert_eq!(&probe[..12], &syn[..12]);
-        assert_eq!(probe[12], 0x60, "data offset 6");
-        assert_eq!(probe[13], 0x02, "still a SYN");
-        assert_eq!(&probe[20..], &[2, 4, 0x05, 0xb4]);
-        assert_eq!(&cookie_probe(&syn, None, false)[20..], &[2, 4, 0x02, 0x18]);
-        assert_eq!(&cookie_probe(&syn, None, true)[20..], &[2, 4, 0x04, 0xc4]);
+        let probe = |mss, ipv6| {
+            let mut probe = [0xaa; 24];
+            write_cookie_probe(&mut probe, &syn, mss, ipv6);
+            probe
+        };
+        let with_mss = probe(Some(1460), false);
+        assert_eq!(&with_mss[..12], &syn[..12]);
+        assert_eq!(with_mss[12], 0x60, "data offset 6");
+        assert_eq!(
+            &with_mss[13..20],
+            &syn[13..20],
+            "still a SYN, the rest as it was"
+        );
+        assert_eq!(&with_mss[20..], &[2, 4, 0x05, 0xb4]);
+        assert_eq!(&probe(None, false)[20..], &[2, 4, 0x02, 0x18]);
+        assert_eq!(&probe(None, true)[20..], &[2, 4, 0x04, 0xc4]);
     }
 
     #[test]

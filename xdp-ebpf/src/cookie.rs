@@ -7,35 +7,35 @@
 //! `bpf_tcp_raw_gen_syncookie_ipv4/6` is cheaper but does not. So each CPU calls the stamping
 //! helper for a destination at most once a second and the raw one in between: the stamp never
 //! ages past 1 s while cookies are being sent, and a listener that restarts goes unstamped for
-//! at most that long.
+//! at most that long. When each CPU last stamped a destination is kept in a small
+//! direct-mapped table ([`StampSlot`]): two destinations that share a slot only stamp more
+//! often.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{bpf_sock_tuple, iphdr, ipv6hdr, tcphdr},
-    helpers::{
-        bpf_ktime_get_ns,
-        generated::{
-            bpf_loop, bpf_tcp_gen_syncookie, bpf_tcp_raw_gen_syncookie_ipv4,
-            bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
-        },
+    helpers::generated::{
+        bpf_ktime_get_coarse_ns, bpf_loop, bpf_tcp_gen_syncookie, bpf_tcp_raw_gen_syncookie_ipv4,
+        bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
     },
-    maps::{LruPerCpuHashMap, PerCpuArray},
+    maps::PerCpuArray,
     programs::XdpContext,
 };
 use synguard_common::{
-    Action, Config, Reason, checksum,
+    Action, Config, Reason, STAMP_SLOTS, checksum,
     classify::tcp_flags::{CWR, ECE},
     config::{CapState, cap},
     tcp::{
-        self, MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SYNACK_TCP_LEN_SHORT, SynAck, SynOptions,
-        cookie_probe, negotiate, parse_linux_syn_options, parse_option_at,
+        self, MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SYNACK_TCP_LEN_SHORT, SynAck, SynOptions, negotiate,
+        parse_linux_syn_options, parse_option_at, write_cookie_probe,
     },
 };
 
 use crate::{
     caps,
     count::Verdict,
+    mem::Words,
     parse::{TcpAt, frame_len, ptr_at, ptr_at_mut},
     sock::{self, Endpoints, Found},
 };
@@ -46,29 +46,49 @@ use crate::{
 pub struct Scratch {
     pub ends: Endpoints,
     pub tuple: bpf_sock_tuple,
-    /// The header handed to the cookie helpers (`tcp::cookie_probe`).
-    pub probe: [u8; 24],
-    pub stamp_key: StampKey,
+    /// The header handed to the cookie helpers (`tcp::write_cookie_probe`).
+    pub probe: Words<24>,
     /// The SYN's options, and the parse cursor: see `read_syn_options`.
     pub options: [u8; MAX_OPTIONS_LEN],
     pub options_len: u64,
     pub options_at: u64,
     pub parsed: SynOptions,
     /// The SYN-ACK's TCP header, built here before it is copied into the frame.
-    pub synack: [u8; SYNACK_TCP_LEN],
+    pub synack: Words<SYNACK_TCP_LEN>,
 }
 
-/// Key of the stamp map: the destination a SYN was answered for.
+/// One slot of the stamp table (`STAMPS_MAP`, `STAMP_SLOTS` per CPU): a destination (address
+/// words, then port and family) and when this CPU last stamped its listener.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct StampKey {
-    pub addr: [u8; 16],
-    pub port: u16,
-    pub ipv6: u16,
+pub struct StampSlot {
+    pub dst: [u32; 5],
+    pub _pad: u32,
+    pub at_ns: u64,
 }
 
-// Map keys are compared byte for byte: no padding.
-const _: () = assert!(size_of::<StampKey>() == 20);
+impl StampSlot {
+    /// The destination's words, and its slot.
+    #[inline(always)]
+    fn key(ends: &Endpoints) -> ([u32; 5], u32) {
+        let a = &ends.dst.0;
+        let word = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+        let dst = [
+            word(0),
+            word(4),
+            word(8),
+            word(12),
+            u32::from(ends.dst_port()) | (u32::from(ends.ipv6) << 16),
+        ];
+        // Multiplicative hashing: the top bits of the product depend on every input bit.
+        let mixed = (dst[0] ^ dst[1].rotate_left(7) ^ dst[2].rotate_left(13))
+            ^ (dst[3].rotate_left(19) ^ dst[4].rotate_left(25));
+        let slot = mixed.wrapping_mul(0x9e37_79b1) >> (32 - STAMP_SLOTS.trailing_zeros());
+        (dst, slot)
+    }
+}
+
+const _: () = assert!(STAMP_SLOTS.is_power_of_two() && size_of::<StampSlot>() == 32);
 
 const STAMP_INTERVAL_NS: u64 = 1_000_000_000;
 
@@ -77,7 +97,7 @@ pub fn answer_syn(
     ctx: &XdpContext,
     at: &TcpAt,
     config: &Config,
-    stamps: &LruPerCpuHashMap<StampKey, u64>,
+    stamps: &PerCpuArray<StampSlot>,
     caps: &PerCpuArray<CapState>,
     scratch: &mut Scratch,
     monitor: bool,
@@ -115,22 +135,31 @@ pub fn answer_syn(
     // Options only now: a SYN the kernel gets anyway does not pay for them (about 80 ns, in
     // `cargo xtask bench prog`).
     let offered = read_syn_options(ctx, at, scratch);
-    scratch.probe = cookie_probe(syn, offered.mss, at.ipv6);
+    write_cookie_probe(&mut scratch.probe.0, syn, offered.mss, at.ipv6);
     let ends = &scratch.ends;
 
+    // The coarse clock (a tick's resolution) is enough for both uses, the 1 s stamp interval
+    // and the SYN-ACK's TSval, whose low 6 bits carry options anyway; and it reads a variable
+    // instead of the TSC, which costs ~20 ns a SYN here (ktime_get_coarse_ns(),
+    // kernel/time/timekeeping.c). Same clock as the kernel's TCP timestamps: CLOCK_MONOTONIC.
     // SAFETY: no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    scratch.stamp_key = StampKey {
-        addr: ends.dst,
-        port: ends.dst_port(),
-        ipv6: u16::from(ends.ipv6),
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let (dst, slot) = StampSlot::key(ends);
+    let Some(stamp) = stamps.get_ptr_mut(slot) else {
+        sock::release(listener);
+        return Verdict::PASS;
     };
-    // SAFETY: the value is a plain u64, copied out at once.
-    let stamp_due = match unsafe { stamps.get(&scratch.stamp_key) } {
-        Some(last) => now.wrapping_sub(*last) >= STAMP_INTERVAL_NS,
-        None => true,
-    };
-    let probe_ptr = scratch.probe.as_mut_ptr() as *mut tcphdr;
+    // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
+    let stamp = unsafe { &mut *stamp };
+    // Word by word: an array comparison is a `memcmp` call on BPF.
+    let same_dst = (stamp.dst[0] ^ dst[0])
+        | (stamp.dst[1] ^ dst[1])
+        | (stamp.dst[2] ^ dst[2])
+        | (stamp.dst[3] ^ dst[3])
+        | (stamp.dst[4] ^ dst[4])
+        == 0;
+    let stamp_due = !same_dst || now.wrapping_sub(stamp.at_ns) >= STAMP_INTERVAL_NS;
+    let probe_ptr = scratch.probe.0.as_mut_ptr() as *mut tcphdr;
     // The helpers read the IP header in the packet (for its addresses and version), with a
     // constant length the verifier checks.
     let value = if ends.ipv6 {
@@ -180,8 +209,8 @@ pub fn answer_syn(
         return Verdict::pass(Reason::SynHelperDeclined);
     }
     if stamp_due {
-        // An LRU map makes room by itself; a failed insert only means stamping again soon.
-        let _ = stamps.insert(&scratch.stamp_key, &now, 0);
+        stamp.dst = dst;
+        stamp.at_ns = now;
     }
 
     let mss = if ends.ipv6 {
@@ -200,11 +229,11 @@ pub fn answer_syn(
     };
     let len = options.tcp_len();
     let pseudo = if scratch.ends.ipv6 {
-        checksum::pseudo_ipv6(&scratch.ends.dst, &scratch.ends.src, len as u16)
+        checksum::pseudo_ipv6(&scratch.ends.dst.0, &scratch.ends.src.0, len as u16)
     } else {
         checksum::pseudo_ipv4(&scratch.ends.dst_v4(), &scratch.ends.src_v4(), len as u16)
     };
-    tcp::write_synack(&synack, pseudo, &mut scratch.synack);
+    tcp::write_synack(&synack, pseudo, &mut scratch.synack.0);
     let reason = if stamp_due {
         Reason::CookieStamped
     } else {
@@ -309,7 +338,7 @@ extern "C" fn parse_step(_index: u64, ctx: *mut c_void) -> i64 {
 
 /// Turns the (resized) frame into the SYN-ACK: MACs swapped, VLAN tags kept, a fresh IP
 /// header with the addresses swapped, and the TCP header `tcp::write_synack` built in
-/// `scratch.synack`, copied in with one constant-size copy per layout.
+/// `scratch.synack`, copied in a word at a time, a constant size per layout.
 #[inline(always)]
 fn write_reply(
     ctx: &XdpContext,
@@ -330,16 +359,21 @@ fn write_reply(
         }
         if ends.ipv6 {
             let ip = &mut *ptr_at_mut::<[u8; 40]>(ctx, at.l3)?;
-            tcp::write_ipv6_header(ip, &ends.dst, &ends.src, ttl, len as u16);
+            tcp::write_ipv6_header(ip, &ends.dst.0, &ends.src.0, ttl, len as u16);
         } else {
             let ip = &mut *ptr_at_mut::<[u8; 20]>(ctx, at.l3)?;
             tcp::write_ipv4_header(ip, ends.dst_v4(), ends.src_v4(), ttl, len as u16);
         }
         if len == SYNACK_TCP_LEN {
-            *ptr_at_mut::<[u8; SYNACK_TCP_LEN]>(ctx, at.l4)? = scratch.synack;
+            let tcp = ptr_at_mut::<[u8; SYNACK_TCP_LEN]>(ctx, at.l4)?;
+            scratch
+                .synack
+                .copy_words_to::<{ SYNACK_TCP_LEN / 8 }>(tcp as *mut u8);
         } else {
-            let tcp = &mut *ptr_at_mut::<[u8; SYNACK_TCP_LEN_SHORT]>(ctx, at.l4)?;
-            tcp.copy_from_slice(&scratch.synack[..SYNACK_TCP_LEN_SHORT]);
+            let tcp = ptr_at_mut::<[u8; SYNACK_TCP_LEN_SHORT]>(ctx, at.l4)?;
+            scratch
+                .synack
+                .copy_words_to::<{ SYNACK_TCP_LEN_SHORT / 8 }>(tcp as *mut u8);
         }
     }
     Some(())

@@ -18,6 +18,7 @@ pub mod cookie;
 pub mod count;
 pub mod limit;
 pub mod lists;
+pub mod mem;
 pub mod parse;
 pub mod percpu;
 pub mod policy;
@@ -67,11 +68,10 @@ macro_rules! synguard_program {
         > = aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
 
         /// When each CPU last stamped a destination's listener (`STAMPS_MAP`, see
-        /// `cookie.rs`). A few hundred destinations (address, port) cover any real server; the
-        /// LRU evicts the rest.
+        /// `cookie.rs`).
         #[aya_ebpf::macros::map]
-        static SYNGUARD_STAMPS: aya_ebpf::maps::LruPerCpuHashMap<$crate::cookie::StampKey, u64> =
-            aya_ebpf::maps::LruPerCpuHashMap::with_max_entries(1024, 0);
+        static SYNGUARD_STAMPS: aya_ebpf::maps::PerCpuArray<$crate::cookie::StampSlot> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(synguard_common::STAMP_SLOTS, 0);
 
         /// Each CPU's share of the global caps (`CAPS_MAP`, see `caps.rs`).
         #[aya_ebpf::macros::map]

@@ -4,7 +4,7 @@
 //! ACKs).
 
 use aya_ebpf::{
-    maps::{Array, LpmTrie, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray},
     programs::XdpContext,
 };
 use synguard_common::{
@@ -16,7 +16,7 @@ use crate::{
     ack,
     auto::{self, AutoMaps},
     caps,
-    cookie::{self, Scratch, StampKey},
+    cookie::{self, Scratch, StampSlot},
     count::Verdict,
     limit::{self, LimitMaps},
     lists,
@@ -28,7 +28,7 @@ pub struct Maps {
     pub config: &'static Array<Config>,
     pub ports: &'static Array<u64>,
     pub auto: AutoMaps,
-    pub stamps: &'static LruPerCpuHashMap<StampKey, u64>,
+    pub stamps: &'static PerCpuArray<StampSlot>,
     pub scratch: &'static PerCpuArray<Scratch>,
     pub list_v4: &'static LpmTrie<[u8; 4], u32>,
     pub list_v6: &'static LpmTrie<[u8; 16], u32>,

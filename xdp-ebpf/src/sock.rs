@@ -13,16 +13,20 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use crate::parse::{TcpAt, ptr_at};
+use crate::{
+    mem::Words,
+    parse::{TcpAt, ptr_at},
+};
 
 /// TCP_LISTEN in include/net/tcp_states.h.
 const TCP_LISTEN: u32 = 10;
 
 /// Addresses and ports of a segment, copied out of the packet (network byte order). IPv4
-/// addresses take the first 4 bytes.
+/// addresses take the first 4 bytes, the rest zero.
+#[repr(C)]
 pub struct Endpoints {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    pub src: Words<16>,
+    pub dst: Words<16>,
     pub src_port: [u8; 2],
     pub dst_port: [u8; 2],
     pub ipv6: bool,
@@ -33,18 +37,18 @@ impl Endpoints {
     #[inline(always)]
     pub fn read_into(ctx: &XdpContext, at: &TcpAt, ends: &mut Endpoints) -> Option<()> {
         ends.ipv6 = at.ipv6;
-        ends.src = [0; 16];
-        ends.dst = [0; 16];
+        ends.src.zero();
+        ends.dst.zero();
         // SAFETY: every pointer comes from `ptr_at`, which checked it against the frame.
         unsafe {
             if at.ipv6 {
                 let ip = &*ptr_at::<[u8; 40]>(ctx, at.l3)?;
-                ends.src.copy_from_slice(&ip[8..24]);
-                ends.dst.copy_from_slice(&ip[24..40]);
+                ends.src.0.copy_from_slice(&ip[8..24]);
+                ends.dst.0.copy_from_slice(&ip[24..40]);
             } else {
                 let ip = &*ptr_at::<[u8; 20]>(ctx, at.l3)?;
-                ends.src[..4].copy_from_slice(&ip[12..16]);
-                ends.dst[..4].copy_from_slice(&ip[16..20]);
+                ends.src.0[..4].copy_from_slice(&ip[12..16]);
+                ends.dst.0[..4].copy_from_slice(&ip[16..20]);
             }
             let ports = ptr_at::<[u8; 4]>(ctx, at.l4)?;
             ends.src_port = [(*ports)[0], (*ports)[1]];
@@ -65,12 +69,14 @@ impl Endpoints {
 
     #[inline(always)]
     pub fn src_v4(&self) -> [u8; 4] {
-        [self.src[0], self.src[1], self.src[2], self.src[3]]
+        let src = &self.src.0;
+        [src[0], src[1], src[2], src[3]]
     }
 
     #[inline(always)]
     pub fn dst_v4(&self) -> [u8; 4] {
-        [self.dst[0], self.dst[1], self.dst[2], self.dst[3]]
+        let dst = &self.dst.0;
+        [dst[0], dst[1], dst[2], dst[3]]
     }
 }
 
@@ -89,16 +95,16 @@ pub enum Found {
 pub fn lookup(ctx: &XdpContext, ends: &Endpoints, tuple: &mut bpf_sock_tuple) -> Found {
     let size = if ends.ipv6 {
         tuple.__bindgen_anon_1.ipv6 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
-            saddr: words(&ends.src),
-            daddr: words(&ends.dst),
+            saddr: words(&ends.src.0),
+            daddr: words(&ends.dst.0),
             sport: u16::from_ne_bytes(ends.src_port),
             dport: u16::from_ne_bytes(ends.dst_port),
         };
         size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2>()
     } else {
         tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
-            saddr: u32::from_ne_bytes([ends.src[0], ends.src[1], ends.src[2], ends.src[3]]),
-            daddr: u32::from_ne_bytes([ends.dst[0], ends.dst[1], ends.dst[2], ends.dst[3]]),
+            saddr: u32::from_ne_bytes(ends.src_v4()),
+            daddr: u32::from_ne_bytes(ends.dst_v4()),
             sport: u16::from_ne_bytes(ends.src_port),
             dport: u16::from_ne_bytes(ends.dst_port),
         };

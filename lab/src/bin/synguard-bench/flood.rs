@@ -21,7 +21,9 @@ use synguard_lab::{
     HttpServer, Lab, LegitReport, SynShape, Synguard, run_bounded, run_legit_clients, syn_flood,
 };
 
-/// Runs per contender; SYNGUARD_BENCH_RUNS overrides it (1 for a quick look).
+/// Runs per contender; SYNGUARD_BENCH_RUNS overrides it (1 for a quick look), and
+/// SYNGUARD_BENCH_ONLY=NAME (a contender's short name, e.g. "synguard cookie") runs just that
+/// one and prints its runs' figures without a table.
 fn runs() -> usize {
     std::env::var("SYNGUARD_BENCH_RUNS")
         .ok()
@@ -394,11 +396,33 @@ pub fn run(out_dir: &Path) -> Result<()> {
     let mut runs: Vec<(Contender, Vec<Run>)> =
         Contender::ALL.iter().map(|c| (*c, Vec::new())).collect();
     let rounds = self::runs();
+    let only = std::env::var("SYNGUARD_BENCH_ONLY").ok();
+    if let Some(only) = &only
+        && !Contender::ALL.iter().any(|c| c.short() == only)
+    {
+        let names: Vec<&str> = Contender::ALL.iter().map(|c| c.short()).collect();
+        bail!("SYNGUARD_BENCH_ONLY={only:?} names no contender; one of {names:?}");
+    }
     for round in 0..rounds {
         for (contender, results) in runs.iter_mut() {
+            if only.as_ref().is_some_and(|only| only != contender.short()) {
+                continue;
+            }
             eprintln!("run {}/{rounds}: {}", round + 1, contender.name());
-            results.push(measure(*contender)?);
+            let run = measure(*contender)?;
+            eprintln!(
+                "  flat out: {:.0} SYN/s, machine {:.0} ns/SYN, program {}",
+                run.rate,
+                run.machine_ns,
+                run.program_ns
+                    .map_or("-".to_string(), |ns| format!("{ns:.0} ns/packet"))
+            );
+            results.push(run);
         }
+    }
+    // One contender alone is a quick look, not a comparison: no table.
+    if only.is_some() {
+        return Ok(());
     }
     let floor = |c: Contender| {
         let mut v: Vec<f64> = runs

@@ -22,12 +22,12 @@ use std::{
 use anyhow::{Context, Result};
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuHashMap},
+    maps::{MapData, PerCpuArray, PerCpuValues},
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use etherparse::{PacketBuilder, TcpOptionElement};
 use synguard::maps::ControlMaps;
-use synguard_common::{Config, Mode, PROGRAM_NAME, STAMPS_MAP, config::flags};
+use synguard_common::{Config, Mode, PROGRAM_NAME, Reason, STAMP_SLOTS, STAMPS_MAP, config::flags};
 use synguard_lab::Lab;
 
 mod flood;
@@ -133,8 +133,11 @@ fn run() -> Result<()> {
     let mut lab_control = ControlMaps::take(&mut programs.lab)?;
     synguard_control.set_config(&config)?;
     lab_control.set_config(&config)?;
-    let mut stamps: PerCpuHashMap<MapData, [u8; 20], u64> =
-        PerCpuHashMap::try_from(programs.synguard.take_map(STAMPS_MAP).context("stamps")?)?;
+    // 32-byte slots (`StampSlot` in xdp-ebpf/src/cookie.rs); all zero is "never stamped".
+    let mut stamps: PerCpuArray<MapData, [u64; 4]> =
+        PerCpuArray::try_from(programs.synguard.take_map(STAMPS_MAP).context("stamps")?)?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    let synguard_stats = synguard::maps::StatsMap::take(&mut programs.synguard)?;
     for which in [Prog::Synguard, Prog::BenchSynguard, Prog::Floor, Prog::Pass] {
         programs.xdp(which)?.load()?;
     }
@@ -217,16 +220,39 @@ fn run() -> Result<()> {
     let mut stamped = Vec::new();
     let mut without_rewrite = Vec::new();
     let mut floor_single = Vec::new();
+    let mut used_slot = None;
     for _ in 0..SINGLE_RUNS {
         raw.push(programs.single(Prog::Synguard, &syn(80))?);
-        let keys: Vec<[u8; 20]> = stamps.keys().filter_map(Result::ok).collect();
-        for key in keys {
-            let _ = stamps.remove(&key);
-        }
+        // The slot the benchmark's destination uses: the one the runs so far wrote.
+        let slot = match used_slot {
+            Some(slot) => slot,
+            None => {
+                let slot = (0..STAMP_SLOTS)
+                    .find(|&i| {
+                        stamps
+                            .get(&i, 0)
+                            .is_ok_and(|values| values.iter().any(|v| *v != [0; 4]))
+                    })
+                    .context("no stamp slot was written by a cookie SYN")?;
+                *used_slot.insert(slot)
+            }
+        };
+        stamps.set(slot, PerCpuValues::try_from(vec![[0u64; 4]; cpus])?, 0)?;
         stamped.push(programs.single(Prog::Synguard, &syn(80))?);
         without_rewrite.push(programs.single(Prog::BenchSynguard, &syn(80))?);
         floor_single.push(programs.single(Prog::Floor, &syn(80))?);
     }
+    // The premise of the two columns: every other run stamped, the rest took the raw helper.
+    let counted = synguard_stats.read()?;
+    let (stamped_runs, raw_runs) = (
+        counted.reason(Reason::CookieStamped),
+        counted.reason(Reason::CookieRaw),
+    );
+    anyhow::ensure!(
+        stamped_runs >= SINGLE_RUNS as u64 && raw_runs >= SINGLE_RUNS as u64 - 1,
+        "expected {SINGLE_RUNS} stamped and raw cookie SYNs each, counted {stamped_runs} and \
+         {raw_runs}"
+    );
     let (raw, stamped) = (median(&mut raw), median(&mut stamped));
     let (without_rewrite, floor_single) = (median(&mut without_rewrite), median(&mut floor_single));
     let rewrite = raw - without_rewrite;

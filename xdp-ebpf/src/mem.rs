@@ -1,0 +1,70 @@
+//! Zeroing and copying in 8-byte words, for the SYN path's buffers.
+//!
+//! The BPF backend of this toolchain's LLVM lowers a `[0u8; 16]` assignment, or a copy of a
+//! 24- or 40-byte array, to a call to `memset`/`memmove`: BPF subprograms that move one byte
+//! per five-instruction loop step. On the cookie path those calls cost more than the rest of
+//! its own code together (`cargo xtask bench prog`). Buffers in map memory are made 8-byte
+//! aligned ([`Words`]) and handled a word at a time instead.
+
+use core::arch::asm;
+
+/// `N` bytes, 8-byte aligned so they can be handled as `N / 8` u64 words.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub struct Words<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> Words<N> {
+    const WORDS: usize = {
+        assert!(N % 8 == 0, "Words<N> holds whole u64 words");
+        N / 8
+    };
+
+    /// Zeroes every byte, a word at a time.
+    #[inline(always)]
+    pub fn zero(&mut self) {
+        let words = self.0.as_mut_ptr() as *mut u64;
+        for i in 0..Self::WORDS {
+            // Volatile, or LLVM turns the loop back into a `memset` call.
+            // SAFETY: in bounds (i < N / 8) and aligned (the type is 8-byte aligned).
+            unsafe { words.add(i).write_volatile(0) };
+        }
+    }
+
+    /// Copies the first `COUNT` words to `dst`, which need not be aligned.
+    ///
+    /// # Safety
+    /// `dst` has room for `8 * COUNT` bytes; for a packet pointer, the verifier must know it
+    /// (a bounds check of at least that size on the same pointer).
+    #[inline(always)]
+    pub unsafe fn copy_words_to<const COUNT: usize>(&self, dst: *mut u8) {
+        const { assert!(COUNT <= N / 8) };
+        let words = self.0.as_ptr() as *const u64;
+        for i in 0..COUNT {
+            // SAFETY: source in bounds and aligned; the destination as the caller promised.
+            unsafe { store_u64(dst.add(8 * i), words.add(i).read()) };
+        }
+    }
+}
+
+/// One 8-byte store at any alignment.
+///
+/// Rust's `write_unaligned` becomes eight byte stores and seven shifts here, because the BPF
+/// backend assumes strict alignment. The BPF instruction itself takes any address: the
+/// verifier only insists on alignment with BPF_F_STRICT_ALIGNMENT or on architectures without
+/// efficient unaligned access (check_pkt_ptr_alignment(), kernel/bpf/verifier.c), and the
+/// JITs emit a plain store.
+///
+/// # Safety
+/// `dst` is valid for 8 bytes.
+#[inline(always)]
+unsafe fn store_u64(dst: *mut u8, value: u64) {
+    // SAFETY: as the caller promised.
+    unsafe {
+        asm!(
+            "*(u64 *)({dst} + 0) = {value}",
+            dst = in(reg) dst,
+            value = in(reg) value,
+            options(nostack, preserves_flags),
+        );
+    }
+}
