@@ -71,13 +71,12 @@ impl StampSlot {
     /// The destination's words, and its slot.
     #[inline(always)]
     fn key(ends: &Endpoints) -> ([u32; 5], u32) {
-        let a = &ends.dst.0;
-        let word = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+        let a = &ends.dst;
         let dst = [
-            word(0),
-            word(4),
-            word(8),
-            word(12),
+            a.u32_at(0),
+            a.u32_at(1),
+            a.u32_at(2),
+            a.u32_at(3),
             u32::from(ends.dst_port()) | (u32::from(ends.ipv6) << 16),
         ];
         // Multiplicative hashing: the top bits of the product depend on every input bit.

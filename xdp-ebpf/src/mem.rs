@@ -19,6 +19,17 @@ impl<const N: usize> Words<N> {
         N / 8
     };
 
+    /// The `i`th 4-byte word, in native byte order (as `u32::from_ne_bytes` would give it):
+    /// one aligned load, where assembling it from bytes takes eleven instructions.
+    #[inline(always)]
+    pub fn u32_at(&self, i: usize) -> u32 {
+        const { assert!(N % 4 == 0) };
+        let words = self.0.as_ptr() as *const u32;
+        // SAFETY: aligned (the type is 8-byte aligned), and in bounds: the index is clamped,
+        // which folds away for the constant indexes it is called with.
+        unsafe { words.add(i.min(N / 4 - 1)).read() }
+    }
+
     /// Zeroes every byte, a word at a time.
     #[inline(always)]
     pub fn zero(&mut self) {

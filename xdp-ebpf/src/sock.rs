@@ -95,16 +95,16 @@ pub enum Found {
 pub fn lookup(ctx: &XdpContext, ends: &Endpoints, tuple: &mut bpf_sock_tuple) -> Found {
     let size = if ends.ipv6 {
         tuple.__bindgen_anon_1.ipv6 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
-            saddr: words(&ends.src.0),
-            daddr: words(&ends.dst.0),
+            saddr: words(&ends.src),
+            daddr: words(&ends.dst),
             sport: u16::from_ne_bytes(ends.src_port),
             dport: u16::from_ne_bytes(ends.dst_port),
         };
         size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2>()
     } else {
         tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
-            saddr: u32::from_ne_bytes(ends.src_v4()),
-            daddr: u32::from_ne_bytes(ends.dst_v4()),
+            saddr: ends.src.u32_at(0),
+            daddr: ends.dst.u32_at(0),
             sport: u16::from_ne_bytes(ends.src_port),
             dport: u16::from_ne_bytes(ends.dst_port),
         };
@@ -140,11 +140,11 @@ pub fn release(sk: *mut bpf_sock) {
 
 /// 16 address bytes as the four network-order words the tuple holds.
 #[inline(always)]
-fn words(addr: &[u8; 16]) -> [u32; 4] {
+fn words(addr: &Words<16>) -> [u32; 4] {
     [
-        u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
-        u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]),
-        u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]),
-        u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]),
+        addr.u32_at(0),
+        addr.u32_at(1),
+        addr.u32_at(2),
+        addr.u32_at(3),
     ]
 }
