@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use etherparse::{PacketBuilder, TcpOptionElement};
 
-use crate::Lab;
+use crate::{Lab, Netns};
 
 /// Distinct spoofed sources: every address of 198.18.128.0/17.
 pub const FLOOD_SOURCES: usize = 32_768;
@@ -73,17 +73,38 @@ pub fn syn_flood_from(
     shape: SynShape,
     limit: Duration,
 ) -> Result<FloodReport> {
+    syn_flood_over(
+        (&lab.server, &lab.client),
+        sources,
+        port,
+        count,
+        rate,
+        shape,
+        limit,
+    )
+}
+
+/// Like [`syn_flood_from`], over a given link: `(server end, client end)`, e.g. one made by
+/// `Lab::add_link`. The server must route 198.18.128.0/17 away, or drop it, as the lab's does.
+pub fn syn_flood_over(
+    (server, client): (&Netns, &Netns),
+    sources: &[[u8; 4]],
+    port: u16,
+    count: u64,
+    rate: Option<u64>,
+    shape: SynShape,
+    limit: Duration,
+) -> Result<FloodReport> {
     if sources.is_empty() || sources.iter().any(|s| s[0..2] != [198, 18] || s[2] < 128) {
         bail!("flood sources must lie inside 198.18.128.0/17: {sources:?}");
     }
-    let frames = build_frames(lab, sources, port, shape)?;
-    let iface = lab.client.iface.clone();
-    lab.client
-        .enter(move || send(&iface, &frames, count, rate, limit))?
+    let frames = build_frames((server, client), sources, port, shape)?;
+    let iface = client.iface.clone();
+    client.enter(move || send(&iface, &frames, count, rate, limit))?
 }
 
 fn build_frames(
-    lab: &Lab,
+    (server, client): (&Netns, &Netns),
     sources: &[[u8; 4]],
     port: u16,
     shape: SynShape,
@@ -99,8 +120,8 @@ fn build_frames(
         .map(|i| {
             let source = sources[i % sources.len()];
             let random = next();
-            let builder = PacketBuilder::ethernet2(lab.client.mac, lab.server.mac)
-                .ipv4(source, lab.server.ipv4.octets(), 64)
+            let builder = PacketBuilder::ethernet2(client.mac, server.mac)
+                .ipv4(source, server.ipv4.octets(), 64)
                 .tcp(
                     (random >> 16) as u16 | 1024,
                     port,

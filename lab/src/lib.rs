@@ -14,7 +14,7 @@ mod process;
 mod prometheus;
 mod synguard;
 
-pub use flood::{FLOOD_SOURCES, FloodReport, SynShape, syn_flood, syn_flood_from};
+pub use flood::{FLOOD_SOURCES, FloodReport, SynShape, syn_flood, syn_flood_from, syn_flood_over};
 pub use http::{HttpServer, LegitReport, http_get, run_legit_clients, run_legit_for};
 pub use metrics_text::MetricsText;
 pub use netns::{LAB_BPFFS, Lab, Netns, SPOOFED_V4, remove_labs_of, require_root};

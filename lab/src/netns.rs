@@ -122,6 +122,9 @@ pub struct Lab {
     pub client: Netns,
     // The program on the client's end; see `attach_client_program`.
     client_program: Option<Ebpf>,
+    // The same on the client ends of links added with `add_link`, and their server ends.
+    extra_programs: Vec<Ebpf>,
+    extra_ifaces: Vec<String>,
     created: Vec<String>,
 }
 
@@ -153,6 +156,8 @@ impl Lab {
             server,
             client,
             client_program: None,
+            extra_programs: Vec::new(),
+            extra_ifaces: Vec::new(),
             created: Vec::new(),
         };
         // From here on, a failure drops `lab`, which removes whatever was created.
@@ -175,6 +180,71 @@ impl Lab {
         )?;
         let sum = |index: u32| -> Result<u64> { Ok(counts.get(&index, 0)?.iter().sum()) };
         Ok((sum(0)?, sum(1)?))
+    }
+
+    /// One more veth pair between the server and the client namespaces, IPv4 only, in
+    /// 198.18.<n+1>.0/24 for the n-th added link (server .1, client .2), with the client
+    /// end's program attached as on the first. Returns its (server end, client end). Spoofed
+    /// sources' replies stay routed over the first link, except those XDP sends straight back.
+    pub fn add_link(&mut self) -> Result<(Netns, Netns)> {
+        let n = self.extra_ifaces.len() as u8 + 1;
+        ensure!(n < 100, "too many links");
+        let server = Netns {
+            name: self.server.name.clone(),
+            iface: format!("{}{n}", self.server.iface),
+            mac: [0x02, 0x00, 0xc6, 0x12, n, 0x01],
+            ipv4: Ipv4Addr::new(198, 18, n, 1),
+            ipv6: Ipv6Addr::UNSPECIFIED,
+        };
+        let client = Netns {
+            name: self.client.name.clone(),
+            iface: format!("{}{n}", self.client.iface),
+            mac: [0x02, 0x00, 0xc6, 0x12, n, 0x02],
+            ipv4: Ipv4Addr::new(198, 18, n, 2),
+            ipv6: Ipv6Addr::UNSPECIFIED,
+        };
+        self.extra_ifaces.push(server.iface.clone());
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            &server.iface,
+            "netns",
+            &server.name,
+            "address",
+            &mac(&server.mac),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &client.iface,
+            "netns",
+            &client.name,
+            "address",
+            &mac(&client.mac),
+        ]))?;
+        for (me, peer) in [(&server, &client), (&client, &server)] {
+            me.exec(
+                "ip",
+                &["addr", "add", &format!("{}/24", me.ipv4), "dev", &me.iface],
+            )?;
+            me.exec("ip", &["link", "set", &me.iface, "up"])?;
+            me.exec(
+                "ip",
+                &[
+                    "neigh",
+                    "replace",
+                    &peer.ipv4.to_string(),
+                    "lladdr",
+                    &mac(&peer.mac),
+                    "dev",
+                    &me.iface,
+                    "nud",
+                    "permanent",
+                ],
+            )?;
+        }
+        self.extra_programs.push(attach_client_program(&client)?);
+        Ok((server, client))
     }
 
     fn wire(&self) -> Result<()> {
@@ -274,18 +344,23 @@ impl Drop for Lab {
     fn drop(&mut self) {
         // Detach before the namespaces go (they would take it with them anyway).
         self.client_program = None;
-        // synguard's namespace lock is named after the namespace's inode.
+        self.extra_programs.clear();
+        // synguard's namespace lock and recorded sysctls are named after the namespace's inode.
         if let Ok(meta) = std::fs::metadata(format!("/run/netns/{}", self.server.name)) {
             use std::os::unix::fs::MetadataExt;
-            let _ = std::fs::remove_file(format!("/run/synguard/lock-netns{}", meta.ino()));
+            for prefix in ["lock", "sysctl"] {
+                let _ = std::fs::remove_file(format!("/run/synguard/{prefix}-netns{}", meta.ino()));
+            }
         }
         for ns in self.created.drain(..).rev() {
             if let Err(e) = remove_netns(&ns) {
                 eprintln!("lab: cleaning up namespace {ns} failed: {e:#}");
             }
         }
-        remove_synguard_state(&self.server.iface);
-        remove_synguard_pins(|name| name.ends_with(&format!("-{}", self.server.iface)));
+        for iface in std::iter::once(&self.server.iface).chain(&self.extra_ifaces) {
+            remove_synguard_state(iface);
+            remove_synguard_pins(|name| name.ends_with(&format!("-{iface}")));
+        }
     }
 }
 

@@ -138,9 +138,18 @@ pub struct RunArgs {
     )]
     pub config: PathBuf,
 
-    /// Interface to protect, in the current network namespace (e.g. eth0).
-    #[arg(long, short = 'i', env = "SYNGUARD_IFACE", value_name = "IFACE")]
-    pub iface: String,
+    /// Interface to protect, in the current network namespace (e.g. eth0). Several are given
+    /// as `--iface eth0 --iface eth1` or `eth0,eth1` (a list in the config file): each gets its
+    /// own program, pins, control socket and metrics, with the same settings.
+    #[arg(
+        long,
+        short = 'i',
+        env = "SYNGUARD_IFACE",
+        value_name = "IFACE",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub iface: Vec<String>,
 
     /// Log format on stderr: `text` for people, `json` (one object per line, every field
     /// kept) for log pipelines. RUST_LOG sets the level (default: info).
@@ -412,7 +421,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             unreachable!()
         };
-        assert_eq!(args.iface, "eth0");
+        assert_eq!(args.iface, ["eth0"]);
         assert_eq!(args.xdp_mode, AttachMode::Native);
         assert_eq!(args.metrics_addr, "127.0.0.1:9477".parse().unwrap());
         assert_eq!(args.mode, Mode::Auto);

@@ -245,15 +245,33 @@ mod tests {
     }
 
     #[test]
+    fn several_interfaces_come_as_a_list_or_commas() {
+        let settings = parse("iface = [\"eth0\", \"eth1\"]\n").unwrap();
+        let args = run_args(&argv(&["synguard", "run"]), &settings).unwrap();
+        assert_eq!(args.iface, ["eth0", "eth1"]);
+        let args = run_args(&argv(&["synguard", "run", "--iface", "eth2,eth3"]), &[]).unwrap();
+        assert_eq!(args.iface, ["eth2", "eth3"]);
+        let args = run_args(
+            &argv(&["synguard", "run", "-i", "eth2", "-i", "eth3"]),
+            &settings,
+        )
+        .unwrap();
+        assert_eq!(args.iface, ["eth2", "eth3"], "the flags win, whole");
+    }
+
+    #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let settings = parse("iface = \"eth0\"\nmode = \"cookie\"\nauto-hold-ms = 500\n").unwrap();
         let args = run_args(&argv(&["synguard", "run"]), &settings).unwrap();
-        assert_eq!((args.iface.as_str(), args.mode.name()), ("eth0", "cookie"));
+        assert_eq!(
+            (args.iface[0].as_str(), args.mode.name()),
+            ("eth0", "cookie")
+        );
         assert_eq!(args.auto_hold_ms, 500);
         assert_eq!(args.auto_threshold_min, 1000, "default");
         let args = run_args(&argv(&["synguard", "run", "--mode", "monitor"]), &settings).unwrap();
         assert_eq!(args.mode.name(), "monitor", "the flag wins");
-        assert_eq!(args.iface, "eth0");
+        assert_eq!(args.iface, ["eth0"]);
     }
 
     #[test]

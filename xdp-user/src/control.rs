@@ -211,7 +211,7 @@ fn only_socket(state_dir: &Path) -> Result<PathBuf, Error> {
             state_dir.display()
         ))),
         several => Err(Error::Other(format!(
-            "several synguards are running; choose one with --iface ({})",
+            "several interfaces are protected; choose one with --iface ({})",
             several
                 .iter()
                 .filter_map(|p| p

@@ -16,9 +16,8 @@ use crate::{
     follow::AutoFollower,
     lists::Cidr,
     loader::Attachment,
-    run::apply_sysctls,
     settings::Settings,
-    sysctl::{self, Sysctls},
+    sysctl::{self, SysctlClaim},
     tune,
 };
 
@@ -26,7 +25,8 @@ pub struct Daemon {
     /// The settings as tuned at run time (`synguard set`).
     pub args: RunArgs,
     pub attachment: Attachment,
-    pub sysctls: Option<Sysctls>,
+    /// This interface's part in the namespace's sysctls.
+    pub sysctls: SysctlClaim,
     pub follower: AutoFollower,
     pub started: Instant,
     pub events: Arc<Events>,
@@ -164,7 +164,7 @@ impl Daemon {
     /// Puts `tuned` in force: sysctls for the mode, the data path's configuration and ports,
     /// `auto`'s follower, and with `lists`, the allow/deny lists as `tuned` gives them.
     fn apply(&mut self, tuned: RunArgs, what: &str, lists: bool) -> Result<(), Error> {
-        let mut settings = Settings::derive(&tuned)?;
+        let mut settings = Settings::derive(&tuned, self.attachment.iface())?;
         let control = self.attachment.control();
         let mut control = control.lock().unwrap_or_else(|e| e.into_inner());
         let current = control.config()?;
@@ -183,18 +183,13 @@ impl Daemon {
         let sends = |mode| matches!(mode, Mode::Cookie | Mode::Auto);
         // Sysctls before a mode that sends cookies, after one that stops.
         if sends(tuned.mode) {
-            if self.sysctls.is_none() {
-                self.sysctls = apply_sysctls(&tuned)?;
-            }
-            if let Some(sysctls) = &self.sysctls {
-                match tuned.mode {
-                    Mode::Cookie => sysctls.set(sysctl::SYNCOOKIES, "2")?,
-                    _ if self.args.mode == Mode::Cookie => sysctls.set(
-                        sysctl::SYNCOOKIES,
-                        sysctls.original(sysctl::SYNCOOKIES).unwrap_or("1"),
-                    )?,
-                    _ => {}
-                }
+            self.sysctls.join(tuned.cookie_timestamps)?;
+            // Cookie mode claims tcp_syncookies=2 for good; auto only during an attack (the
+            // follower claims it then), so leaving cookie mode lets go of it.
+            match tuned.mode {
+                Mode::Cookie => self.sysctls.cookies(true)?,
+                _ if self.args.mode == Mode::Cookie => self.sysctls.cookies(false)?,
+                _ => {}
             }
         }
         if let Some(ports) = &settings.ports {
@@ -210,18 +205,13 @@ impl Daemon {
         }
         control.set_config(&settings.config)?;
         drop(control);
-        if !sends(tuned.mode)
-            && let Some(sysctls) = self.sysctls.take()
-        {
-            sysctls.restore()?;
+        if !sends(tuned.mode) {
+            self.sysctls.leave()?;
         }
         self.follower
             .retarget(tuned.auto_threshold, tuned.auto_threshold_min);
-        self.follower.set_active(
-            tuned.mode == Mode::Auto,
-            &self.attachment,
-            self.sysctls.as_ref(),
-        );
+        self.follower
+            .set_active(tuned.mode == Mode::Auto, &self.attachment, &self.sysctls);
         info!(changes = %what, "settings changed");
         self.events.record(Event::ConfigChanged);
         if tuned.mode != self.args.mode {

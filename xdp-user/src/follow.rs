@@ -18,7 +18,7 @@ use crate::{
     events::{Event, Events},
     loader::Attachment,
     maps::{AutoSummary, monotonic_ns},
-    sysctl::{self, Sysctls},
+    sysctl::SysctlClaim,
 };
 
 /// Sources named in the log at the end of an attack.
@@ -75,7 +75,7 @@ impl AutoFollower {
     }
 
     /// Follows `auto` mode from now on, or stops following it (the mode changed at run time).
-    pub fn set_active(&mut self, active: bool, attachment: &Attachment, sysctls: Option<&Sysctls>) {
+    pub fn set_active(&mut self, active: bool, attachment: &Attachment, sysctls: &SysctlClaim) {
         if active == self.active {
             return;
         }
@@ -100,7 +100,7 @@ impl AutoFollower {
     /// After taking over a program a killed controller left, or when `auto` is switched on: if
     /// the data path is answering a flood, follow that flood from here (sysctl, sampling, the
     /// end in the log).
-    pub fn resume(&mut self, attachment: &Attachment, sysctls: Option<&Sysctls>) {
+    pub fn resume(&mut self, attachment: &Attachment, sysctls: &SysctlClaim) {
         if !self.active {
             return;
         }
@@ -150,7 +150,7 @@ impl AutoFollower {
         &mut self,
         events: &[AttackEvent],
         attachment: &Attachment,
-        sysctls: Option<&Sysctls>,
+        sysctls: &SysctlClaim,
     ) {
         if !self.active {
             return;
@@ -195,7 +195,7 @@ impl AutoFollower {
 
     /// Every few hundred ms during an attack: counts the sampled sources, and ends an attack
     /// the data path cannot end because no packet arrives any more.
-    pub fn on_sample_tick(&mut self, attachment: &Attachment, sysctls: Option<&Sysctls>) {
+    pub fn on_sample_tick(&mut self, attachment: &Attachment, sysctls: &SysctlClaim) {
         if let Err(e) = self.events.collect() {
             warn!(error = %e, "reading the sampled sources failed");
         }
@@ -256,7 +256,7 @@ impl AutoFollower {
     fn end(
         &mut self,
         attachment: &Attachment,
-        sysctls: Option<&Sysctls>,
+        sysctls: &SysctlClaim,
         peak_pps: u64,
         at_ns: u64,
         why: &str,
@@ -309,13 +309,8 @@ fn summary(attachment: &Attachment) -> Option<AutoSummary> {
     }
 }
 
-fn set_syncookies(sysctls: Option<&Sysctls>, attacked: bool) {
-    let Some(sysctls) = sysctls else { return };
-    let value = match attacked {
-        true => "2",
-        false => sysctls.original(sysctl::SYNCOOKIES).unwrap_or("1"),
-    };
-    if let Err(e) = sysctls.set(sysctl::SYNCOOKIES, value) {
+fn set_syncookies(sysctls: &SysctlClaim, attacked: bool) {
+    if let Err(e) = sysctls.cookies(attacked) {
         warn!(error = %e, "following auto mode with tcp_syncookies failed");
     }
 }

@@ -45,82 +45,89 @@ struct InterfaceCollector {
     threshold: IntGaugeVec,
 }
 
-fn decisions_vec() -> IntCounterVec {
+fn decisions_vec(iface: &str) -> IntCounterVec {
     IntCounterVec::new(
         Opts::new(
             "synguard_decisions_total",
             "SYNs and ACKs to protected ports, by what was decided and why.",
-        ),
-        &["interface", "reason"],
+        )
+        .const_label("interface", iface),
+        &["reason"],
     )
     .expect("valid metric definition")
 }
 
-fn mode_vec() -> IntGaugeVec {
+fn mode_vec(iface: &str) -> IntGaugeVec {
     IntGaugeVec::new(
         Opts::new(
             "synguard_mode",
             "1 for the mode in force (off, monitor, cookie, auto), 0 for the others.",
-        ),
-        &["interface", "mode"],
+        )
+        .const_label("interface", iface),
+        &["mode"],
     )
     .expect("valid metric definition")
 }
 
-fn under_attack_vec() -> IntGaugeVec {
+fn under_attack_vec(iface: &str) -> IntGaugeVec {
     IntGaugeVec::new(
         Opts::new(
             "synguard_under_attack",
             "1 while SYNs are answered with cookies: always in cookie mode, above the \
              threshold in auto mode.",
-        ),
-        &["interface"],
+        )
+        .const_label("interface", iface),
+        &[],
     )
     .expect("valid metric definition")
 }
 
-fn packets_vec() -> IntCounterVec {
+fn packets_vec(iface: &str) -> IntCounterVec {
     IntCounterVec::new(
         Opts::new(
             "synguard_packets_total",
             "Packets seen by the XDP program, by class and by the action taken.",
-        ),
-        &["interface", "class", "action"],
+        )
+        .const_label("interface", iface),
+        &["class", "action"],
     )
     .expect("valid metric definition")
 }
 
-fn bytes_vec() -> IntCounterVec {
+fn bytes_vec(iface: &str) -> IntCounterVec {
     IntCounterVec::new(
         Opts::new(
             "synguard_bytes_total",
             "Bytes (whole frames) seen by the XDP program, by class and by the action taken.",
-        ),
-        &["interface", "class", "action"],
+        )
+        .const_label("interface", iface),
+        &["class", "action"],
     )
     .expect("valid metric definition")
 }
 
-fn threshold_vec() -> IntGaugeVec {
+fn threshold_vec(iface: &str) -> IntGaugeVec {
     IntGaugeVec::new(
         Opts::new(
             "synguard_auto_threshold_syn_per_second",
             "The SYN rate at which auto mode answers with cookies: as set, or as learned from \
              the baseline with a relative --auto-threshold.",
-        ),
-        &["interface"],
+        )
+        .const_label("interface", iface),
+        &[],
     )
     .expect("valid metric definition")
 }
 
-fn sources_metered_vec() -> IntCounterVec {
+fn sources_metered_vec(iface: &str) -> IntCounterVec {
     IntCounterVec::new(
         Opts::new(
             "synguard_sources_metered_total",
             "Sources that earned an exact per-source SYN bucket (--syn-rate-per-source): they \
              sent about half their limit within 134 ms. Random-source floods barely move it.",
-        ),
-        &["interface"],
+        )
+        .const_label("interface", iface),
+        &[],
     )
     .expect("valid metric definition")
 }
@@ -148,17 +155,21 @@ impl Collector for InterfaceCollector {
                 return Vec::new();
             }
         };
-        let (packets, bytes, decisions) = (packets_vec(), bytes_vec(), decisions_vec());
-        let (mode, under_attack) = (mode_vec(), under_attack_vec());
-        let sources_metered = sources_metered_vec();
-        let threshold = threshold_vec();
+        let (packets, bytes, decisions) = (
+            packets_vec(&self.iface),
+            bytes_vec(&self.iface),
+            decisions_vec(&self.iface),
+        );
+        let (mode, under_attack) = (mode_vec(&self.iface), under_attack_vec(&self.iface));
+        let sources_metered = sources_metered_vec(&self.iface);
+        let threshold = threshold_vec(&self.iface);
         sources_metered
-            .with_label_values(&[self.iface.as_str()])
+            .with_label_values(&[] as &[&str])
             .inc_by(stats.sources_metered);
         // Every class and action is exported, zeros included, so rate() works from the start.
         for class in Class::ALL {
             for action in Action::ALL {
-                let labels = [self.iface.as_str(), class.name(), action.name()];
+                let labels = [class.name(), action.name()];
                 packets
                     .with_label_values(&labels)
                     .inc_by(stats.packets(class, action));
@@ -169,13 +180,13 @@ impl Collector for InterfaceCollector {
         }
         for reason in Reason::ALL {
             decisions
-                .with_label_values(&[self.iface.as_str(), reason.name()])
+                .with_label_values(&[reason.name()])
                 .inc_by(stats.reason(reason));
         }
         let control = self.control.lock().unwrap_or_else(|e| e.into_inner());
         if let (Ok(config), Ok(auto)) = (control.config(), control.auto_summary()) {
             for m in Mode::ALL {
-                mode.with_label_values(&[self.iface.as_str(), m.name()])
+                mode.with_label_values(&[m.name()])
                     .set(i64::from(config.mode() == m));
             }
             let attacked = match config.mode() {
@@ -184,10 +195,10 @@ impl Collector for InterfaceCollector {
                 Mode::Off | Mode::Monitor => false,
             };
             under_attack
-                .with_label_values(&[self.iface.as_str()])
+                .with_label_values(&[] as &[&str])
                 .set(i64::from(attacked));
             threshold
-                .with_label_values(&[self.iface.as_str()])
+                .with_label_values(&[] as &[&str])
                 .set(i64::from(config.auto_threshold_pps));
         }
         [
@@ -203,8 +214,8 @@ impl Collector for InterfaceCollector {
     }
 }
 
-/// Builds the registry for one attached interface.
-pub fn registry(attachment: &Attachment, events: Arc<Events>) -> Result<Registry, Error> {
+/// Builds the registry for the attached interfaces, each with its events' counters.
+pub fn registry(interfaces: &[(&Attachment, Arc<Events>)]) -> Result<Registry, Error> {
     let registry = Registry::new();
     let register = |collector: Box<dyn Collector>| {
         registry
@@ -233,46 +244,51 @@ pub fn registry(attachment: &Attachment, events: Arc<Events>) -> Result<Registry
         &["interface", "xdp_mode", "program_id"],
     )
     .expect("valid metric definition");
-    program
-        .with_label_values(&[
-            attachment.iface(),
-            attachment.mode().name(),
-            &attachment.program_id().to_string(),
-        ])
-        .set(1);
+    for (attachment, _) in interfaces {
+        program
+            .with_label_values(&[
+                attachment.iface(),
+                attachment.mode().name(),
+                &attachment.program_id().to_string(),
+            ])
+            .set(1);
+    }
     register(Box::new(program))?;
 
-    let read_errors = IntCounter::with_opts(
-        Opts::new(
-            "synguard_map_read_errors_total",
-            "Scrapes in which reading the XDP program's counters failed.",
+    for (attachment, events) in interfaces {
+        let iface = attachment.iface();
+        let read_errors = IntCounter::with_opts(
+            Opts::new(
+                "synguard_map_read_errors_total",
+                "Scrapes in which reading the XDP program's counters failed.",
+            )
+            .const_label("interface", iface),
         )
-        .const_label("interface", attachment.iface()),
-    )
-    .expect("valid metric definition");
-    register(Box::new(read_errors.clone()))?;
+        .expect("valid metric definition");
+        register(Box::new(read_errors.clone()))?;
 
-    register(Box::new(InterfaceCollector {
-        iface: attachment.iface().to_string(),
-        stats: attachment.stats(),
-        control: attachment.control(),
-        read_errors,
-        packets: packets_vec(),
-        bytes: bytes_vec(),
-        decisions: decisions_vec(),
-        mode: mode_vec(),
-        under_attack: under_attack_vec(),
-        sources_metered: sources_metered_vec(),
-        threshold: threshold_vec(),
-    }))?;
-    register(Box::new(OperationsCollector::new(
-        attachment.iface(),
-        attachment.program_id(),
-        attachment.control(),
-        attachment.lists(),
-        attachment.buckets(),
-        events,
-    )))?;
+        register(Box::new(InterfaceCollector {
+            iface: iface.to_string(),
+            stats: attachment.stats(),
+            control: attachment.control(),
+            read_errors,
+            packets: packets_vec(iface),
+            bytes: bytes_vec(iface),
+            decisions: decisions_vec(iface),
+            mode: mode_vec(iface),
+            under_attack: under_attack_vec(iface),
+            sources_metered: sources_metered_vec(iface),
+            threshold: threshold_vec(iface),
+        }))?;
+        register(Box::new(OperationsCollector::new(
+            iface,
+            attachment.program_id(),
+            attachment.control(),
+            attachment.lists(),
+            attachment.buckets(),
+            Arc::clone(events),
+        )))?;
+    }
     Ok(registry)
 }
 

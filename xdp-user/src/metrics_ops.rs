@@ -142,14 +142,15 @@ pub struct OperationsCollector {
     event_counter: prometheus::IntCounterVec,
 }
 
-fn event_counter() -> prometheus::IntCounterVec {
+fn event_counter(iface: &str) -> prometheus::IntCounterVec {
     prometheus::IntCounterVec::new(
         Opts::new(
             "synguard_events_total",
             "What happened to synguard: attacks started and ended, mode and configuration \
              changes, refused reloads.",
-        ),
-        &["interface", "event"],
+        )
+        .const_label("interface", iface),
+        &["event"],
     )
     .expect("valid metric definition")
 }
@@ -171,7 +172,7 @@ impl OperationsCollector {
             buckets,
             events,
             descs: Vec::new(),
-            event_counter: event_counter(),
+            event_counter: event_counter(iface),
         };
         let empty = collector.families(&Snapshot {
             config: None,
@@ -260,10 +261,10 @@ impl Collector for OperationsCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let snapshot = self.snapshot();
-        let events = event_counter();
+        let events = event_counter(&self.iface);
         for event in Event::ALL {
             events
-                .with_label_values(&[self.iface.as_str(), event.name()])
+                .with_label_values(&[event.name()])
                 .inc_by(snapshot.events[event as usize]);
         }
         self.families(&snapshot)

@@ -148,45 +148,53 @@ fn is_bpffs(path: &Path) -> bool {
     rc == 0 && stat.f_type as i64 == BPF_FS_MAGIC
 }
 
-/// Exclusive locks held for the controller's life (flock(2): the kernel releases them when
-/// the process dies, however it dies): one on the interface, and one on its network
-/// namespace. The second is there because synguard owns the namespace's tcp_syncookies and
-/// tcp_timestamps (it records, sets, follows and restores them), and two synguards in one
-/// namespace would record each other's values as the originals and undo each other's
-/// settings. So one synguard per network namespace, for now.
+/// An exclusive lock on an interface, held for the controller's life (flock(2): the kernel
+/// releases it when the process dies, however it dies).
 pub struct InterfaceLock {
-    _iface: File,
-    _netns: File,
+    _file: File,
 }
 
 impl InterfaceLock {
     pub fn take(state_dir: &Path, iface: &str) -> Result<InterfaceLock, Error> {
-        let iface_path = state::file(state_dir, "lock", Some(iface))?;
-        let iface_lock = lock(&iface_path)?.ok_or_else(|| {
+        let path = state::file(state_dir, "lock", Some(iface))?;
+        let file = lock(&path)?.ok_or_else(|| {
             Error::Other(format!(
                 "another synguard is already running on {iface} (it holds {}); stop it \
                  first, or protect another interface",
-                iface_path.display()
+                path.display()
             ))
         })?;
-        let netns_path = state::file(state_dir, "lock", None)?;
-        let Some(mut netns_lock) = lock(&netns_path)? else {
-            let other = fs::read_to_string(&netns_path).unwrap_or_default();
+        Ok(InterfaceLock { _file: file })
+    }
+}
+
+/// An exclusive lock on the network namespace, held for the controller's life. synguard owns
+/// the namespace's tcp_syncookies and tcp_timestamps (it records, sets, follows and restores
+/// them), and two synguards in one namespace would record each other's values as the
+/// originals and undo each other's settings: one synguard protects all the interfaces of a
+/// namespace it is given.
+pub struct NamespaceLock {
+    _file: File,
+}
+
+impl NamespaceLock {
+    pub fn take(state_dir: &Path, ifaces: &[String]) -> Result<NamespaceLock, Error> {
+        let path = state::file(state_dir, "lock", None)?;
+        let Some(mut file) = lock(&path)? else {
+            let other = fs::read_to_string(&path).unwrap_or_default();
             return Err(Error::Other(format!(
                 "another synguard already runs in this network namespace (on {}); synguard \
-                 owns the namespace's tcp_syncookies and tcp_timestamps, so it protects one \
-                 interface per network namespace for now",
+                 owns the namespace's tcp_syncookies and tcp_timestamps, so one synguard \
+                 protects all of a namespace's interfaces: stop it, and give one synguard \
+                 every interface (--iface eth0,eth1)",
                 other.trim()
             )));
         };
         // Name the holder, for the error above.
         use std::io::Write as _;
-        let _ = netns_lock.set_len(0);
-        let _ = netns_lock.write_all(iface.as_bytes());
-        Ok(InterfaceLock {
-            _iface: iface_lock,
-            _netns: netns_lock,
-        })
+        let _ = file.set_len(0);
+        let _ = file.write_all(ifaces.join(",").as_bytes());
+        Ok(NamespaceLock { _file: file })
     }
 }
 

@@ -1,17 +1,21 @@
-//! `synguard run`: check, configure, attach, serve metrics and follow `auto` mode until told to
-//! stop; then detach and put the sysctls back.
+//! `synguard run`: check, configure, attach to every interface named, serve metrics and follow
+//! `auto` mode until told to stop; then detach and put the sysctls back. Each interface has a
+//! loop of its own (control socket, attack events, ticks); the main loop takes the signals and
+//! passes them on.
 
 use std::{
     ffi::OsString,
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use futures_util::future::join_all;
 use synguard_common::{AttackEvent, Mode};
 use tokio::{
-    net::TcpListener,
+    net::{TcpListener, UnixListener},
     signal::unix::{SignalKind, signal},
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
     time::MissedTickBehavior,
 };
 use tracing::{info, warn};
@@ -26,10 +30,10 @@ use crate::{
     follow::AutoFollower,
     loader::Attachment,
     metrics,
-    pins::{InterfaceLock, PinDir},
+    pins::{InterfaceLock, NamespaceLock, PinDir},
     preflight,
     settings::Settings,
-    sysctl::{self, Sysctls},
+    sysctl::NamespaceSysctls,
 };
 
 /// How often the sources sampled during an attack are read: often enough that a CPU's ring of
@@ -40,10 +44,13 @@ const BASELINE_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(args: &RunArgs) -> Result<(), Error> {
     // Everything that can fail without side effects comes first, so a bad invocation leaves the
-    // interface as it found it.
+    // interfaces as it found them.
     preflight::check_capabilities()?;
-    preflight::interface_index(&args.iface)?;
-    let settings = Settings::derive(args)?;
+    let ifaces = interfaces(&args.iface)?;
+    let settings = ifaces
+        .iter()
+        .map(|iface| Settings::derive(args, iface))
+        .collect::<Result<Vec<_>, _>>()?;
     let listener = TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|e| Error::metrics_addr(args.metrics_addr, &e))?;
@@ -56,203 +63,335 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
     let mut sighup = signal(SignalKind::hangup())
         .map_err(|e| Error::Other(format!("installing the SIGHUP handler failed: {e}")))?;
 
+    // The interfaces' locks first: a second synguard on the same interface hears about that
+    // interface, one on another interface of the namespace about the namespace.
+    let mut locks = Vec::new();
+    for iface in &ifaces {
+        locks.push(InterfaceLock::take(&args.state_dir, iface)?);
+    }
+    let _netns_lock = NamespaceLock::take(&args.state_dir, &ifaces)?;
+    for iface in &ifaces {
+        let pins = PinDir::for_iface(&args.bpffs, iface)?;
+        if args.no_pin && pins.has_link() {
+            return Err(Error::Other(format!(
+                "a killed synguard left its program pinned at {} and still protecting {iface}; \
+                 run without --no-pin to take it over (or remove that directory to detach it)",
+                pins.path.display(),
+            )));
+        }
+    }
+
     // Attached passing everything first (attaching is what fails on a busy or unfit
-    // interface); then the sysctls that make cookies valid; then the mode that sends them.
-    let _lock = InterfaceLock::take(&args.state_dir, &args.iface)?;
-    let pins = PinDir::for_iface(&args.bpffs, &args.iface)?;
-    if args.no_pin && pins.has_link() {
-        return Err(Error::Other(format!(
-            "a killed synguard left its program pinned at {} and still protecting {}; run \
-             without --no-pin to take it over (or remove that directory to detach it)",
-            pins.path.display(),
-            args.iface
-        )));
+    // interface); then the sysctls that make cookies valid; then the mode that sends them. A
+    // failure on one interface undoes what was done on the others.
+    let sysctls = NamespaceSysctls::new(&args.state_dir);
+    let mut attachments: Vec<Attachment> = Vec::new();
+    if let Err(e) = attach_all(args, &ifaces, &settings, &sysctls, &mut attachments) {
+        for attachment in attachments {
+            undo(attachment);
+        }
+        let _ = sysctls.restore();
+        return Err(e);
     }
-    let pins = (!args.no_pin).then_some(pins);
-    let mut attachment = Attachment::attach(&args.iface, args.xdp_mode, &settings, pins)?;
-    if attachment.adopted() {
-        info!(
-            iface = %args.iface,
-            "took over the program a previous run left attached: protection never paused"
+
+    let mut guards = Vec::new();
+    for (mut attachment, lock) in attachments.into_iter().zip(locks) {
+        let socket = control::socket_path(&args.state_dir, attachment.iface());
+        let control_listener = control::bind(&socket)?;
+        let counters = Arc::new(Events::default());
+        let events = attachment
+            .take_events()
+            .ok_or_else(|| Error::Other("the attack events were taken twice".into()))?;
+        let follower = AutoFollower::new(
+            args.mode == Mode::Auto,
+            Arc::clone(&counters),
+            events,
+            args.auto_threshold,
+            args.auto_threshold_min,
+            Duration::from_secs(args.auto_baseline_secs),
         );
+        let claim = sysctls.claim(attachment.iface());
+        let mut daemon = Daemon {
+            args: args.clone(),
+            attachment,
+            sysctls: claim,
+            follower,
+            started: Instant::now(),
+            events: counters,
+        };
+        if daemon.attachment.adopted() {
+            daemon.follower.resume(&daemon.attachment, &daemon.sysctls);
+        }
+        guards.push(Guard {
+            daemon,
+            control_listener,
+            socket,
+            _lock: lock,
+        });
     }
-    let sysctls = apply_sysctls(args)?;
-    attachment.configure(&settings)?;
-    info!(
-        iface = %args.iface,
-        xdp_mode = args.xdp_mode.name(),
-        mode = args.mode.name(),
-        ports = %args.ports.as_ref().map_or("every port with a listener".to_string(), |p| p.to_string()),
-        allowed = settings.lists.allow.len(),
-        denied = settings.lists.deny.len(),
-        syn_rate_per_source = args.syn_rate_per_source,
-        program_id = attachment.program_id(),
-        "attached"
-    );
-    let socket = control::socket_path(&args.state_dir, &args.iface);
-    let control_listener = control::bind(&socket)?;
-    let counters = Arc::new(Events::default());
-    let registry = metrics::registry(&attachment, Arc::clone(&counters))?;
+    let registry = metrics::registry(
+        &guards
+            .iter()
+            .map(|g| (&g.daemon.attachment, Arc::clone(&g.daemon.events)))
+            .collect::<Vec<_>>(),
+    )?;
     info!("serving metrics on http://{}/metrics", args.metrics_addr);
 
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let mut server = tokio::spawn(metrics::serve(listener, registry, async {
         let _ = server_stopped.await;
     }));
-    let (request_tx, mut requests) = mpsc::channel::<control::Pending>(16);
-    let control_server = tokio::spawn(control::serve(control_listener, request_tx));
-    let events = attachment
-        .take_events()
-        .ok_or_else(|| Error::Other("the attack events were taken twice".into()))?;
-    let follower = AutoFollower::new(
-        args.mode == Mode::Auto,
-        Arc::clone(&counters),
-        events,
-        args.auto_threshold,
-        args.auto_threshold_min,
-        Duration::from_secs(args.auto_baseline_secs),
-    );
-    let mut daemon = Daemon {
-        args: args.clone(),
-        attachment,
-        sysctls,
-        follower,
-        started: Instant::now(),
-        events: counters,
+    let (orders, order) = watch::channel(Order::Run);
+    let guarding = join_all(guards.into_iter().map(|guard| guard.serve(order.clone())));
+    tokio::pin!(guarding);
+    let mut outcome: Result<&'static str, Error> = Ok("every interface was detached");
+    let mut server_running = true;
+    let stop = |why| {
+        orders.send_replace(Order::Stop(why));
     };
-    if daemon.attachment.adopted() {
-        daemon
-            .follower
-            .resume(&daemon.attachment, daemon.sysctls.as_ref());
-    }
-    let mut sample_tick = tokio::time::interval(SAMPLE_EVERY);
-    let mut baseline_tick = tokio::time::interval(BASELINE_EVERY);
-    // The sample tick is idle between attacks: no catching up on the ticks it missed.
-    sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    baseline_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let outcome = loop {
-        // What woke the loop is decided first and acted on after, so that the arms' futures
-        // (one of which borrows the follower) are gone when it acts.
-        let attacked = daemon.follower.attacked();
-        let wake = tokio::select! {
-            _ = sigint.recv() => Wake::Signal("SIGINT"),
-            _ = sigterm.recv() => Wake::Signal("SIGTERM"),
-            _ = sigquit.recv() => Wake::Signal("SIGQUIT"),
-            _ = sighup.recv() => Wake::Reload,
-            served = &mut server => Wake::ServerDown(
-                served.map_or_else(|e| e.to_string(), |r| r.err().map_or("no error".into(), |e| e.to_string()))
-            ),
-            Some((request, reply)) = requests.recv() => Wake::Control(request, reply),
-            events = daemon.follower.events().next() => Wake::Events(events),
-            _ = sample_tick.tick(), if attacked => Wake::Sample,
-            _ = baseline_tick.tick() => Wake::Baseline,
-        };
-        let (attachment, sysctls) = (&daemon.attachment, daemon.sysctls.as_ref());
-        match wake {
-            Wake::Signal(signal) => break Ok(signal),
-            Wake::ServerDown(why) => break Err(server_down(&why)),
-            Wake::Control(Request::Detach, reply) => {
-                let _ = reply.send(Response::ok(serde_json::json!({"detached": true})));
-                break Ok("a detach request");
+    let handed_over = loop {
+        tokio::select! {
+            endings = &mut guarding => break endings.contains(&true),
+            _ = sigint.recv() => { outcome = Ok("SIGINT"); stop("SIGINT") }
+            _ = sigterm.recv() => { outcome = Ok("SIGTERM"); stop("SIGTERM") }
+            _ = sigquit.recv() => { outcome = Ok("SIGQUIT"); stop("SIGQUIT") }
+            _ = sighup.recv() => {
+                orders.send_replace(Order::Reload(Arc::new(reread_config())));
             }
-            Wake::Control(request, reply) => {
-                let _ = reply.send(daemon.handle(request));
+            served = &mut server, if server_running => {
+                server_running = false;
+                let why = served.map_or_else(
+                    |e| e.to_string(),
+                    |r| r.err().map_or("no error".into(), |e| e.to_string()),
+                );
+                outcome = Err(server_down(&why));
+                stop("the metrics server stopped");
             }
-            Wake::Events(Ok(events)) => daemon.follower.on_events(&events, attachment, sysctls),
-            Wake::Events(Err(e)) => warn!(error = %e, "reading attack events failed"),
-            Wake::Sample => daemon.follower.on_sample_tick(attachment, sysctls),
-            Wake::Baseline => daemon.follower.on_baseline_tick(attachment),
-            Wake::Reload => reload(&mut daemon),
         }
     };
     if let Ok(signal) = &outcome {
         info!(signal, "shutting down");
     }
-    control_server.abort();
-    let _ = std::fs::remove_file(&socket);
     let _ = stop_server.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
-
-    let Daemon {
-        attachment,
-        sysctls,
-        ..
-    } = daemon;
-    let iface = attachment.iface().to_string();
-    // SIGQUIT hands over: protection stays on, pinned, with its sysctls, for the next start
-    // (an upgrade, a restart) to take over without a gap.
-    if let (Ok("SIGQUIT"), Some(pins)) = (&outcome, attachment.pinned()) {
-        info!(
-            %iface,
-            pins = %pins.path.display(),
-            "left attached for the next start to take over; sysctls left as they are"
-        );
-        attachment.leave();
-        if let Some(sysctls) = sysctls {
-            sysctls.keep();
-        }
-        return Ok(());
+    if server_running {
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     }
-    attachment.detach();
-    info!(%iface, "detached");
-    if let Some(sysctls) = sysctls {
-        sysctls.restore()?;
+    // A handover leaves the sysctls as they are, for the next start; otherwise the last
+    // interface to leave has restored them already, and this is only a safety net.
+    match handed_over {
+        true => sysctls.keep(),
+        false => sysctls.restore()?,
     }
     outcome.map(|_| ())
 }
 
-/// Sets what the mode needs, after recording the previous values.
-pub(crate) fn apply_sysctls(args: &RunArgs) -> Result<Option<Sysctls>, Error> {
-    let sends_cookies = matches!(args.mode, Mode::Cookie | Mode::Auto);
-    if !sends_cookies {
-        return Ok(None);
+/// The interfaces named, each once, each one that exists.
+fn interfaces(named: &[String]) -> Result<Vec<String>, Error> {
+    let mut ifaces: Vec<String> = Vec::new();
+    for iface in named {
+        if ifaces.contains(iface) {
+            return Err(Error::Other(format!(
+                "interface '{iface}' is named twice in --iface"
+            )));
+        }
+        preflight::interface_index(iface)?;
+        ifaces.push(iface.clone());
     }
-    let mut keys = vec![sysctl::SYNCOOKIES];
-    if args.cookie_timestamps {
-        keys.push(sysctl::TIMESTAMPS);
-    }
-    let sysctls = Sysctls::take(&args.state_dir, &args.iface, &keys)?;
-    if args.cookie_timestamps {
-        sysctls.set(sysctl::TIMESTAMPS, "2")?;
-    }
-    match args.mode {
-        Mode::Cookie => sysctls.set(sysctl::SYNCOOKIES, "2")?,
-        // Until an attack, the kernel keeps the operator's setting: with 2 it would answer
-        // every SYN it gets with a cookie of its own, and clients without timestamps would
-        // lose window scaling and SACK. The original value is put back now in case a crashed
-        // run left 2 behind.
-        _ => sysctls.set(
-            sysctl::SYNCOOKIES,
-            sysctls.original(sysctl::SYNCOOKIES).unwrap_or("1"),
-        )?,
-    }
-    Ok(Some(sysctls))
+    Ok(ifaces)
 }
 
-/// What woke `run`'s loop.
+/// Attaches every interface (passing), joins the sysctls the mode needs, then configures each;
+/// what was attached so far is left in `attachments` for the caller to undo on error.
+fn attach_all(
+    args: &RunArgs,
+    ifaces: &[String],
+    settings: &[Settings],
+    sysctls: &NamespaceSysctls,
+    attachments: &mut Vec<Attachment>,
+) -> Result<(), Error> {
+    for (iface, settings) in ifaces.iter().zip(settings) {
+        let pins = PinDir::for_iface(&args.bpffs, iface)?;
+        let pins = (!args.no_pin).then_some(pins);
+        let attachment = Attachment::attach(iface, args.xdp_mode, settings, pins)?;
+        if attachment.adopted() {
+            info!(
+                %iface,
+                "took over the program a previous run left attached: protection never paused"
+            );
+        }
+        attachments.push(attachment);
+    }
+    if matches!(args.mode, Mode::Cookie | Mode::Auto) {
+        for iface in ifaces {
+            let claim = sysctls.claim(iface);
+            claim.join(args.cookie_timestamps)?;
+            // Cookie mode needs tcp_syncookies=2 for good; auto only during an attack. Until
+            // then the kernel keeps the operator's setting: with 2 it would answer every SYN
+            // it gets with a cookie of its own, and clients without timestamps would lose
+            // window scaling and SACK.
+            claim.cookies(args.mode == Mode::Cookie)?;
+        }
+    }
+    for (attachment, settings) in attachments.iter_mut().zip(settings) {
+        attachment.configure(settings)?;
+        info!(
+            iface = %attachment.iface(),
+            xdp_mode = args.xdp_mode.name(),
+            mode = args.mode.name(),
+            ports = %args.ports.as_ref().map_or("every port with a listener".to_string(), |p| p.to_string()),
+            allowed = settings.lists.allow.len(),
+            denied = settings.lists.deny.len(),
+            syn_rate_per_source = args.syn_rate_per_source,
+            program_id = attachment.program_id(),
+            "attached"
+        );
+    }
+    Ok(())
+}
+
+/// Undoes an attachment after a failed start: a program this run attached is detached; one it
+/// took over is left as it was found, still protecting.
+fn undo(attachment: Attachment) {
+    match attachment.adopted() {
+        true => attachment.leave(),
+        false => attachment.detach(),
+    }
+}
+
+/// What the main loop tells the interfaces' loops.
+#[derive(Clone)]
+enum Order {
+    Run,
+    Stop(&'static str),
+    /// SIGHUP: the config file read again, with the command line and environment over it.
+    Reload(Arc<Result<RunArgs, Error>>),
+}
+
+/// One protected interface: its daemon state, control socket and lock.
+struct Guard {
+    daemon: Daemon,
+    control_listener: UnixListener,
+    socket: PathBuf,
+    _lock: InterfaceLock,
+}
+
+impl Guard {
+    /// Serves the interface's control socket and follows `auto` mode until told to stop or
+    /// detached; then detaches, or leaves the program attached for the next start (SIGQUIT,
+    /// when pinned). Says whether it was left attached.
+    async fn serve(self, mut order: watch::Receiver<Order>) -> bool {
+        let Guard {
+            mut daemon,
+            control_listener,
+            socket,
+            _lock,
+        } = self;
+        let (request_tx, mut requests) = mpsc::channel::<control::Pending>(16);
+        let control_server = tokio::spawn(control::serve(control_listener, request_tx));
+        let mut sample_tick = tokio::time::interval(SAMPLE_EVERY);
+        let mut baseline_tick = tokio::time::interval(BASELINE_EVERY);
+        // The sample tick is idle between attacks: no catching up on the ticks it missed.
+        sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        baseline_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let ending = loop {
+            // What woke the loop is decided first and acted on after, so that the arms'
+            // futures (one of which borrows the follower) are gone when it acts.
+            let attacked = daemon.follower.attacked();
+            let wake = tokio::select! {
+                changed = order.changed() => match changed {
+                    Err(_) => Wake::Stop("shutdown"),
+                    Ok(()) => match order.borrow_and_update().clone() {
+                        Order::Run => Wake::Nothing,
+                        Order::Stop(why) => Wake::Stop(why),
+                        Order::Reload(args) => Wake::Reload(args),
+                    },
+                },
+                Some((request, reply)) = requests.recv() => Wake::Control(request, reply),
+                events = daemon.follower.events().next() => Wake::Events(events),
+                _ = sample_tick.tick(), if attacked => Wake::Sample,
+                _ = baseline_tick.tick() => Wake::Baseline,
+            };
+            let (attachment, sysctls) = (&daemon.attachment, &daemon.sysctls);
+            match wake {
+                Wake::Nothing => {}
+                Wake::Stop(why) => break why,
+                Wake::Control(Request::Detach, reply) => {
+                    let _ = reply.send(Response::ok(serde_json::json!({"detached": true})));
+                    break "a detach request";
+                }
+                Wake::Control(request, reply) => {
+                    let _ = reply.send(daemon.handle(request));
+                }
+                Wake::Events(Ok(events)) => daemon.follower.on_events(&events, attachment, sysctls),
+                Wake::Events(Err(e)) => warn!(error = %e, "reading attack events failed"),
+                Wake::Sample => daemon.follower.on_sample_tick(attachment, sysctls),
+                Wake::Baseline => daemon.follower.on_baseline_tick(attachment),
+                Wake::Reload(args) => reload(&mut daemon, &args),
+            }
+        };
+        control_server.abort();
+        let _ = std::fs::remove_file(&socket);
+
+        let Daemon {
+            attachment,
+            sysctls,
+            ..
+        } = daemon;
+        let iface = attachment.iface().to_string();
+        // SIGQUIT hands over: protection stays on, pinned, with its sysctls, for the next
+        // start (an upgrade, a restart) to take over without a gap.
+        if let ("SIGQUIT", Some(pins)) = (ending, attachment.pinned()) {
+            info!(
+                %iface,
+                pins = %pins.path.display(),
+                "left attached for the next start to take over; sysctls left as they are"
+            );
+            attachment.leave();
+            return true;
+        }
+        attachment.detach();
+        info!(%iface, why = ending, "detached");
+        if let Err(e) = sysctls.leave() {
+            warn!(%iface, error = %e, "restoring the sysctls failed; the next start will retry");
+        }
+        false
+    }
+}
+
+/// What woke an interface's loop.
 enum Wake {
-    Signal(&'static str),
-    ServerDown(String),
+    Nothing,
+    Stop(&'static str),
     Events(Result<Vec<AttackEvent>, Error>),
     Control(Request, oneshot::Sender<Response>),
-    Reload,
+    Reload(Arc<Result<RunArgs, Error>>),
     Sample,
     Baseline,
 }
 
-/// SIGHUP: reads the config file again, with the command line and environment over it as at
-/// start. A bad file changes nothing.
-fn reload(daemon: &mut Daemon) {
+/// SIGHUP: the config file read again, with the command line and environment over it as at
+/// start.
+fn reread_config() -> Result<RunArgs, Error> {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let (path, required) = config_file::config_path(&argv);
-    let result = config_file::read(&path, required)
-        .and_then(|settings| config_file::run_args(&argv, &settings))
-        .and_then(|args| daemon.reload(args));
+    config_file::read(&path, required).and_then(|settings| config_file::run_args(&argv, &settings))
+}
+
+/// Puts a reloaded configuration in force on one interface; a bad file changes nothing.
+fn reload(daemon: &mut Daemon, args: &Result<RunArgs, Error>) {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let (path, _) = config_file::config_path(&argv);
+    let iface = daemon.attachment.iface().to_string();
+    let result = match args {
+        Ok(args) => daemon.reload(args.clone()),
+        Err(e) => Err(Error::Other(e.to_string())),
+    };
     match result {
-        Ok(()) => info!(file = %path.display(), "configuration reloaded"),
+        Ok(()) => info!(%iface, file = %path.display(), "configuration reloaded"),
         Err(e) => {
             daemon.events.record(Event::ConfigRefused);
             warn!(
+                %iface,
                 file = %path.display(),
                 error = %e,
                 "configuration reload refused; the running configuration stays in force"

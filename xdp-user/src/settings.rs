@@ -26,7 +26,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn derive(args: &RunArgs) -> Result<Settings, Error> {
+    /// The data path's settings for `iface` (its MTU gives the MSS) from `args`.
+    pub fn derive(args: &RunArgs, iface: &str) -> Result<Settings, Error> {
         let enabled = |key: &str| -> Result<bool, Error> { Ok(sysctl::read(key)? != "0") };
         let mut allow = args.allow.clone();
         let mut deny = args.deny.clone();
@@ -66,7 +67,7 @@ impl Settings {
             .and_then(|v| v.first().copied())
             .unwrap_or(0);
         let clamp = |v: u64| v.min(u64::from(u32::MAX)) as u32;
-        let mtu = interface_mtu(&args.iface)?;
+        let mtu = interface_mtu(iface)?;
         let ttl = sysctl::read_numbers("net.ipv4.ip_default_ttl")
             .ok()
             .and_then(|v| v.first().copied())

@@ -14,9 +14,11 @@
 //! and treats its values, not the current ones, as the ones to restore.
 
 use std::{
+    collections::BTreeSet,
     fs,
     io::ErrorKind,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use tracing::{info, warn};
@@ -62,7 +64,7 @@ fn write(key: &str, value: &str) -> Result<(), Error> {
 
 /// The sysctls synguard changed, and their values before; restores them on `restore` (or, as
 /// a last resort, on drop).
-pub struct Sysctls {
+struct Sysctls {
     state_file: PathBuf,
     original: Vec<(String, String)>,
     restored: bool,
@@ -70,9 +72,9 @@ pub struct Sysctls {
 
 impl Sysctls {
     /// Records the current values of `keys` (or those a crashed run recorded) in a state file
-    /// under `state_dir`, unique to this network namespace and interface.
-    pub fn take(state_dir: &Path, iface: &str, keys: &[&str]) -> Result<Sysctls, Error> {
-        let state_file = state::file(state_dir, "sysctl", Some(iface))?;
+    /// under `state_dir`, unique to this network namespace.
+    fn take(state_dir: &Path, keys: &[&str]) -> Result<Sysctls, Error> {
+        let state_file = state::file(state_dir, "sysctl", None)?;
         let mut original = match fs::read_to_string(&state_file) {
             Ok(text) => {
                 warn!(
@@ -166,6 +168,135 @@ impl Drop for Sysctls {
         if let Err(e) = self.restore_all() {
             warn!(error = %e, "restoring sysctls failed; the next start will retry");
         }
+    }
+}
+
+/// The namespace's sysctls, shared by the interfaces one synguard protects. Each interface
+/// holds a [`SysctlClaim`]: it joins while its mode sends cookies (the values are recorded
+/// when the first joins, `tcp_timestamps` set), and claims `tcp_syncookies=2` while it needs
+/// it (cookie mode always; auto mode during an attack). `tcp_syncookies` is 2 while any
+/// interface claims it and its original value otherwise; everything is put back when the
+/// last interface leaves.
+#[derive(Clone)]
+pub struct NamespaceSysctls {
+    state_dir: PathBuf,
+    shared: Arc<Mutex<Shared>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    taken: Option<Sysctls>,
+    joined: BTreeSet<String>,
+    cookies: BTreeSet<String>,
+}
+
+impl NamespaceSysctls {
+    pub fn new(state_dir: &Path) -> NamespaceSysctls {
+        NamespaceSysctls {
+            state_dir: state_dir.to_path_buf(),
+            shared: Arc::default(),
+        }
+    }
+
+    /// The claim of one interface, which starts out not joined.
+    pub fn claim(&self, iface: &str) -> SysctlClaim {
+        SysctlClaim {
+            owner: self.clone(),
+            iface: iface.to_string(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leaves every value as it is, with its state file, for the next start to take over
+    /// (a handover).
+    pub fn keep(&self) {
+        if let Some(taken) = self.lock().taken.take() {
+            taken.keep();
+        }
+    }
+
+    /// Puts every value back now, whoever has joined.
+    pub fn restore(&self) -> Result<(), Error> {
+        let mut shared = self.lock();
+        shared.joined.clear();
+        shared.cookies.clear();
+        match shared.taken.take() {
+            Some(taken) => taken.restore(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One interface's part in the namespace's sysctls (see [`NamespaceSysctls`]).
+pub struct SysctlClaim {
+    owner: NamespaceSysctls,
+    iface: String,
+}
+
+impl SysctlClaim {
+    /// Joins (the mode sends cookies): records the values if nobody had, sets
+    /// `tcp_timestamps=2` with `timestamps`, and `tcp_syncookies` as the claims say.
+    pub fn join(&self, timestamps: bool) -> Result<(), Error> {
+        let mut shared = self.owner.lock();
+        if shared.taken.is_none() {
+            let mut keys = vec![SYNCOOKIES];
+            if timestamps {
+                keys.push(TIMESTAMPS);
+            }
+            shared.taken = Some(Sysctls::take(&self.owner.state_dir, &keys)?);
+        }
+        shared.joined.insert(self.iface.clone());
+        let taken = shared.taken.as_ref().expect("taken above");
+        if timestamps {
+            taken.set(TIMESTAMPS, "2")?;
+        }
+        apply_syncookies(&shared)
+    }
+
+    pub fn joined(&self) -> bool {
+        self.owner.lock().joined.contains(&self.iface)
+    }
+
+    /// Claims `tcp_syncookies=2` for this interface, or lets go of it. Nothing happens unless
+    /// it has joined.
+    pub fn cookies(&self, on: bool) -> Result<(), Error> {
+        let mut shared = self.owner.lock();
+        if !shared.joined.contains(&self.iface) {
+            return Ok(());
+        }
+        match on {
+            true => shared.cookies.insert(self.iface.clone()),
+            false => shared.cookies.remove(&self.iface),
+        };
+        apply_syncookies(&shared)
+    }
+
+    /// Leaves (the mode no longer sends cookies, or the interface is detached); the last to
+    /// leave puts the values back.
+    pub fn leave(&self) -> Result<(), Error> {
+        let mut shared = self.owner.lock();
+        shared.joined.remove(&self.iface);
+        shared.cookies.remove(&self.iface);
+        if !shared.joined.is_empty() {
+            return apply_syncookies(&shared);
+        }
+        match shared.taken.take() {
+            Some(taken) => taken.restore(),
+            None => Ok(()),
+        }
+    }
+}
+
+fn apply_syncookies(shared: &Shared) -> Result<(), Error> {
+    let Some(taken) = &shared.taken else {
+        return Ok(());
+    };
+    match shared.cookies.is_empty() {
+        false => taken.set(SYNCOOKIES, "2"),
+        true => taken.set(SYNCOOKIES, taken.original(SYNCOOKIES).unwrap_or("1")),
     }
 }
 

@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(tuned.syn_burst_per_source, Some(20));
         assert!(tuned.ports.as_ref().unwrap().contains(443));
         assert_eq!(tuned.syn_rate_per_source, 100, "kept");
-        assert_eq!(tuned.iface, "eth0", "kept");
+        assert_eq!(tuned.iface, ["eth0"], "kept");
         let tuned = set(&["auto-threshold=8x"]).unwrap();
         assert_eq!(tuned.auto_threshold, Threshold::Relative(8.0));
         assert_eq!(tuned.mode, Mode::Auto, "kept");

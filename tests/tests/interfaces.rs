@@ -1,0 +1,211 @@
+//! One synguard protecting two interfaces of a namespace: each gets its own program, control
+//! socket and metrics; the namespace's sysctls are owned once, set while any interface needs
+//! them and restored when the last one is detached.
+
+use std::{net::SocketAddr, process::Output, thread, time::Duration};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use synguard_common::Reason;
+use synguard_lab::{
+    FLOOD_SOURCES, HttpServer, Lab, SynShape, Synguard, run_bounded, run_legit_clients,
+    syn_flood_over, synguard_bin,
+};
+
+const PORT: u16 = 80;
+const SYNCOOKIES: &str = "net.ipv4.tcp_syncookies";
+
+fn verb(args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(synguard_bin().unwrap());
+    cmd.args(args);
+    run_bounded(&mut cmd, Duration::from_secs(20)).unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn status(iface: &str) -> Value {
+    serde_json::from_str(&ok(&verb(&["status", "--json", "--iface", iface]))).unwrap()
+}
+
+#[test]
+fn one_daemon_protects_two_interfaces_and_owns_the_sysctls_once() {
+    let mut lab = Lab::new().unwrap();
+    let (server2, client2) = lab.add_link().unwrap();
+    let _http = HttpServer::start(&lab.server, PORT).unwrap();
+    lab.server.set_sysctl(SYNCOOKIES, "1").unwrap();
+    let (first, second) = (lab.server.iface.clone(), server2.iface.clone());
+
+    // Both interfaces in one daemon: `--iface` twice (Synguard::start gives the first).
+    let sg = Synguard::start(&lab.server, &["--mode", "cookie", "--iface", &second]).unwrap();
+    assert!(lab.server.xdp_attached().unwrap(), "first interface");
+    assert!(server2.xdp_attached().unwrap(), "second interface");
+    assert_eq!(lab.server.sysctl(SYNCOOKIES).unwrap(), "2");
+    for iface in [&first, &second] {
+        let s = status(iface);
+        assert_eq!(
+            (s["iface"].as_str(), s["mode"].as_str()),
+            (Some(iface.as_str()), Some("cookie"))
+        );
+    }
+    // Without --iface, the CLI cannot guess which one is meant.
+    let out = verb(&["status"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("several interfaces are protected; choose one with --iface")
+            && stderr.contains(&first)
+            && stderr.contains(&second),
+        "{stderr}"
+    );
+
+    // A flood over the second link, with legitimate clients on both: each interface's own
+    // program answers what arrives on it, and each is counted under its own label.
+    let answered = |iface: &str| {
+        sg.metrics().unwrap().sum(
+            "synguard_decisions_total",
+            &[("interface", iface), ("reason", Reason::CookieRaw.name())],
+        ) + sg.metrics().unwrap().sum(
+            "synguard_decisions_total",
+            &[
+                ("interface", iface),
+                ("reason", Reason::CookieStamped.name()),
+            ],
+        )
+    };
+    let sources: Vec<[u8; 4]> = (0..FLOOD_SOURCES)
+        .map(|i| [198, 18, 128 + (i >> 8) as u8, i as u8])
+        .collect();
+    let (legit1, legit2, flood) = thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            syn_flood_over(
+                (&server2, &client2),
+                &sources,
+                PORT,
+                100_000,
+                Some(50_000),
+                SynShape::Bare,
+                Duration::from_secs(10),
+            )
+            .unwrap()
+        });
+        thread::sleep(Duration::from_millis(300));
+        let to = |ns: &synguard_lab::Netns| SocketAddr::from((ns.ipv4, PORT));
+        let (client1, target1) = (&lab.client, to(&lab.server));
+        let legit1 = scope.spawn(move || {
+            run_legit_clients(
+                client1,
+                target1,
+                100,
+                Duration::from_millis(10),
+                Duration::from_secs(1),
+            )
+            .unwrap()
+        });
+        let legit2 = run_legit_clients(
+            &client2,
+            to(&server2),
+            100,
+            Duration::from_millis(10),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        (legit1.join().unwrap(), legit2, flood.join().unwrap())
+    });
+    assert_eq!(flood.sent, 100_000);
+    assert_eq!(legit1.succeeded, 100, "{:?}", legit1.first_error);
+    assert_eq!(legit2.succeeded, 100, "{:?}", legit2.first_error);
+    let (on_first, on_second) = (answered(&first), answered(&second));
+    assert!(
+        on_second >= 100_000.0,
+        "the second interface answered {on_second} SYNs of a 100,000 SYN flood"
+    );
+    assert!(
+        (100.0..1_000.0).contains(&on_first),
+        "the first interface answered {on_first}: its legit clients' SYNs, not the flood"
+    );
+
+    // Detaching one interface leaves the other protected, and the sysctls with it.
+    ok(&verb(&["detach", "--iface", &first]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while lab.server.xdp_attached().unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first interface still attached"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        server2.xdp_attached().unwrap(),
+        "second interface detached too"
+    );
+    assert_eq!(lab.server.sysctl(SYNCOOKIES).unwrap(), "2");
+    assert_eq!(status(&second)["mode"], "cookie");
+
+    // The last one gone, the sysctls come back.
+    let out = sg.stop(Signal::SIGTERM).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!server2.xdp_attached().unwrap());
+    assert_eq!(lab.server.sysctl(SYNCOOKIES).unwrap(), "1");
+}
+
+#[test]
+fn an_interface_named_twice_or_missing_is_refused_and_nothing_is_attached() {
+    let mut lab = Lab::new().unwrap();
+    let (server2, _client2) = lab.add_link().unwrap();
+    let first = lab.server.iface.clone();
+    for (extra, needle) in [
+        (
+            vec!["--iface", first.as_str()],
+            format!("interface '{first}' is named twice"),
+        ),
+        (vec!["--iface", "sg-missing0"], "sg-missing0".to_string()),
+    ] {
+        let mut args = vec!["--mode", "cookie", "--iface", server2.iface.as_str()];
+        args.extend(extra);
+        let err = match Synguard::start(&lab.server, &args) {
+            Ok(_) => panic!("started with {args:?}"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains(&needle), "{needle:?} missing: {err}");
+        assert!(!lab.server.xdp_attached().unwrap());
+        assert!(!server2.xdp_attached().unwrap());
+    }
+}
+
+#[test]
+fn a_handover_of_two_interfaces_is_taken_over_whole() {
+    let mut lab = Lab::new().unwrap();
+    let (server2, _client2) = lab.add_link().unwrap();
+    lab.server.set_sysctl(SYNCOOKIES, "1").unwrap();
+    let args = ["--mode", "cookie", "--iface", server2.iface.as_str()];
+    let sg = Synguard::start(&lab.server, &args).unwrap();
+    // SIGQUIT: both programs stay attached and the sysctls in force, for the next start.
+    assert!(sg.stop(Signal::SIGQUIT).unwrap().status.success());
+    assert!(lab.server.xdp_attached().unwrap() && server2.xdp_attached().unwrap());
+    assert_eq!(lab.server.sysctl(SYNCOOKIES).unwrap(), "2");
+
+    let sg = Synguard::start(&lab.server, &args).unwrap();
+    let log = sg.log();
+    for iface in [&lab.server.iface, &server2.iface] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("took over the program") && l.contains(iface.as_str())),
+            "{iface} not taken over: {log}"
+        );
+    }
+    assert!(sg.stop(Signal::SIGTERM).unwrap().status.success());
+    assert!(!lab.server.xdp_attached().unwrap() && !server2.xdp_attached().unwrap());
+    assert_eq!(
+        lab.server.sysctl(SYNCOOKIES).unwrap(),
+        "1",
+        "restored by the run that took over"
+    );
+}
