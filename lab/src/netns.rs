@@ -204,44 +204,14 @@ impl Lab {
             ipv6: Ipv6Addr::UNSPECIFIED,
         };
         self.extra_ifaces.push(server.iface.clone());
-        run(Command::new("ip").args([
-            "link",
-            "add",
-            &server.iface,
-            "netns",
-            &server.name,
-            "address",
-            &mac(&server.mac),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &client.iface,
-            "netns",
-            &client.name,
-            "address",
-            &mac(&client.mac),
-        ]))?;
+        veth_pair(&server, &client)?;
         for (me, peer) in [(&server, &client), (&client, &server)] {
             me.exec(
                 "ip",
                 &["addr", "add", &format!("{}/24", me.ipv4), "dev", &me.iface],
             )?;
             me.exec("ip", &["link", "set", &me.iface, "up"])?;
-            me.exec(
-                "ip",
-                &[
-                    "neigh",
-                    "replace",
-                    &peer.ipv4.to_string(),
-                    "lladdr",
-                    &mac(&peer.mac),
-                    "dev",
-                    &me.iface,
-                    "nud",
-                    "permanent",
-                ],
-            )?;
+            static_neighbour(me, &peer.ipv4.to_string(), &peer.mac)?;
         }
         self.extra_programs.push(attach_client_program(&client)?);
         Ok((server, client))
@@ -265,25 +235,7 @@ impl Lab {
                 ],
             )?;
         }
-        // Created directly inside the namespaces: nothing ever appears in the caller's.
-        run(Command::new("ip").args([
-            "link",
-            "add",
-            &s.iface,
-            "netns",
-            &s.name,
-            "address",
-            &mac(&s.mac),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &c.iface,
-            "netns",
-            &c.name,
-            "address",
-            &mac(&c.mac),
-        ]))?;
+        veth_pair(s, c)?;
         for (me, peer) in [(s, c), (c, s)] {
             me.exec("ip", &["link", "set", "lo", "up"])?;
             me.exec(
@@ -302,23 +254,8 @@ impl Lab {
                 ],
             )?;
             me.exec("ip", &["link", "set", &me.iface, "up"])?;
-            // Static neighbours: no ARP or neighbour discovery in the counters, and no packets
-            // queued (and possibly dropped) while an address resolves at the start of a flood.
             for addr in [peer.ipv4.to_string(), peer.ipv6.to_string()] {
-                me.exec(
-                    "ip",
-                    &[
-                        "neigh",
-                        "replace",
-                        &addr,
-                        "lladdr",
-                        &mac(&peer.mac),
-                        "dev",
-                        &me.iface,
-                        "nud",
-                        "permanent",
-                    ],
-                )?;
+                static_neighbour(me, &addr, &peer.mac)?;
             }
         }
         // Spoofed flood sources live in SPOOFED_V4. The server's replies to them go back to the
@@ -338,6 +275,50 @@ impl Lab {
         )?;
         Ok(())
     }
+}
+
+/// A veth pair between two namespaces' `iface`s, created directly inside them: nothing ever
+/// appears in the caller's namespace.
+fn veth_pair(a: &Netns, b: &Netns) -> Result<()> {
+    run(Command::new("ip").args([
+        "link",
+        "add",
+        &a.iface,
+        "netns",
+        &a.name,
+        "address",
+        &mac(&a.mac),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &b.iface,
+        "netns",
+        &b.name,
+        "address",
+        &mac(&b.mac),
+    ]))?;
+    Ok(())
+}
+
+/// A static neighbour entry on `me`'s end: no ARP or neighbour discovery in the counters, and
+/// no packets queued (and possibly dropped) while an address resolves at the start of a flood.
+fn static_neighbour(me: &Netns, addr: &str, lladdr: &[u8; 6]) -> Result<()> {
+    me.exec(
+        "ip",
+        &[
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            &mac(lladdr),
+            "dev",
+            &me.iface,
+            "nud",
+            "permanent",
+        ],
+    )?;
+    Ok(())
 }
 
 impl Drop for Lab {

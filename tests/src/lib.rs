@@ -133,3 +133,21 @@ pub fn syn_from(src: std::net::IpAddr, src_port: u16, dst_port: u16) -> Vec<u8> 
     .expect("a SYN fits");
     frame
 }
+
+/// The synguard binary run with `args` (bounded to 20 s).
+pub fn synguard_cli(args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(synguard_lab::synguard_bin().unwrap());
+    cmd.args(args);
+    synguard_lab::run_bounded(&mut cmd, std::time::Duration::from_secs(20)).unwrap()
+}
+
+/// The output of a command that must have succeeded, as text; its output in the panic if not.
+pub fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

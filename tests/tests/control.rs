@@ -9,6 +9,7 @@ use synguard_common::Reason;
 use synguard_lab::{
     HttpServer, Lab, SynShape, Synguard, run_bounded, run_legit_clients, syn_flood, synguard_bin,
 };
+use synguard_tests::{succeeded, synguard_cli};
 
 const PORT: u16 = 80;
 
@@ -20,19 +21,11 @@ fn verb(iface: &str, args: &[&str]) -> Output {
 
 /// The binary with `args` alone (no --iface).
 fn plain(args: &[&str]) -> Output {
-    let mut cmd = std::process::Command::new(synguard_bin().unwrap());
-    cmd.args(args);
-    run_bounded(&mut cmd, Duration::from_secs(20)).unwrap()
+    synguard_cli(args)
 }
 
 fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(out)
 }
 
 /// A refused verb: exit 1 and one `synguard: error:` line containing `needle`.

@@ -2,37 +2,24 @@
 //! socket and metrics; the namespace's sysctls are owned once, set while any interface needs
 //! them and restored when the last one is detached.
 
-use std::{net::SocketAddr, process::Output, thread, time::Duration};
+use std::{net::SocketAddr, thread, time::Duration};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use synguard_common::Reason;
 use synguard_lab::{
-    FLOOD_SOURCES, HttpServer, Lab, SynShape, Synguard, run_bounded, run_legit_clients,
-    syn_flood_over, synguard_bin,
+    FLOOD_SOURCES, HttpServer, Lab, SynShape, Synguard, run_legit_clients, syn_flood_over,
 };
+use synguard_tests::{succeeded, synguard_cli};
 
 const PORT: u16 = 80;
 const SYNCOOKIES: &str = "net.ipv4.tcp_syncookies";
 
-fn verb(args: &[&str]) -> Output {
-    let mut cmd = std::process::Command::new(synguard_bin().unwrap());
-    cmd.args(args);
-    run_bounded(&mut cmd, Duration::from_secs(20)).unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn status(iface: &str) -> Value {
-    serde_json::from_str(&ok(&verb(&["status", "--json", "--iface", iface]))).unwrap()
+    serde_json::from_str(&succeeded(&synguard_cli(&[
+        "status", "--json", "--iface", iface,
+    ])))
+    .unwrap()
 }
 
 #[test]
@@ -56,7 +43,7 @@ fn one_daemon_protects_two_interfaces_and_owns_the_sysctls_once() {
         );
     }
     // Without --iface, the CLI cannot guess which one is meant.
-    let out = verb(&["status"]);
+    let out = synguard_cli(&["status"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -133,7 +120,7 @@ fn one_daemon_protects_two_interfaces_and_owns_the_sysctls_once() {
     );
 
     // Detaching one interface leaves the other protected, and the sysctls with it.
-    ok(&verb(&["detach", "--iface", &first]));
+    succeeded(&synguard_cli(&["detach", "--iface", &first]));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while lab.server.xdp_attached().unwrap() {
         assert!(
