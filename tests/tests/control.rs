@@ -14,18 +14,7 @@ use synguard_tests::{succeeded, synguard_cli};
 const PORT: u16 = 80;
 
 fn verb(iface: &str, args: &[&str]) -> Output {
-    let mut cmd = std::process::Command::new(synguard_bin().unwrap());
-    cmd.args(args).args(["--iface", iface]);
-    run_bounded(&mut cmd, Duration::from_secs(20)).unwrap()
-}
-
-/// The binary with `args` alone (no --iface).
-fn plain(args: &[&str]) -> Output {
-    synguard_cli(args)
-}
-
-fn ok(out: &Output) -> String {
-    succeeded(out)
+    synguard_cli(&[args, &["--iface", iface]].concat())
 }
 
 /// A refused verb: exit 1 and one `synguard: error:` line containing `needle`.
@@ -39,7 +28,7 @@ fn refused(out: &Output, needle: &str) {
 }
 
 fn status(iface: &str) -> Value {
-    serde_json::from_str(&ok(&verb(iface, &["status", "--json"]))).unwrap()
+    serde_json::from_str(&succeeded(&verb(iface, &["status", "--json"]))).unwrap()
 }
 
 #[test]
@@ -59,7 +48,7 @@ fn every_verb_works_on_a_running_daemon_during_a_flood() {
     assert_eq!(s["mode"], "monitor");
     assert_eq!(s["iface"], iface.as_str());
     assert_eq!(s["lists"]["allow"], 0);
-    let text = ok(&verb(&iface, &["status"]));
+    let text = succeeded(&verb(&iface, &["status"]));
     assert!(text.contains("mode        monitor"), "{text}");
 
     thread::scope(|scope| {
@@ -78,7 +67,7 @@ fn every_verb_works_on_a_running_daemon_during_a_flood() {
 
         // Monitor -> cookie: answered from XDP from now on, and the sysctl follows.
         let before = decisions(Reason::CookieRaw);
-        ok(&verb(&iface, &["set", "mode=cookie"]));
+        succeeded(&verb(&iface, &["set", "mode=cookie"]));
         assert_eq!(status(&iface)["mode"], "cookie");
         assert_eq!(lab.server.sysctl("net.ipv4.tcp_syncookies").unwrap(), "2");
         thread::sleep(Duration::from_millis(200));
@@ -98,7 +87,7 @@ fn every_verb_works_on_a_running_daemon_during_a_flood() {
         });
 
         // The live view: SYNs answered per second, about the flood's rate.
-        let top = ok(&verb(&iface, &["top", "--count", "1"]));
+        let top = succeeded(&verb(&iface, &["top", "--count", "1"]));
         let answered: f64 = top
             .lines()
             .find_map(|l| l.strip_prefix("syn tx"))
@@ -110,7 +99,7 @@ fn every_verb_works_on_a_running_daemon_during_a_flood() {
         );
 
         // Limits and thresholds.
-        ok(&verb(
+        succeeded(&verb(
             &iface,
             &[
                 "set",
@@ -129,24 +118,24 @@ fn every_verb_works_on_a_running_daemon_during_a_flood() {
         // Deny the flood's range: its SYNs are dropped from the next packet on; the legit
         // client (198.18.0.2) is not in it.
         let before = decisions(Reason::ListDenied);
-        ok(&verb(&iface, &["deny", "add", "198.18.128.0/17"]));
+        succeeded(&verb(&iface, &["deny", "add", "198.18.128.0/17"]));
         thread::sleep(Duration::from_millis(200));
         assert!(decisions(Reason::ListDenied) > before + 1_000.0);
-        ok(&verb(
+        succeeded(&verb(
             &iface,
             &["allow", "add", "198.18.0.2/32", "fd00:198:18::2/128"],
         ));
         assert_eq!(
-            ok(&verb(&iface, &["allow", "list"]))
+            succeeded(&verb(&iface, &["allow", "list"]))
                 .lines()
                 .collect::<Vec<_>>(),
             ["198.18.0.2/32", "fd00:198:18::2/128"]
         );
         assert_eq!(status(&iface)["lists"]["deny"], 1);
-        ok(&verb(&iface, &["deny", "del", "198.18.128.0/17"]));
-        ok(&verb(&iface, &["allow", "del", "fd00:198:18::2/128"]));
+        succeeded(&verb(&iface, &["deny", "del", "198.18.128.0/17"]));
+        succeeded(&verb(&iface, &["allow", "del", "fd00:198:18::2/128"]));
         assert_eq!(
-            ok(&verb(&iface, &["allow", "list"])).trim(),
+            succeeded(&verb(&iface, &["allow", "list"])).trim(),
             "198.18.0.2/32"
         );
 
@@ -209,7 +198,7 @@ fn every_verb_works_on_a_running_daemon_during_a_flood() {
     assert_eq!(event("config_changed"), 2.0, "two accepted sets");
 
     // Detach: the daemon exits, the interface is clean, the sysctls are back.
-    ok(&verb(&iface, &["detach"]));
+    succeeded(&verb(&iface, &["detach"]));
     let out = sg.wait(Duration::from_secs(10)).unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(!lab.server.xdp_attached().unwrap());
@@ -234,7 +223,7 @@ fn the_control_socket_is_for_root_and_its_group() {
 
     // With --log-format json, every log line is one JSON object, its fields kept: a change
     // made through the socket is an event with what changed.
-    ok(&verb(&lab.server.iface, &["set", "mode=cookie"]));
+    succeeded(&verb(&lab.server.iface, &["set", "mode=cookie"]));
     thread::sleep(Duration::from_millis(200));
     let log = sg.log();
     let lines: Vec<Value> = log
@@ -283,12 +272,12 @@ fn the_config_file_is_checked_loaded_and_reloaded_on_sighup() {
 
     // check-config: the first problem, exit 1; a good file, exit 0.
     write("mode = \"fast\"\n");
-    let out = plain(&["check-config", &path]);
+    let out = synguard_cli(&["check-config", &path]);
     refused(&out, "key 'mode': invalid value 'fast'");
     write(&format!(
         "# synguard\niface = \"{iface}\"\nmode = \"monitor\"\nallow = [\"198.18.0.9/32\"]\n"
     ));
-    let out = ok(&plain(&["check-config", &path]));
+    let out = succeeded(&synguard_cli(&["check-config", &path]));
     assert!(out.contains("OK, 3 settings"), "{out}");
 
     // A bad file stops a start before anything changes.

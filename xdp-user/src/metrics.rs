@@ -11,7 +11,7 @@ use axum::{
     routing::get,
 };
 use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
     core::{Collector, Desc},
     proto::MetricFamily,
 };
@@ -40,9 +40,9 @@ struct InterfaceCollector {
     bytes: IntCounterVec,
     decisions: IntCounterVec,
     mode: IntGaugeVec,
-    under_attack: IntGaugeVec,
-    sources_metered: IntCounterVec,
-    threshold: IntGaugeVec,
+    under_attack: IntGauge,
+    sources_metered: IntCounter,
+    threshold: IntGauge,
 }
 
 fn decisions_vec(iface: &str) -> IntCounterVec {
@@ -69,15 +69,14 @@ fn mode_vec(iface: &str) -> IntGaugeVec {
     .expect("valid metric definition")
 }
 
-fn under_attack_vec(iface: &str) -> IntGaugeVec {
-    IntGaugeVec::new(
+fn under_attack_gauge(iface: &str) -> IntGauge {
+    IntGauge::with_opts(
         Opts::new(
             "synguard_under_attack",
             "1 while SYNs are answered with cookies: always in cookie mode, above the \
              threshold in auto mode.",
         )
         .const_label("interface", iface),
-        &[],
     )
     .expect("valid metric definition")
 }
@@ -106,28 +105,26 @@ fn bytes_vec(iface: &str) -> IntCounterVec {
     .expect("valid metric definition")
 }
 
-fn threshold_vec(iface: &str) -> IntGaugeVec {
-    IntGaugeVec::new(
+fn threshold_gauge(iface: &str) -> IntGauge {
+    IntGauge::with_opts(
         Opts::new(
             "synguard_auto_threshold_syn_per_second",
             "The SYN rate at which auto mode answers with cookies: as set, or as learned from \
              the baseline with a relative --auto-threshold.",
         )
         .const_label("interface", iface),
-        &[],
     )
     .expect("valid metric definition")
 }
 
-fn sources_metered_vec(iface: &str) -> IntCounterVec {
-    IntCounterVec::new(
+fn sources_metered_counter(iface: &str) -> IntCounter {
+    IntCounter::with_opts(
         Opts::new(
             "synguard_sources_metered_total",
             "Sources that earned an exact per-source SYN bucket (--syn-rate-per-source): they \
              sent about half their limit within 134 ms. Random-source floods barely move it.",
         )
         .const_label("interface", iface),
-        &[],
     )
     .expect("valid metric definition")
 }
@@ -160,12 +157,10 @@ impl Collector for InterfaceCollector {
             bytes_vec(&self.iface),
             decisions_vec(&self.iface),
         );
-        let (mode, under_attack) = (mode_vec(&self.iface), under_attack_vec(&self.iface));
-        let sources_metered = sources_metered_vec(&self.iface);
-        let threshold = threshold_vec(&self.iface);
-        sources_metered
-            .with_label_values(&[] as &[&str])
-            .inc_by(stats.sources_metered);
+        let (mode, under_attack) = (mode_vec(&self.iface), under_attack_gauge(&self.iface));
+        let sources_metered = sources_metered_counter(&self.iface);
+        let threshold = threshold_gauge(&self.iface);
+        sources_metered.inc_by(stats.sources_metered);
         // Every class and action is exported, zeros included, so rate() works from the start.
         for class in Class::ALL {
             for action in Action::ALL {
@@ -183,6 +178,13 @@ impl Collector for InterfaceCollector {
                 .with_label_values(&[reason.name()])
                 .inc_by(stats.reason(reason));
         }
+        let mut families = [
+            packets.collect(),
+            bytes.collect(),
+            decisions.collect(),
+            sources_metered.collect(),
+        ]
+        .concat();
         let control = self.control.lock().unwrap_or_else(|e| e.into_inner());
         if let (Ok(config), Ok(auto)) = (control.config(), control.auto_summary()) {
             for m in Mode::ALL {
@@ -194,23 +196,14 @@ impl Collector for InterfaceCollector {
                 Mode::Auto => auto.under_attack,
                 Mode::Off | Mode::Monitor => false,
             };
-            under_attack
-                .with_label_values(&[] as &[&str])
-                .set(i64::from(attacked));
-            threshold
-                .with_label_values(&[] as &[&str])
-                .set(i64::from(config.auto_threshold_pps));
+            under_attack.set(i64::from(attacked));
+            threshold.set(i64::from(config.auto_threshold_pps));
+            // Only what was read: a gauge at 0 would say "not under attack".
+            families.extend(mode.collect());
+            families.extend(under_attack.collect());
+            families.extend(threshold.collect());
         }
-        [
-            packets.collect(),
-            bytes.collect(),
-            decisions.collect(),
-            mode.collect(),
-            under_attack.collect(),
-            sources_metered.collect(),
-            threshold.collect(),
-        ]
-        .concat()
+        families
     }
 }
 
@@ -276,9 +269,9 @@ pub fn registry(interfaces: &[(&Attachment, Arc<Events>)]) -> Result<Registry, E
             bytes: bytes_vec(iface),
             decisions: decisions_vec(iface),
             mode: mode_vec(iface),
-            under_attack: under_attack_vec(iface),
-            sources_metered: sources_metered_vec(iface),
-            threshold: threshold_vec(iface),
+            under_attack: under_attack_gauge(iface),
+            sources_metered: sources_metered_counter(iface),
+            threshold: threshold_gauge(iface),
         }))?;
         register(Box::new(OperationsCollector::new(
             iface,

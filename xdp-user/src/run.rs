@@ -70,15 +70,17 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
         locks.push(InterfaceLock::take(&args.state_dir, iface)?);
     }
     let _netns_lock = NamespaceLock::take(&args.state_dir, &ifaces)?;
+    let mut pins = Vec::new();
     for iface in &ifaces {
-        let pins = PinDir::for_iface(&args.bpffs, iface)?;
-        if args.no_pin && pins.has_link() {
+        let dir = PinDir::for_iface(&args.bpffs, iface)?;
+        if args.no_pin && dir.has_link() {
             return Err(Error::Other(format!(
                 "a killed synguard left its program pinned at {} and still protecting {iface}; \
                  run without --no-pin to take it over (or remove that directory to detach it)",
-                pins.path.display(),
+                dir.path.display(),
             )));
         }
+        pins.push((!args.no_pin).then_some(dir));
     }
 
     // Attached passing everything first (attaching is what fails on a busy or unfit
@@ -86,7 +88,7 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
     // failure on one interface undoes what was done on the others.
     let sysctls = NamespaceSysctls::new(&args.state_dir);
     let mut attachments: Vec<Attachment> = Vec::new();
-    if let Err(e) = attach_all(args, &ifaces, &settings, &sysctls, &mut attachments) {
+    if let Err(e) = attach_all(args, &ifaces, pins, &settings, &sysctls, &mut attachments) {
         for attachment in attachments {
             undo(attachment);
         }
@@ -200,18 +202,17 @@ fn interfaces(named: &[String]) -> Result<Vec<String>, Error> {
     Ok(ifaces)
 }
 
-/// Attaches every interface (passing), joins the sysctls the mode needs, then configures each;
+/// Attaches every interface (passing, pinned in `pins` unless `None`), joins the sysctls the mode needs, then configures each;
 /// what was attached so far is left in `attachments` for the caller to undo on error.
 fn attach_all(
     args: &RunArgs,
     ifaces: &[String],
+    pins: Vec<Option<PinDir>>,
     settings: &[Settings],
     sysctls: &NamespaceSysctls,
     attachments: &mut Vec<Attachment>,
 ) -> Result<(), Error> {
-    for (iface, settings) in ifaces.iter().zip(settings) {
-        let pins = PinDir::for_iface(&args.bpffs, iface)?;
-        let pins = (!args.no_pin).then_some(pins);
+    for ((iface, pins), settings) in ifaces.iter().zip(pins).zip(settings) {
         let attachment = Attachment::attach(iface, args.xdp_mode, settings, pins)?;
         if attachment.adopted() {
             info!(

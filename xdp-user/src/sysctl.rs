@@ -256,10 +256,6 @@ impl SysctlClaim {
         apply_syncookies(&shared)
     }
 
-    pub fn joined(&self) -> bool {
-        self.owner.lock().joined.contains(&self.iface)
-    }
-
     /// Claims `tcp_syncookies=2` for this interface, or lets go of it. Nothing happens unless
     /// it has joined.
     pub fn cookies(&self, on: bool) -> Result<(), Error> {

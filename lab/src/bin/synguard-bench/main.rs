@@ -69,6 +69,16 @@ fn main() -> Result<()> {
     lab.server.enter(run)?
 }
 
+/// A row of the warm table: the program and frame it runs, and the action that proves the
+/// frame took the path the row names.
+struct WarmPath {
+    name: &'static str,
+    what: &'static str,
+    prog: Prog,
+    frame: Vec<u8>,
+    action: Action,
+}
+
 /// Which program a measurement runs.
 #[derive(Clone, Copy)]
 enum Prog {
@@ -156,107 +166,116 @@ fn run() -> Result<()> {
     let established_ack = tcp_frame(client_port, 80, false, true, 1, &[]);
 
     // Warm: repeated runs.
-    let warm: Vec<(&str, &str, Prog, Vec<u8>)> = vec![
-        (
-            "harness",
-            "XDP_PASS and nothing else: the measurement's own cost",
-            Prog::Pass,
-            syn(80),
-        ),
-        (
-            "floor",
-            "swap MACs, IPs and ports, XDP_TX",
-            Prog::Floor,
-            syn(80),
-        ),
-        (
-            "non-TCP",
-            "UDP: parse, count, pass",
-            Prog::BenchSynguard,
-            udp_frame(),
-        ),
-        (
-            "passed SYN",
-            "no listener: socket lookup misses, pass",
-            Prog::BenchSynguard,
-            syn(81),
-        ),
-        (
-            "passed bare SYN",
-            "the same without TCP options",
-            Prog::BenchSynguard,
-            tcp_frame(40000, 81, true, false, 0, &[]),
-        ),
-        (
-            "cookie SYN",
-            "listener found, raw cookie helper, SYN-ACK built; rewrite excluded",
-            Prog::BenchSynguard,
-            syn(80),
-        ),
-        (
-            "kernel's share",
-            "only the two helpers a cookie SYN needs: listener lookup, raw cookie helper",
-            Prog::KernelPart,
-            syn(80),
-        ),
-        (
-            "ACK check",
-            "no socket: cookie check fails, drop",
-            Prog::BenchSynguard,
-            forged_ack,
-        ),
-        (
-            "established ACK",
-            "lookup finds the connection, pass",
-            Prog::BenchSynguard,
-            established_ack,
-        ),
+    let warm = [
+        WarmPath {
+            name: "harness",
+            what: "XDP_PASS and nothing else: the measurement's own cost",
+            prog: Prog::Pass,
+            frame: syn(80),
+            action: Action::Pass,
+        },
+        WarmPath {
+            name: "floor",
+            what: "swap MACs, IPs and ports, XDP_TX",
+            prog: Prog::Floor,
+            frame: syn(80),
+            action: Action::Tx,
+        },
+        WarmPath {
+            name: "non-TCP",
+            what: "UDP: parse, count, pass",
+            prog: Prog::BenchSynguard,
+            frame: udp_frame(),
+            action: Action::Pass,
+        },
+        WarmPath {
+            name: "passed SYN",
+            what: "no listener: socket lookup misses, pass",
+            prog: Prog::BenchSynguard,
+            frame: syn(81),
+            action: Action::Pass,
+        },
+        WarmPath {
+            name: "passed bare SYN",
+            what: "the same without TCP options",
+            prog: Prog::BenchSynguard,
+            frame: tcp_frame(40000, 81, true, false, 0, &[]),
+            action: Action::Pass,
+        },
+        WarmPath {
+            name: "cookie SYN",
+            what: "listener found, raw cookie helper, SYN-ACK built; rewrite excluded",
+            prog: Prog::BenchSynguard,
+            frame: syn(80),
+            action: Action::Tx,
+        },
+        WarmPath {
+            name: "kernel's share",
+            what: "only the two helpers a cookie SYN needs: listener lookup, raw cookie helper",
+            prog: Prog::KernelPart,
+            frame: syn(80),
+            action: Action::Tx,
+        },
+        WarmPath {
+            name: "ACK check",
+            what: "no socket: cookie check fails, drop",
+            prog: Prog::BenchSynguard,
+            frame: forged_ack,
+            action: Action::Drop,
+        },
+        WarmPath {
+            name: "established ACK",
+            what: "lookup finds the connection, pass",
+            prog: Prog::BenchSynguard,
+            frame: established_ack,
+            action: Action::Pass,
+        },
     ];
     // Every warm path must take the way its row says, or its number means nothing.
-    for (name, _, which, frame) in &warm {
-        let expected = match *name {
-            "floor" | "cookie SYN" | "kernel's share" => Some(Action::Tx.xdp_code()),
-            "ACK check" => Some(Action::Drop.xdp_code()),
-            "harness" | "non-TCP" | "passed SYN" | "passed bare SYN" | "established ACK" => {
-                Some(Action::Pass.xdp_code())
-            }
-            _ => None,
-        };
-        let result = programs.xdp(*which)?.test_run(TestRunOptions {
-            data_in: Some(frame),
+    for path in &warm {
+        let result = programs.xdp(path.prog)?.test_run(TestRunOptions {
+            data_in: Some(&path.frame),
             ..Default::default()
         })?;
         anyhow::ensure!(
-            expected == Some(result.return_value),
-            "warm path '{name}' returned XDP action {}, expected {expected:?}",
-            result.return_value
+            result.return_value == path.action.xdp_code(),
+            "warm path '{}' returned XDP action {}, expected {}",
+            path.name,
+            result.return_value,
+            path.action.xdp_code()
         );
     }
     let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); warm.len()];
     for _ in 0..ROUNDS {
-        for (i, (_, _, which, frame)) in warm.iter().enumerate() {
-            rounds[i].push(programs.repeated(*which, frame, REPEAT)?);
+        for (i, path) in warm.iter().enumerate() {
+            rounds[i].push(programs.repeated(path.prog, &path.frame, REPEAT)?);
         }
     }
     let warm_ns: Vec<f64> = rounds.iter_mut().map(|r| median(r)).collect();
-    let floor = warm_ns[1];
+    let ns_of = |name: &str| -> f64 {
+        warm.iter()
+            .position(|path| path.name == name)
+            .map_or(f64::NAN, |i| warm_ns[i])
+    };
+    let floor = ns_of("floor");
 
     println!(
         "## Warm: BPF_PROG_TEST_RUN, repeat {REPEAT}, median of {ROUNDS} interleaved rounds\n"
     );
     println!("| path | ns/packet | × floor | what |");
     println!("| --- | ---: | ---: | --- |");
-    for ((name, what, _, _), ns) in warm.iter().zip(&warm_ns) {
+    for (path, ns) in warm.iter().zip(&warm_ns) {
+        let (name, what) = (path.name, path.what);
         println!("| {name} | {ns:.1} | {:.2} | {what} |", ns / floor);
     }
 
-    let kernel_part = warm_ns[6];
+    let (cookie_syn, kernel_part) = (ns_of("cookie SYN"), ns_of("kernel's share"));
     println!(
         "\nThe kernel's share alone, {kernel_part:.0} ns, is {:.2} × floor; synguard's own work on a \
          cookie SYN, {:.0} ns, is {:.2} × floor.",
         kernel_part / floor,
-        warm_ns[5] - kernel_part,
-        (warm_ns[5] - kernel_part) / floor
+        cookie_syn - kernel_part,
+        (cookie_syn - kernel_part) / floor
     );
 
     // Cold: single runs, for what cannot be repeated on one buffer.
@@ -317,7 +336,7 @@ fn run() -> Result<()> {
         "\nThe raw helper saves {:.0} % of the stamping path ({raw:.0} vs {stamped:.0} ns).",
         100.0 * (stamped - raw) / stamped
     );
-    let cookie_total = warm_ns[5] + rewrite.max(0.0);
+    let cookie_total = cookie_syn + rewrite.max(0.0);
     println!(
         "Rewrite (resize, headers, SYN-ACK copy): {rewrite:.0} ns cold. Cookie SYN warm with the \
          rewrite added: {cookie_total:.0} ns = {:.2} × floor.",
