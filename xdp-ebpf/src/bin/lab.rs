@@ -6,13 +6,13 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_CURRENT_NETNS, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
+        BPF_F_CURRENT_NETNS, TC_ACT_SHOT, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
         bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, iphdr, tcphdr, xdp_action,
     },
     helpers::generated::{bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_raw_gen_syncookie_ipv4},
-    macros::{map, xdp},
+    macros::{classifier, map, xdp},
     maps::{Array, PerCpuArray},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use synguard_ebpf::{
     limit::{self, LimitMaps},
@@ -81,6 +81,13 @@ fn bump(index: u32) {
     }
 }
 
+/// The stack drop floor for `cargo xtask bench flood`: drops every frame at tc ingress, the
+/// first hook after veth's receive path on a device without XDP.
+#[classifier]
+pub fn bench_tc_drop(_ctx: TcContext) -> i32 {
+    TC_ACT_SHOT
+}
+
 /// The floor for `cargo xtask bench prog`: the least any XDP responder does, swapping MAC
 /// addresses, IPv4 addresses and TCP ports and sending the frame back.
 #[xdp]
@@ -109,38 +116,59 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
 /// passes. Returns XDP_TX when a listener was found and a cookie made.
 #[xdp]
 pub fn bench_kernel_part(ctx: XdpContext) -> u32 {
+    kernel_part(&ctx, true, true)
+}
+
+/// `bench_kernel_part`'s listener lookup alone.
+#[xdp]
+pub fn bench_lookup_part(ctx: XdpContext) -> u32 {
+    kernel_part(&ctx, true, false)
+}
+
+/// `bench_kernel_part`'s raw cookie helper alone.
+#[xdp]
+pub fn bench_cookie_part(ctx: XdpContext) -> u32 {
+    kernel_part(&ctx, false, true)
+}
+
+#[inline(always)]
+fn kernel_part(ctx: &XdpContext, lookup: bool, cookie: bool) -> u32 {
     const L3: usize = 14;
     const L4: usize = 14 + 20;
-    let (Some(ip), Some(tcp)) = (ptr_at::<[u8; 20]>(&ctx, L3), ptr_at::<[u8; 40]>(&ctx, L4)) else {
+    let (Some(ip), Some(tcp)) = (ptr_at::<[u8; 20]>(ctx, L3), ptr_at::<[u8; 40]>(ctx, L4)) else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: bounds checked by `ptr_at`; the tuple and both headers outlive the calls, and
     // the socket reference is released before returning.
     unsafe {
-        let mut tuple = bpf_sock_tuple {
-            __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
-                ipv4: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
-                    saddr: u32::from_ne_bytes([(*ip)[12], (*ip)[13], (*ip)[14], (*ip)[15]]),
-                    daddr: u32::from_ne_bytes([(*ip)[16], (*ip)[17], (*ip)[18], (*ip)[19]]),
-                    sport: u16::from_ne_bytes([(*tcp)[0], (*tcp)[1]]),
-                    dport: u16::from_ne_bytes([(*tcp)[2], (*tcp)[3]]),
+        if lookup {
+            let mut tuple = bpf_sock_tuple {
+                __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+                    ipv4: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+                        saddr: u32::from_ne_bytes([(*ip)[12], (*ip)[13], (*ip)[14], (*ip)[15]]),
+                        daddr: u32::from_ne_bytes([(*ip)[16], (*ip)[17], (*ip)[18], (*ip)[19]]),
+                        sport: u16::from_ne_bytes([(*tcp)[0], (*tcp)[1]]),
+                        dport: u16::from_ne_bytes([(*tcp)[2], (*tcp)[3]]),
+                    },
                 },
-            },
-        };
-        let sk = bpf_skc_lookup_tcp(
-            ctx.ctx as *mut c_void,
-            &mut tuple,
-            size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32,
-            BPF_F_CURRENT_NETNS as u64,
-            0,
-        );
-        if sk.is_null() {
-            return xdp_action::XDP_PASS;
+            };
+            let sk = bpf_skc_lookup_tcp(
+                ctx.ctx as *mut c_void,
+                &mut tuple,
+                size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32,
+                BPF_F_CURRENT_NETNS as u64,
+                0,
+            );
+            if sk.is_null() {
+                return xdp_action::XDP_PASS;
+            }
+            bpf_sk_release(sk as *mut c_void);
         }
-        bpf_sk_release(sk as *mut c_void);
-        let cookie = bpf_tcp_raw_gen_syncookie_ipv4(ip as *mut iphdr, tcp as *mut tcphdr, 40);
-        if cookie < 0 {
-            return xdp_action::XDP_PASS;
+        if cookie {
+            let cookie = bpf_tcp_raw_gen_syncookie_ipv4(ip as *mut iphdr, tcp as *mut tcphdr, 40);
+            if cookie < 0 {
+                return xdp_action::XDP_PASS;
+            }
         }
     }
     xdp_action::XDP_TX

@@ -6,15 +6,17 @@
 //!
 //! Cost. On veth the receive path runs largely on the sender's CPU, so the only honest account
 //! is the whole machine's: busy time (/proc/stat, all CPUs) during a flat-out flood divided by
-//! the SYNs sent, minus the same figure for the drop floor (an XDP program that drops
-//! everything), which leaves the server side's own work.
+//! the SYNs sent, minus the same figure for a drop floor on the same receive path, which
+//! leaves the server side's own work: an XDP program that drops everything for XDP
+//! contenders, a tc ingress program that drops everything for the kernel's own defences
+//! (see `Contender::floor`).
 
 use std::{fmt::Write as _, net::SocketAddr, path::Path, process::Command, thread, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
-    programs::{Xdp, XdpMode},
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
 };
 use nix::sys::signal::Signal;
 use synguard_lab::{
@@ -23,7 +25,8 @@ use synguard_lab::{
 
 /// Runs per contender; SYNGUARD_BENCH_RUNS overrides it (1 for a quick look), and
 /// SYNGUARD_BENCH_ONLY=NAME (a contender's short name, e.g. "synguard cookie") runs just that
-/// one and prints its runs' figures without a table.
+/// one and prints its runs' figures without a table; SYNGUARD_BENCH_ONLY=bulk runs only the
+/// established-connection comparison.
 fn runs() -> usize {
     std::env::var("SYNGUARD_BENCH_RUNS")
         .ok()
@@ -32,6 +35,8 @@ fn runs() -> usize {
         .unwrap_or(3)
 }
 const FLAT_OUT: Duration = Duration::from_secs(3);
+/// Rounds of the bulk-transfer comparison (each a fresh lab per contender).
+const BULK_ROUNDS: usize = 5;
 const LOADS: [u64; 3] = [50_000, 150_000, 400_000];
 const LOAD_TIME: Duration = Duration::from_secs(4);
 /// Legit clients: a request every 5 ms for 2 s, each allowed 1 s.
@@ -48,12 +53,14 @@ enum Contender {
     SynguardCookie,
     SynguardAuto,
     DropFloor,
+    StackDropFloor,
     AnswerFloor,
 }
 
 impl Contender {
-    const ALL: [Contender; 8] = [
+    const ALL: [Contender; 9] = [
         Contender::DropFloor,
+        Contender::StackDropFloor,
         Contender::AnswerFloor,
         Contender::None,
         Contender::KernelCookies1,
@@ -72,6 +79,7 @@ impl Contender {
             Contender::SynguardCookie => "synguard, cookie mode",
             Contender::SynguardAuto => "synguard, auto mode",
             Contender::DropFloor => "XDP drop floor",
+            Contender::StackDropFloor => "stack drop floor (tc ingress drop, no XDP)",
             Contender::AnswerFloor => "XDP answer floor (swap, XDP_TX)",
         }
     }
@@ -85,13 +93,35 @@ impl Contender {
             Contender::SynguardCookie => "synguard cookie",
             Contender::SynguardAuto => "synguard auto",
             Contender::DropFloor => "drop floor",
+            Contender::StackDropFloor => "stack drop floor",
             Contender::AnswerFloor => "answer floor",
         }
     }
 
     /// Whether it is a server at all (the floors only measure cost).
     fn serves(self) -> bool {
-        !matches!(self, Contender::DropFloor | Contender::AnswerFloor)
+        !matches!(
+            self,
+            Contender::DropFloor | Contender::StackDropFloor | Contender::AnswerFloor
+        )
+    }
+
+    /// The drop floor on the same receive path, whose cost is subtracted from this one's:
+    /// on veth, a device with an XDP program copies each arriving frame into a page for it
+    /// (veth_convert_skb_to_xdp_buff() in drivers/net/veth.c), which a device without one
+    /// does not, so the kernel's own defences are measured against a floor without XDP.
+    fn floor(self) -> Contender {
+        match self {
+            Contender::None
+            | Contender::KernelCookies1
+            | Contender::KernelCookies2
+            | Contender::Synproxy
+            | Contender::StackDropFloor => Contender::StackDropFloor,
+            Contender::SynguardCookie
+            | Contender::SynguardAuto
+            | Contender::DropFloor
+            | Contender::AnswerFloor => Contender::DropFloor,
+        }
     }
 }
 
@@ -100,6 +130,7 @@ enum Setup {
     Nothing,
     Synguard(Synguard),
     Xdp(Ebpf),
+    Tc(Ebpf),
 }
 
 fn set_up(lab: &Lab, contender: Contender) -> Result<Setup> {
@@ -153,6 +184,7 @@ fn set_up(lab: &Lab, contender: Contender) -> Result<Setup> {
         }
         Contender::DropFloor => Setup::Xdp(attach(lab, "bench_drop")?),
         Contender::AnswerFloor => Setup::Xdp(attach(lab, "bench_floor")?),
+        Contender::StackDropFloor => Setup::Tc(attach_tc(lab, "bench_tc_drop")?),
     })
 }
 
@@ -166,6 +198,23 @@ fn attach(lab: &Lab, name: &str) -> Result<Ebpf> {
     let iface = lab.server.iface.clone();
     lab.server
         .enter(move || program.attach(&iface, XdpMode::Driver))??;
+    Ok(ebpf)
+}
+
+/// Attaches the lab object's tc classifier `name` at the server end's ingress.
+fn attach_tc(lab: &Lab, name: &str) -> Result<Ebpf> {
+    let mut ebpf = Ebpf::load(synguard::objects::LAB)?;
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .context(name.to_string())?
+        .try_into()?;
+    program.load()?;
+    let iface = lab.server.iface.clone();
+    lab.server.enter(move || -> Result<()> {
+        tc::qdisc_add_clsact(&iface)?;
+        program.attach(&iface, TcAttachType::Ingress)?;
+        Ok(())
+    })??;
     Ok(ebpf)
 }
 
@@ -183,7 +232,7 @@ fn program_stats(setup: &Setup) -> Result<Option<(f64, u64)>> {
             let info = p.info().ok()?;
             Some((info.run_time().as_secs_f64(), info.run_count()))
         }),
-        Setup::Nothing => None,
+        Setup::Nothing | Setup::Tc(_) => None,
     })
 }
 
@@ -210,7 +259,7 @@ fn tear_down(setup: Setup) -> Result<()> {
         Setup::Synguard(sg) => {
             sg.stop(Signal::SIGTERM)?;
         }
-        Setup::Xdp(ebpf) => drop(ebpf),
+        Setup::Xdp(ebpf) | Setup::Tc(ebpf) => drop(ebpf),
         Setup::Nothing => {}
     }
     Ok(())
@@ -341,6 +390,57 @@ fn spread(values: &[f64], decimals: usize) -> String {
     )
 }
 
+/// Established connections, no flood: synguard against an XDP_PASS-only program, in
+/// interleaved rounds so the machine's drift hits each alike; each share is the median of the
+/// rounds' own ratios.
+fn bulk_table() -> Result<String> {
+    let attached = [
+        None,
+        Some(Contender::SynguardAuto),
+        Some(Contender::SynguardCookie),
+    ];
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); attached.len()];
+    for round in 0..BULK_ROUNDS {
+        eprintln!("bulk round {}/{BULK_ROUNDS}", round + 1);
+        for (which, values) in attached.iter().zip(results.iter_mut()) {
+            values.push(bulk_throughput(*which)?);
+        }
+    }
+    let mut md = format!(
+        "\n## Established connections, no flood\n\nA 3 s bulk upload to the server, with an \
+         XDP program that only passes (the reference) and with synguard attached; \
+         {BULK_ROUNDS} interleaved rounds, the share being the median of each round's ratio \
+         to the reference.\n\n| attached | MB/s | share of the reference |\n\
+         | --- | ---: | ---: |\n"
+    );
+    for (which, values) in attached.iter().zip(&results) {
+        let shares: Vec<f64> = values
+            .iter()
+            .zip(&results[0])
+            .map(|(v, reference)| 100.0 * v / reference)
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} % |",
+            which.map_or("XDP_PASS only", |c| c.name()),
+            spread(&values.iter().map(|b| b / 1e6).collect::<Vec<_>>(), 0),
+            spread(&shares, 1)
+        );
+    }
+    Ok(md)
+}
+
+/// Pins the calling thread to `cpu` (modulo the CPUs there are). The bulk transfer's sender
+/// and receiver each keep one CPU, the same for every contender: left to the scheduler,
+/// whether they share one moved the throughput by a quarter from run to run.
+fn pin_to_cpu(cpu: usize) -> Result<()> {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu % cpus)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
+    Ok(())
+}
+
 /// What an established connection gets: bytes per second of a 3 s bulk upload to the server,
 /// with `contender` attached and no flood.
 fn bulk_throughput(contender: Option<Contender>) -> Result<f64> {
@@ -361,6 +461,7 @@ fn bulk_throughput(contender: Option<Contender>) -> Result<f64> {
     let target: SocketAddr = (lab.server.ipv4, 5001).into();
     let received = thread::scope(|scope| -> Result<u64> {
         let server = scope.spawn(|| -> Result<u64> {
+            pin_to_cpu(1)?;
             let (mut stream, _) = listener.accept()?;
             let mut buf = vec![0u8; 1 << 16];
             let mut total = 0u64;
@@ -372,6 +473,7 @@ fn bulk_throughput(contender: Option<Contender>) -> Result<f64> {
             }
         });
         lab.client.enter(|| -> Result<()> {
+            pin_to_cpu(0)?;
             let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
             let buf = vec![0x5au8; 1 << 16];
             let start = Instant::now();
@@ -397,11 +499,15 @@ pub fn run(out_dir: &Path) -> Result<()> {
         Contender::ALL.iter().map(|c| (*c, Vec::new())).collect();
     let rounds = self::runs();
     let only = std::env::var("SYNGUARD_BENCH_ONLY").ok();
+    if only.as_deref() == Some("bulk") {
+        println!("{}", bulk_table()?);
+        return Ok(());
+    }
     if let Some(only) = &only
         && !Contender::ALL.iter().any(|c| c.short() == only)
     {
         let names: Vec<&str> = Contender::ALL.iter().map(|c| c.short()).collect();
-        bail!("SYNGUARD_BENCH_ONLY={only:?} names no contender; one of {names:?}");
+        bail!("SYNGUARD_BENCH_ONLY={only:?} names no contender; one of {names:?}, or \"bulk\"");
     }
     for round in 0..rounds {
         for (contender, results) in runs.iter_mut() {
@@ -432,13 +538,23 @@ pub fn run(out_dir: &Path) -> Result<()> {
             .unwrap_or_default();
         median(&mut v)
     };
-    let drop_floor = floor(Contender::DropFloor);
-    let server_ns = |r: &Run| (r.machine_ns - drop_floor).max(0.0);
+    let (drop_floor, stack_floor) = (
+        floor(Contender::DropFloor),
+        floor(Contender::StackDropFloor),
+    );
+    // Each contender less the drop floor on its own receive path.
+    let server_ns = |c: Contender, r: &Run| {
+        let floor = match c.floor() {
+            Contender::StackDropFloor => stack_floor,
+            _ => drop_floor,
+        };
+        (r.machine_ns - floor).max(0.0)
+    };
     let median_server = |c: Contender| {
         let mut v: Vec<f64> = runs
             .iter()
             .find(|(x, _)| *x == c)
-            .map(|(_, r)| r.iter().map(server_ns).collect())
+            .map(|(_, r)| r.iter().map(|r| server_ns(c, r)).collect())
             .unwrap_or_default();
         median(&mut v)
     };
@@ -456,24 +572,34 @@ pub fn run(out_dir: &Path) -> Result<()> {
     let _ = writeln!(
         md,
         "## Cost and capacity, flat out for {} s\n\nServer-side ns per SYN: the whole \
-         machine's busy time per SYN, minus the drop floor's ({drop_floor:.0} ns, the \
-         generator and the receive path).\n",
-        FLAT_OUT.as_secs()
+         machine's busy time per SYN, minus that of the drop floor on the same receive path, \
+         which is the generator's and the receive path's: the XDP drop floor \
+         ({drop_floor:.0} ns) for XDP contenders, the stack drop floor ({stack_floor:.0} ns, a \
+         tc ingress program that drops) for the kernel's own defences, which run without XDP. \
+         On veth, a device with an XDP program copies every arriving frame into a page for it \
+         ({:.0} ns a frame more here), which a NIC driver does not; measured against the XDP \
+         floor alone, the kernel's defences would look cheaper by that much.\n",
+        FLAT_OUT.as_secs(),
+        drop_floor - stack_floor
     );
     let _ = writeln!(
         md,
-        "| contender | server ns/SYN | x kernel cookies | x answer floor | of which XDP \
-         program | SYN/s absorbed | machine busy | generator thread |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| contender | server ns/SYN | floor | x kernel cookies | x answer floor | of which \
+         XDP program | SYN/s absorbed | machine busy | generator thread |\n\
+         | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for (contender, results) in &runs {
-        let ns: Vec<f64> = results.iter().map(server_ns).collect();
+        let ns: Vec<f64> = results.iter().map(|r| server_ns(*contender, r)).collect();
         let m = median_server(*contender);
         let _ = writeln!(
             md,
-            "| {} | {} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} |",
             contender.name(),
             spread(&ns, 0),
+            match contender.floor() {
+                Contender::StackDropFloor => "stack",
+                _ => "XDP",
+            },
             m / kernel,
             m / answer,
             spread(
@@ -562,39 +688,18 @@ pub fn run(out_dir: &Path) -> Result<()> {
         "\nLoads as the generator achieved them (median): {}.",
         offered.join("; ")
     );
-    // Established connections, no flood: synguard against an XDP_PASS-only program.
-    let bulk = |c: Option<Contender>| -> Result<Vec<f64>> {
-        (0..rounds).map(|_| bulk_throughput(c)).collect()
-    };
-    let reference = bulk(None)?;
-    let mut reference_sorted = reference.clone();
-    let reference_median = median(&mut reference_sorted);
-    let _ = writeln!(
-        md,
-        "\n## Established connections, no flood\n\nA 3 s bulk upload to the server, with an \
-         XDP program that only passes (the reference) and with synguard attached.\n\n\
-         | attached | MB/s | share of the reference |\n| --- | ---: | ---: |\n\
-         | XDP_PASS only | {} | 100 % |",
-        spread(&reference.iter().map(|b| b / 1e6).collect::<Vec<_>>(), 0)
-    );
-    for contender in [Contender::SynguardAuto, Contender::SynguardCookie] {
-        let mut values = bulk(Some(contender))?;
-        let _ = writeln!(
-            md,
-            "| {} | {} | {:.1} % |",
-            contender.name(),
-            spread(&values.iter().map(|b| b / 1e6).collect::<Vec<_>>(), 0),
-            100.0 * median(&mut values) / reference_median
-        );
-    }
+    md.push_str(&bulk_table()?);
     let synguard = median_server(Contender::SynguardCookie);
     let _ = writeln!(
         md,
         "\nHeadline: synguard (cookie mode) costs {synguard:.0} ns per SYN on the server side, \
          {:.2}x kernel SYN cookies ({kernel:.0} ns), and {:.2}x the answer floor \
-         ({answer:.0} ns).",
+         ({answer:.0} ns). Against the XDP drop floor alone, kernel SYN cookies would come \
+         to {:.0} ns, and synguard to {:.2}x them.",
         synguard / kernel,
-        synguard / answer
+        synguard / answer,
+        kernel - (drop_floor - stack_floor),
+        synguard / (kernel - (drop_floor - stack_floor))
     );
     println!("{md}");
     std::fs::create_dir_all(out_dir)?;
@@ -617,7 +722,7 @@ pub fn run(out_dir: &Path) -> Result<()> {
 }
 
 /// Two bar charts: server-side ns per SYN, and the legit throughput kept at 150k SYN/s.
-fn chart(runs: &[(Contender, Vec<Run>)], server_ns: &dyn Fn(&Run) -> f64) -> String {
+fn chart(runs: &[(Contender, Vec<Run>)], server_ns: &dyn Fn(Contender, &Run) -> f64) -> String {
     let width = 760.0;
     let bar_h = 22.0;
     let left = 250.0;
@@ -625,7 +730,7 @@ fn chart(runs: &[(Contender, Vec<Run>)], server_ns: &dyn Fn(&Run) -> f64) -> Str
     let rows: Vec<(&str, f64, Option<f64>)> = runs
         .iter()
         .map(|(c, results)| {
-            let mut ns: Vec<f64> = results.iter().map(server_ns).collect();
+            let mut ns: Vec<f64> = results.iter().map(|r| server_ns(*c, r)).collect();
             let kept: Vec<f64> = results
                 .iter()
                 .filter_map(|r| {

@@ -86,6 +86,8 @@ enum Prog {
     BenchSynguard,
     Floor,
     KernelPart,
+    LookupPart,
+    CookiePart,
     Pass,
 }
 
@@ -101,6 +103,8 @@ impl Programs {
             Prog::BenchSynguard => (&mut self.lab, "bench_synguard"),
             Prog::Floor => (&mut self.lab, "bench_floor"),
             Prog::KernelPart => (&mut self.lab, "bench_kernel_part"),
+            Prog::LookupPart => (&mut self.lab, "bench_lookup_part"),
+            Prog::CookiePart => (&mut self.lab, "bench_cookie_part"),
             Prog::Pass => (&mut self.lab, "lab_pass"),
         };
         Ok(ebpf.program_mut(name).context(name)?.try_into()?)
@@ -156,6 +160,8 @@ fn run() -> Result<()> {
         Prog::BenchSynguard,
         Prog::Floor,
         Prog::KernelPart,
+        Prog::LookupPart,
+        Prog::CookiePart,
         Prog::Pass,
     ] {
         programs.xdp(which)?.load()?;
@@ -217,6 +223,20 @@ fn run() -> Result<()> {
             action: Action::Tx,
         },
         WarmPath {
+            name: "listener lookup",
+            what: "the kernel's share: bpf_skc_lookup_tcp (and release) alone",
+            prog: Prog::LookupPart,
+            frame: syn(80),
+            action: Action::Tx,
+        },
+        WarmPath {
+            name: "cookie helper",
+            what: "the kernel's share: bpf_tcp_raw_gen_syncookie_ipv4 alone",
+            prog: Prog::CookiePart,
+            frame: syn(80),
+            action: Action::Tx,
+        },
+        WarmPath {
             name: "ACK check",
             what: "no socket: cookie check fails, drop",
             prog: Prog::BenchSynguard,
@@ -270,10 +290,14 @@ fn run() -> Result<()> {
     }
 
     let (cookie_syn, kernel_part) = (ns_of("cookie SYN"), ns_of("kernel's share"));
+    let (lookup, cookie_helper) = (ns_of("listener lookup"), ns_of("cookie helper"));
     println!(
-        "\nThe kernel's share alone, {kernel_part:.0} ns, is {:.2} × floor; synguard's own work on a \
+        "\nThe kernel's share alone, {kernel_part:.0} ns, is {:.2} × floor (listener lookup \
+         {:.2} ×, cookie helper {:.2} ×, each with the harness); synguard's own work on a \
          cookie SYN, {:.0} ns, is {:.2} × floor.",
         kernel_part / floor,
+        lookup / floor,
+        cookie_helper / floor,
         cookie_syn - kernel_part,
         (cookie_syn - kernel_part) / floor
     );
