@@ -107,9 +107,10 @@ impl Contender {
     }
 
     /// The drop floor on the same receive path, whose cost is subtracted from this one's:
-    /// on veth, a device with an XDP program copies each arriving frame into a page for it
-    /// (veth_convert_skb_to_xdp_buff() in drivers/net/veth.c), which a device without one
-    /// does not, so the kernel's own defences are measured against a floor without XDP.
+    /// on veth, a device with an XDP program copies into a page-pool page each arriving frame
+    /// that is shared or has less than XDP's 256 bytes of headroom, as all the generator's
+    /// frames have (veth_convert_skb_to_xdp_buff() in drivers/net/veth.c); a device without
+    /// one does not, so the kernel's own defences are measured against a floor without XDP.
     fn floor(self) -> Contender {
         match self {
             Contender::None
@@ -576,8 +577,9 @@ pub fn run(out_dir: &Path) -> Result<()> {
          which is the generator's and the receive path's: the XDP drop floor \
          ({drop_floor:.0} ns) for XDP contenders, the stack drop floor ({stack_floor:.0} ns, a \
          tc ingress program that drops) for the kernel's own defences, which run without XDP. \
-         On veth, a device with an XDP program copies every arriving frame into a page for it \
-         ({:.0} ns a frame more here), which a NIC driver does not; measured against the XDP \
+         On veth, a device with an XDP program copies each arriving frame that lacks XDP's \
+         headroom, as the generator's do, into a page for it ({:.0} ns a frame more here), \
+         which a NIC driver does not; measured against the XDP \
          floor alone, the kernel's defences would look cheaper by that much.\n",
         FLAT_OUT.as_secs(),
         drop_floor - stack_floor
