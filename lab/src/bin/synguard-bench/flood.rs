@@ -544,13 +544,7 @@ pub fn run(out_dir: &Path) -> Result<()> {
         floor(Contender::StackDropFloor),
     );
     // Each contender less the drop floor on its own receive path.
-    let server_ns = |c: Contender, r: &Run| {
-        let floor = match c.floor() {
-            Contender::StackDropFloor => stack_floor,
-            _ => drop_floor,
-        };
-        (r.machine_ns - floor).max(0.0)
-    };
+    let server_ns = |c: Contender, r: &Run| (r.machine_ns - floor(c.floor())).max(0.0);
     let median_server = |c: Contender| {
         let mut v: Vec<f64> = runs
             .iter()
