@@ -8,7 +8,7 @@ use aya::{
 };
 use std::net::TcpListener;
 
-use synguard::maps::{ControlMaps, ListMaps, StatsMap};
+use synguard::maps::{ControlMaps, FactsMaps, ListMaps, StatsMap};
 use synguard_common::{Action, Config, PROGRAM_NAME, Reason, Stats};
 
 /// XDP return codes, as `Outcome::code` holds them.
@@ -22,6 +22,8 @@ pub struct InKernel {
     pub stats: StatsMap,
     pub control: ControlMaps,
     pub lists: ListMaps,
+    /// The kernel layout and the host's facts, gathered for the namespace's interface.
+    pub facts: FactsMaps,
 }
 
 /// One run: the XDP code, the frame as it came out, and the counters before and after.
@@ -46,11 +48,15 @@ impl Outcome {
 }
 
 impl InKernel {
-    /// Loads the program with `config` in its config map (`Config` all zeroes is mode `off`).
-    /// Fails loudly without root: these tests never skip themselves.
+    /// Loads the program with `config` in its config map (`Config` all zeroes is mode `off`),
+    /// and the host's facts as the controller gathers them for this namespace's interface
+    /// (the first that is not loopback; reading it changes nothing). Fails loudly without
+    /// root: these tests never skip themselves.
     pub fn load(config: &Config) -> InKernel {
         synguard_lab::require_root().unwrap();
         let mut ebpf = Ebpf::load(synguard::objects::SYNGUARD).expect("loading the object");
+        let (facts, _) = FactsMaps::take_filled(&mut ebpf, &namespace_interface())
+            .expect("the host's facts");
         let stats = StatsMap::take(&mut ebpf).expect("stats map");
         let mut control = ControlMaps::take(&mut ebpf).expect("control maps");
         control.set_config(config).expect("config");
@@ -66,6 +72,7 @@ impl InKernel {
             stats,
             control,
             lists,
+            facts,
         }
     }
 
@@ -96,12 +103,26 @@ impl InKernel {
     }
 }
 
-/// Runs `body` on a thread in a fresh lab namespace with a dual-stack listener on `port` and
-/// tcp_syncookies=2: the cookie helpers look sockets up in the caller's namespace.
+/// The first interface of this thread's network namespace that is not loopback, or `lo`.
+pub fn namespace_interface() -> String {
+    nix::net::if_::if_nameindex()
+        .expect("listing interfaces")
+        .iter()
+        .map(|i| i.name().to_string_lossy().into_owned())
+        .find(|name| name != "lo")
+        .unwrap_or_else(|| "lo".to_string())
+}
+
+/// Runs `body` on a thread in a fresh lab namespace with a dual-stack listener on `port`,
+/// tcp_syncookies=2 (the cookie helpers look sockets up in the caller's namespace) and
+/// tcp_timestamps=2, as synguard sets them while it answers.
 pub fn in_lab(port: u16, body: impl FnOnce() + Send) {
     let lab = synguard_lab::Lab::new().unwrap();
     lab.server
         .set_sysctl("net.ipv4.tcp_syncookies", "2")
+        .unwrap();
+    lab.server
+        .set_sysctl("net.ipv4.tcp_timestamps", "2")
         .unwrap();
     lab.server
         .enter(|| {

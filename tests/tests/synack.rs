@@ -31,16 +31,7 @@ const CLIENT_TSVAL: u32 = 0x0102_0304;
 fn config(mode: Mode) -> Config {
     Config {
         mode: mode as u32,
-        flags: flags::ALL_PORTS
-            | flags::TIMESTAMPS
-            | flags::SACK
-            | flags::WINDOW_SCALING
-            | flags::ECN,
-        rcv_wscale: 9,
-        mss_v4: 1460,
-        mss_v6: 1440,
-        ttl: 64,
-        synack_window: 64240,
+        flags: flags::ALL_PORTS | flags::TIMESTAMPS,
         ..Config::DEFAULT
     }
 }
@@ -157,8 +148,9 @@ struct Expect {
     ecn: bool,
 }
 
-/// Builds the expected SYN-ACK with etherparse, taking the cookie and TSval from `got`, and
-/// compares the bytes. Returns the cookie.
+/// Builds the expected SYN-ACK with etherparse, taking the cookie, TSval, window and window
+/// scale from `got`, and compares the bytes. Returns the cookie. (That the window and scale are
+/// the kernel's own is what `kernel_oracle.rs` checks, against the kernel's SYN-ACK.)
 fn check_synack(family: Family, vlans: Vlans, got: &[u8], expect: &Expect) -> u32 {
     let parsed = PacketHeaders::from_ethernet_slice(got).expect("etherparse reads the SYN-ACK");
     let Some(TransportHeader::Tcp(tcp)) = &parsed.transport else {
@@ -225,16 +217,21 @@ fn check_synack(family: Family, vlans: Vlans, got: &[u8], expect: &Expect) -> u3
             }
             assert_eq!(tsval & 0x3f, want_bits, "options encoded in the TSval");
             want_options.push(TcpOptionElement::Timestamp(tsval, CLIENT_TSVAL));
-            want_options.push(TcpOptionElement::Noop);
+            // No padding after the timestamp when there is no window scale: the kernel's
+            // layout (tcp_options_write()).
             if expect.wscale {
-                want_options.push(TcpOptionElement::WindowScale(9));
-            } else {
-                want_options.extend(std::iter::repeat_n(TcpOptionElement::Noop, 3));
+                let scale = options.iter().find_map(|o| match o {
+                    TcpOptionElement::WindowScale(s) => Some(*s),
+                    _ => None,
+                });
+                let scale = scale.expect("a window scale option");
+                want_options.push(TcpOptionElement::Noop);
+                want_options.push(TcpOptionElement::WindowScale(scale));
             }
         }
     }
 
-    let mut want_tcp = TcpHeader::new(PORT, CLIENT_PORT, tcp.sequence_number, 64240);
+    let mut want_tcp = TcpHeader::new(PORT, CLIENT_PORT, tcp.sequence_number, tcp.window_size);
     want_tcp.syn = true;
     want_tcp.ack = true;
     want_tcp.ece = expect.ecn;

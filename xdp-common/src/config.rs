@@ -43,15 +43,11 @@ pub mod flags {
     /// Every port is protected (SYNs to ports without a listener still go to the kernel).
     /// Otherwise only the ports set in the ports map are.
     pub const ALL_PORTS: u32 = 1 << 0;
-    /// Put the timestamp option in SYN-ACKs, with the client's options encoded in its low bits.
-    /// Needs `net.ipv4.tcp_timestamps=2` on the server (see README).
+    /// Put the timestamp option in SYN-ACKs, with the client's options encoded in its low bits
+    /// (the operator's `--cookie-timestamps`). Needs `net.ipv4.tcp_timestamps=2` on the server,
+    /// which synguard sets while it answers. What else a SYN-ACK offers follows the host's own
+    /// sysctls (`crate::promise::HostFacts`).
     pub const TIMESTAMPS: u32 = 1 << 1;
-    /// The server's `net.ipv4.tcp_ecn` accepts ECN from clients that ask for it.
-    pub const ECN: u32 = 1 << 2;
-    /// The server's `net.ipv4.tcp_sack` is on.
-    pub const SACK: u32 = 1 << 3;
-    /// The server's `net.ipv4.tcp_window_scaling` is on.
-    pub const WINDOW_SCALING: u32 = 1 << 4;
     /// The allow/deny lists have entries: look sources up in them.
     pub const LISTS: u32 = 1 << 5;
 }
@@ -71,16 +67,6 @@ pub struct Config {
     pub mode: u32,
     /// [`flags`] bits.
     pub flags: u32,
-    /// The window scale the kernel will use for connections it builds from a cookie ACK
-    /// (`crate::tcp::kernel_rcv_wscale`); advertised in SYN-ACKs.
-    pub rcv_wscale: u32,
-    /// MSS advertised in SYN-ACKs over IPv4 and IPv6 (the interface MTU minus headers).
-    pub mss_v4: u32,
-    pub mss_v6: u32,
-    /// TTL / hop limit of SYN-ACKs.
-    pub ttl: u32,
-    /// Window advertised in SYN-ACKs (not scaled, as in any SYN-ACK).
-    pub synack_window: u32,
     /// `Auto` switches to cookies when the SYN rate to protected ports reaches this many per
     /// second, and back when it stays below half of it for `auto_hold_ms`.
     pub auto_threshold_pps: u32,
@@ -102,28 +88,19 @@ pub struct Config {
     /// `Auto` also switches to cookies when one protected port alone gets this many SYNs per
     /// second (0: no per-port threshold), with the same hysteresis.
     pub auto_port_threshold_pps: u32,
-    pub reserved: u32,
     /// How far ahead of now a source's bucket may run: burst x interval.
     pub source_burst_ns: u64,
 }
 
-const _: () = assert!(size_of::<Config>() == 80);
+const _: () = assert!(size_of::<Config>() == 56);
 
 impl Config {
-    /// `synguard run`'s defaults, before it reads the interface's namespace (window scale, MSS,
-    /// TTL and the SACK/ECN/window-scaling flags come from there).
+    /// `synguard run`'s defaults. What a SYN-ACK promises (window scale, MSS, window, TTL, the
+    /// options) is not configured: it follows each listener and the host
+    /// (`crate::promise`).
     pub const DEFAULT: Config = Config {
         mode: Mode::Auto as u32,
-        flags: flags::ALL_PORTS
-            | flags::TIMESTAMPS
-            | flags::ECN
-            | flags::SACK
-            | flags::WINDOW_SCALING,
-        rcv_wscale: 7,
-        mss_v4: 1460,
-        mss_v6: 1440,
-        ttl: 64,
-        synack_window: 64240,
+        flags: flags::ALL_PORTS | flags::TIMESTAMPS,
         auto_threshold_pps: 5000,
         auto_hold_ms: 1000,
         syn_pass_cap_pps: 0,
@@ -134,7 +111,6 @@ impl Config {
         source_prefix_v6: 128,
         sketch_seed: 0,
         auto_port_threshold_pps: 0,
-        reserved: 0,
         source_burst_ns: 0,
     };
 
@@ -289,7 +265,7 @@ pub const AUTO_WINDOW_NS: u64 = 10_000_000;
 pub const AUTO_STALE_NS: u64 = 100_000_000;
 
 #[cfg(feature = "user")]
-// SAFETY: repr(C), u32 fields then one u64 at offset 72, no padding (size asserted above).
+// SAFETY: repr(C), u32 fields then one u64 at offset 48, no padding (size asserted above).
 unsafe impl aya::Pod for Config {}
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only u64 fields.

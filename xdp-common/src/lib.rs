@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod classify;
 pub mod config;
 pub mod limit;
+pub mod promise;
 pub mod stats;
 pub mod tcp;
 
@@ -41,7 +42,7 @@ pub const LIST_V4_MAP: &str = "SYNGUARD_LIST_V4";
 pub const LIST_V6_MAP: &str = "SYNGUARD_LIST_V6";
 pub const LIST_MAX_ENTRIES: u32 = 65_536;
 
-/// Name of the per-CPU LRU hash recording when each (address, port) a SYN was answered for
+/// Name of the per-CPU array recording when each (address, port) a SYN was answered for
 /// last had its listener's overflow time stamped; see `xdp-ebpf/src/cookie.rs`.
 pub const STAMPS_MAP: &str = "SYNGUARD_STAMPS";
 /// Slots per CPU in the stamp table: a per-CPU array of 32-byte slots, direct-mapped by a
@@ -70,3 +71,15 @@ pub const SAMPLES_MAP: &str = "SYNGUARD_SAMPLES";
 /// Name of the array of per-port SYN counts for `auto`'s per-port threshold: one cell per
 /// port, packing the window and the count (`config::PORT_WINDOW_NS`).
 pub const PORT_RATES_MAP: &str = "SYNGUARD_PORT_RATES";
+
+/// Name of the one-slot array holding the [`promise::KernelLayout`]: where the running kernel
+/// keeps the listener fields a SYN-ACK depends on, resolved from its BTF by the controller.
+pub const LAYOUT_MAP: &str = "SYNGUARD_LAYOUT";
+
+/// Name of the one-slot array holding the [`promise::HostFacts`], polled by the controller.
+pub const HOST_MAP: &str = "SYNGUARD_HOST";
+
+/// Name of the per-CPU array caching each listener's [`promise::Promise`]
+/// (`xdp-ebpf/src/listener.rs`), `LISTENER_SLOTS` slots per CPU.
+pub const LISTENERS_MAP: &str = "SYNGUARD_LISTENERS";
+pub const LISTENER_SLOTS: u32 = 64;

@@ -89,10 +89,20 @@ pub enum Reason {
     SynAckCapped = 17,
     /// SYN dropped: its source prefix is over its SYN rate limit.
     SynSourceLimited = 18,
+    /// SYN passed: the host's facts a SYN-ACK depends on are not known yet, or routes to
+    /// different clients differ in what they would make the kernel promise.
+    SynHostUnknown = 19,
+    /// SYN passed: the listener's settings could not be read from the kernel.
+    SynListenerUnknown = 20,
+    /// SYN passed: `tcp_timestamps=1` and the client offers timestamps; the kernel's TSval
+    /// carries a secret per-connection offset that a cookie SYN-ACK cannot match.
+    SynTimestampOffset = 21,
+    /// SYN passed: `tcp_ecn` allows Accurate ECN and the SYN sets an ECN flag.
+    SynAccurateEcn = 22,
 }
 
 impl Reason {
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 23;
 
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::CookieRaw,
@@ -114,6 +124,10 @@ impl Reason {
         Reason::SynPassCapped,
         Reason::SynAckCapped,
         Reason::SynSourceLimited,
+        Reason::SynHostUnknown,
+        Reason::SynListenerUnknown,
+        Reason::SynTimestampOffset,
+        Reason::SynAccurateEcn,
     ];
 
     /// The label value used in metrics.
@@ -138,6 +152,10 @@ impl Reason {
             Reason::SynPassCapped => "syn_pass_capped",
             Reason::SynAckCapped => "synack_capped",
             Reason::SynSourceLimited => "syn_source_limited",
+            Reason::SynHostUnknown => "syn_host_unknown",
+            Reason::SynListenerUnknown => "syn_listener_unknown",
+            Reason::SynTimestampOffset => "syn_timestamp_offset",
+            Reason::SynAccurateEcn => "syn_accurate_ecn",
         }
     }
 }

@@ -9,14 +9,18 @@
 use crate::{
     checksum,
     config::{Config, flags},
+    promise::{HostFacts, Promise},
 };
 
 /// Longest TCP options area (data offset 15).
 pub const MAX_OPTIONS_LEN: usize = 40;
-/// Length of a SYN-ACK's TCP header with timestamps: 20 bytes plus 20 of options (MSS,
-/// SACK-permitted, timestamps, NOP, window scale, as Linux lays them out). Also the size of
-/// the buffer `write_synack` fills.
+/// Length of a SYN-ACK's TCP header with timestamps and window scaling: 20 bytes plus 20 of
+/// options (MSS, SACK-permitted or two NOPs, timestamps, NOP, window scale, as Linux lays them
+/// out). Also the size of the buffer `write_synack` fills.
 pub const SYNACK_TCP_LEN: usize = 40;
+/// With timestamps but no window scale (the client offered none): the same without the last
+/// word, as the kernel sends it (`tcp_options_write()` adds no padding).
+pub const SYNACK_TCP_LEN_NO_WSCALE: usize = 36;
 /// Length without timestamps: the MSS option only, as the kernel's own cookie SYN-ACK. It also
 /// keeps the reply to a bare 54-byte SYN within 4 bytes of it: veth leaves such a frame only
 /// 10 bytes of tailroom (SKB_DATA_ALIGN(54) - 54, veth_convert_skb_to_xdp_buff()).
@@ -176,32 +180,96 @@ pub struct SynAckOptions {
     pub ecn: bool,
 }
 
-/// Decides what the SYN-ACK may offer so that the kernel, rebuilding the connection from the
-/// cookie ACK, agrees with the client.
+/// How a SYN asks for ECN: its TCP header's bytes 12 (AE and the reserved bits) and 13 (the
+/// flags), and its IP header's TOS / traffic class. Kept as the raw bytes and judged only in
+/// [`negotiate`]: on BPF every comparison that yields a bool is a branch, and branches taken
+/// before the SYN path's per-CPU loops multiply the verifier's work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynEcn {
+    pub byte12: u8,
+    pub flags: u8,
+    pub ip_tos: u8,
+}
+
+impl SynEcn {
+    /// ECE and CWR both set: RFC 3168 ECN setup.
+    #[inline(always)]
+    pub fn ece_and_cwr(&self) -> bool {
+        use crate::classify::tcp_flags::{CWR, ECE};
+        self.flags & (ECE | CWR) == (ECE | CWR)
+    }
+
+    /// Any of ECE, CWR and AE set (AE, formerly NS, is bit 0 of byte 12).
+    #[inline(always)]
+    pub fn any(&self) -> bool {
+        use crate::classify::tcp_flags::{CWR, ECE};
+        self.flags & (ECE | CWR) != 0 || self.byte12 & 1 != 0
+    }
+
+    /// AE or one of the three reserved bits set (`th->ae`, `th->res1`).
+    #[inline(always)]
+    pub fn ae_or_reserved(&self) -> bool {
+        self.byte12 & 0x0f != 0
+    }
+
+    /// The SYN's own IP header is ECN-capable (ECT or CE).
+    #[inline(always)]
+    pub fn ip_ect(&self) -> bool {
+        self.ip_tos & 3 != 0
+    }
+}
+
+/// Why a SYN is left to the kernel: its SYN-ACK would carry something synguard cannot know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Declined {
+    /// `tcp_timestamps=1`: the kernel's TSval carries a per-connection secret offset
+    /// (`secure_tcp_ts_off()`), so a cookie SYN-ACK with timestamps cannot match it.
+    TimestampOffset,
+    /// `tcp_ecn` 3 or more and the SYN sets an ECN flag: the kernel may negotiate Accurate ECN,
+    /// whose SYN-ACK encoding a cookie does not carry.
+    AccurateEcn,
+}
+
+/// Decides what the SYN-ACK offers, as the kernel's own cookie SYN-ACK would
+/// (`tcp_conn_request()` with `want_cookie`, `tcp_synack_options()`), so that the kernel,
+/// rebuilding the connection from the cookie ACK, agrees with the client.
 ///
-/// The kernel learns SACK, window scaling and ECN only from the low bits of the echoed
-/// timestamp (cookie_timestamp_decode), so without timestamps none of them can be offered:
-/// the kernel itself clears them for a cookie without timestamps (tcp_conn_request).
+/// The kernel parses timestamps, SACK-permitted and window scale only when their sysctls are on
+/// (`tcp_parse_options()`), and learns SACK, window scaling and ECN back only from the low bits
+/// of the echoed timestamp (`cookie_timestamp_decode()`), so without timestamps none of them is
+/// offered: the kernel clears them for a cookie without timestamps (`tcp_clear_options()`).
 #[inline(always)]
 pub fn negotiate(
     syn: &SynOptions,
-    syn_ece_and_cwr: bool,
+    ecn: SynEcn,
     config: &Config,
-    mss: u16,
+    host: &HostFacts,
+    promise: &Promise,
     now_ms: u32,
-) -> SynAckOptions {
-    let Some(client_tsval) = syn.tsval.filter(|_| config.has(flags::TIMESTAMPS)) else {
-        return SynAckOptions {
-            mss,
-            sack_permitted: false,
-            wscale: None,
-            timestamp: None,
-            ecn: false,
-        };
+) -> Result<SynAckOptions, Declined> {
+    let bare = SynAckOptions {
+        mss: promise.mss,
+        sack_permitted: false,
+        wscale: None,
+        timestamp: None,
+        ecn: false,
     };
-    let sack = syn.sack_permitted && config.has(flags::SACK);
-    let client_wscale = syn.wscale.filter(|_| config.has(flags::WINDOW_SCALING));
-    let ecn = syn_ece_and_cwr && config.has(flags::ECN);
+    if host.ecn >= 3 && ecn.any() {
+        return Err(Declined::AccurateEcn);
+    }
+    // The operator opted out of timestamps, or the kernel ignores them.
+    let client_tsval = match syn.tsval {
+        Some(tsval) if config.has(flags::TIMESTAMPS) && host.timestamps != 0 => tsval,
+        _ => return Ok(bare),
+    };
+    if host.timestamps == 1 {
+        return Err(Declined::TimestampOffset);
+    }
+    let sack = syn.sack_permitted && host.sack != 0;
+    let client_wscale = syn.wscale.filter(|_| host.window_scaling != 0);
+    // tcp_ecn_create_request(): ECE and CWR, and an IP header that is not ECN-capable unless
+    // AE or a reserved bit is set too; `tcp_ecn` 1 or 2 accepts it.
+    let ecn = ecn.ece_and_cwr() && (!ecn.ip_ect() || ecn.ae_or_reserved()) && host.ecn != 0;
     let mut bits = match client_wscale {
         Some(shift) => u32::from(shift),
         None => TS_OPT_WSCALE_MASK,
@@ -212,13 +280,13 @@ pub fn negotiate(
     if ecn {
         bits |= TS_OPT_ECN;
     }
-    SynAckOptions {
-        mss,
+    Ok(SynAckOptions {
+        mss: promise.mss,
         sack_permitted: sack,
-        wscale: client_wscale.map(|_| config.rcv_wscale as u8),
+        wscale: client_wscale.map(|_| promise.wscale),
         timestamp: Some((cookie_tsval(now_ms, bits), client_tsval)),
         ecn,
-    }
+    })
 }
 
 /// The TSval of a cookie SYN-ACK: the millisecond clock with its low 6 bits replaced by
@@ -236,36 +304,14 @@ pub const fn cookie_tsval(now_ms: u32, bits: u32) -> u32 {
     }
 }
 
-/// The window scale the kernel chooses for a connection it builds from a cookie ACK, given
-/// the server namespace's `net.ipv4.tcp_rmem[2]` and `net.core.rmem_max`:
-/// tcp_select_initial_window() takes the larger, and uses ilog2(space) - 15, clamped to 0..=14.
-pub const fn kernel_rcv_wscale(tcp_rmem_max: u32, rmem_max: u32) -> u8 {
-    let space = if tcp_rmem_max > rmem_max {
-        tcp_rmem_max
-    } else {
-        rmem_max
-    };
-    if space == 0 {
-        return 0;
-    }
-    let log = 31 - space.leading_zeros();
-    if log <= 15 {
-        0
-    } else if log - 15 > MAX_WSCALE as u32 {
-        MAX_WSCALE
-    } else {
-        (log - 15) as u8
-    }
-}
-
 impl SynAckOptions {
     /// The SYN-ACK's TCP header length for these options.
     #[inline(always)]
     pub fn tcp_len(&self) -> usize {
-        if self.timestamp.is_some() {
-            SYNACK_TCP_LEN
-        } else {
-            SYNACK_TCP_LEN_SHORT
+        match (self.timestamp, self.wscale) {
+            (None, _) => SYNACK_TCP_LEN_SHORT,
+            (Some(_), None) => SYNACK_TCP_LEN_NO_WSCALE,
+            (Some(_), Some(_)) => SYNACK_TCP_LEN,
         }
     }
 }
@@ -287,10 +333,16 @@ pub struct SynAck {
 /// (`options.tcp_len()`; bytes past it are left as they were). `pseudo_sum` is the pseudo-header sum
 /// for a segment of that length (`checksum::pseudo_ipv4/6`).
 ///
-/// With timestamps, the options take Linux's 20-byte layout with everything on (MSS,
-/// SACK-permitted, timestamps, NOP, window scale), an option not offered being NOPs. Without,
-/// only MSS: SACK and window scaling are never offered then (see `negotiate`). Two fixed
-/// lengths keep the packet rewrite a constant-size copy, which the verifier can check.
+/// The options take the kernel's own layout (`tcp_options_write()`, net/ipv4/tcp_output.c),
+/// without padding it does not send:
+/// - no timestamps: MSS only (24 bytes): SACK and window scaling are never offered then (see
+///   `negotiate`);
+/// - timestamps: MSS, then SACK-permitted and the timestamp in one word each side of the
+///   kind bytes (two NOPs instead of SACK-permitted when it is not offered), TSval, TSecr (36);
+/// - and window scaling: NOP, window scale (40).
+///
+/// Three fixed lengths keep the packet rewrite a constant-size copy, which the verifier can
+/// check.
 #[inline(always)]
 pub fn write_synack(synack: &SynAck, pseudo_sum: u32, tcp: &mut [u8; SYNACK_TCP_LEN]) -> usize {
     const NOP: u8 = kind::NOP;
@@ -311,33 +363,32 @@ pub fn write_synack(synack: &SynAck, pseudo_sum: u32, tcp: &mut [u8; SYNACK_TCP_
 
     let mss = o.mss.to_be_bytes();
     tcp[20..24].copy_from_slice(&[kind::MSS, 4, mss[0], mss[1]]);
-    if len == SYNACK_TCP_LEN_SHORT {
+    let Some((tsval, tsecr)) = o.timestamp else {
         let check = checksum::fold(checksum::sum_words(
             pseudo_sum,
             &tcp[..SYNACK_TCP_LEN_SHORT],
         ));
         tcp[16..18].copy_from_slice(&check.to_be_bytes());
-        return len;
-    }
+        return SYNACK_TCP_LEN_SHORT;
+    };
     tcp[24..26].copy_from_slice(&if o.sack_permitted {
         [kind::SACK_PERMITTED, 2]
     } else {
         [NOP, NOP]
     });
-    match o.timestamp {
-        Some((tsval, tsecr)) => {
-            tcp[26] = kind::TIMESTAMP;
-            tcp[27] = 10;
-            tcp[28..32].copy_from_slice(&tsval.to_be_bytes());
-            tcp[32..36].copy_from_slice(&tsecr.to_be_bytes());
-        }
-        None => tcp[26..36].copy_from_slice(&[NOP; 10]),
-    }
-    tcp[36..40].copy_from_slice(&match o.wscale {
-        Some(shift) => [NOP, kind::WINDOW, 3, shift],
-        None => [NOP; 4],
-    });
-
+    tcp[26] = kind::TIMESTAMP;
+    tcp[27] = 10;
+    tcp[28..32].copy_from_slice(&tsval.to_be_bytes());
+    tcp[32..36].copy_from_slice(&tsecr.to_be_bytes());
+    let Some(shift) = o.wscale else {
+        let check = checksum::fold(checksum::sum_words(
+            pseudo_sum,
+            &tcp[..SYNACK_TCP_LEN_NO_WSCALE],
+        ));
+        tcp[16..18].copy_from_slice(&check.to_be_bytes());
+        return SYNACK_TCP_LEN_NO_WSCALE;
+    };
+    tcp[36..40].copy_from_slice(&[NOP, kind::WINDOW, 3, shift]);
     let check = checksum::fold(checksum::sum_words(pseudo_sum, &tcp[..]));
     tcp[16..18].copy_from_slice(&check.to_be_bytes());
     len
@@ -364,18 +415,36 @@ pub fn write_cookie_probe(
     probe[20..24].copy_from_slice(&[kind::MSS, 4, mss[0], mss[1]]);
 }
 
-/// Writes a fresh IPv4 header for the SYN-ACK into `ip` (no options, DF set, identification 0,
-/// as Linux sends SYN-ACKs), checksum included. Every byte is set, field by field: zeroing the
-/// header first would be a byte-by-byte `memset` call on BPF.
+/// The IP header fields of a SYN-ACK that come from the listener and the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynAckIp {
+    /// TOS (IPv4) or traffic class (IPv6).
+    pub tos: u8,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    /// IPv4: DF set and identification 0, as `ip_build_and_send_pkt()` sends a SYN-ACK when
+    /// the listener does path-MTU discovery; otherwise no DF and `id`.
+    pub dont_fragment: bool,
+    pub id: u16,
+}
+
+/// Writes a fresh IPv4 header for the SYN-ACK into `ip` (no options), checksum included. Every
+/// byte is set, field by field: zeroing the header first would be a byte-by-byte `memset`
+/// call on BPF.
 #[inline(always)]
-pub fn write_ipv4_header(ip: &mut [u8; 20], src: [u8; 4], dst: [u8; 4], ttl: u8, tcp_len: u16) {
+pub fn write_ipv4_header(ip: &mut [u8; 20], src: [u8; 4], dst: [u8; 4], f: SynAckIp, tcp_len: u16) {
     let total = 20 + tcp_len;
     ip[0] = 0x45;
-    ip[1] = 0;
+    ip[1] = f.tos;
     ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[4..6].copy_from_slice(&[0, 0]); // identification
-    ip[6..8].copy_from_slice(&[0x40, 0]); // DF, no fragment offset
-    ip[8] = ttl;
+    if f.dont_fragment {
+        ip[4..6].copy_from_slice(&[0, 0]);
+        ip[6..8].copy_from_slice(&[0x40, 0]);
+    } else {
+        ip[4..6].copy_from_slice(&f.id.to_be_bytes());
+        ip[6..8].copy_from_slice(&[0, 0]);
+    }
+    ip[8] = f.ttl;
     ip[9] = crate::classify::IPPROTO_TCP;
     ip[10..12].copy_from_slice(&[0, 0]);
     ip[12..16].copy_from_slice(&src);
@@ -384,20 +453,21 @@ pub fn write_ipv4_header(ip: &mut [u8; 20], src: [u8; 4], dst: [u8; 4], ttl: u8,
     ip[10..12].copy_from_slice(&check.to_be_bytes());
 }
 
-/// Writes a fresh IPv6 header for the SYN-ACK into `ip` (traffic class and flow label zero),
-/// every byte, field by field.
+/// Writes a fresh IPv6 header for the SYN-ACK into `ip`, every byte, field by field. The flow
+/// label is 0: the kernel's is a hash of a random per-request value (`ip6_make_flowlabel()`
+/// over the request's `txhash`), which no one can reproduce, and 0 is always valid (RFC 6437).
 #[inline(always)]
 pub fn write_ipv6_header(
     ip: &mut [u8; 40],
     src: &[u8; 16],
     dst: &[u8; 16],
-    hop_limit: u8,
+    f: SynAckIp,
     tcp_len: u16,
 ) {
-    ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+    ip[0..4].copy_from_slice(&[0x60 | (f.tos >> 4), f.tos << 4, 0, 0]);
     ip[4..6].copy_from_slice(&tcp_len.to_be_bytes());
     ip[6] = crate::classify::IPPROTO_TCP;
-    ip[7] = hop_limit;
+    ip[7] = f.ttl;
     ip[8..24].copy_from_slice(src);
     ip[24..40].copy_from_slice(dst);
 }
@@ -405,6 +475,7 @@ pub fn write_ipv6_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::tcp_flags::{CWR, ECE};
 
     fn opts(bytes: &[u8]) -> SynOptions {
         let mut buf = [0u8; MAX_OPTIONS_LEN];
@@ -544,35 +615,49 @@ mod tests {
         }
     }
 
-    #[test]
-    fn window_scale_matches_the_kernel_formula() {
-        // Debian 12 defaults: tcp_rmem max 6 MiB, rmem_max 208 KiB -> ilog2(6291456) = 22.
-        assert_eq!(kernel_rcv_wscale(6_291_456, 212_992), 7);
-        // Linux 6.18 defaults: tcp_rmem max 32 MiB.
-        assert_eq!(kernel_rcv_wscale(33_554_432, 212_992), 10);
-        assert_eq!(kernel_rcv_wscale(131_072, 1 << 30), 15 - 1);
-        assert_eq!(kernel_rcv_wscale(65_535, 65_535), 0);
-        assert_eq!(kernel_rcv_wscale(u32::MAX, 0), 14);
-        assert_eq!(kernel_rcv_wscale(0, 0), 0);
-    }
-
     fn config(flags: u32) -> Config {
         Config {
             flags,
-            rcv_wscale: 10,
             ..Config::DEFAULT
         }
     }
 
+    fn host() -> HostFacts {
+        HostFacts {
+            generation: 1,
+            timestamps: 2,
+            sack: 1,
+            window_scaling: 1,
+            ecn: 2,
+            ..HostFacts::default()
+        }
+    }
+
+    fn promise() -> Promise {
+        Promise {
+            mss: 1460,
+            window_ts: 65160,
+            window_plain: 64240,
+            wscale: 10,
+            ..Promise::default()
+        }
+    }
+
+    const ECN_SETUP: SynEcn = SynEcn {
+        byte12: 0xa0,
+        flags: 0x02 | ECE | CWR,
+        ip_tos: 0,
+    };
+
     #[test]
     fn negotiation_encodes_the_clients_options_in_the_tsval() {
-        let all = flags::TIMESTAMPS | flags::SACK | flags::WINDOW_SCALING | flags::ECN;
         let syn = opts(&LINUX_SYN);
         let now = 123_456_789;
-        let got = negotiate(&syn, true, &config(all), 1460, now);
+        let ts = config(flags::TIMESTAMPS);
+        let got = negotiate(&syn, ECN_SETUP, &ts, &host(), &promise(), now).unwrap();
         assert_eq!(got.mss, 1460);
         assert!(got.sack_permitted);
-        assert_eq!(got.wscale, Some(10), "our scale, not the client's");
+        assert_eq!(got.wscale, Some(10), "the listener's scale, not the client's");
         assert!(got.ecn);
         let (tsval, tsecr) = got.timestamp.unwrap();
         assert_eq!(tsecr, 0x0001_0203);
@@ -582,7 +667,8 @@ mod tests {
             "the client's scale"
         );
 
-        let got = negotiate(&syn, false, &config(all & !flags::SACK), 1460, now);
+        let no_sack = HostFacts { sack: 0, ..host() };
+        let got = negotiate(&syn, SynEcn::default(), &ts, &no_sack, &promise(), now).unwrap();
         assert!(!got.sack_permitted && !got.ecn);
         assert_eq!(got.timestamp.unwrap().0 & 0x3f, 7);
 
@@ -590,38 +676,97 @@ mod tests {
             wscale: None,
             ..syn
         };
-        let got = negotiate(&no_ws, false, &config(all), 1460, now);
+        let got = negotiate(&no_ws, SynEcn::default(), &ts, &host(), &promise(), now).unwrap();
         assert_eq!(got.wscale, None);
+        assert_eq!(got.tcp_len(), SYNACK_TCP_LEN_NO_WSCALE);
         assert_eq!(
             got.timestamp.unwrap().0 & 0x3f,
             TS_OPT_WSCALE_MASK | TS_OPT_SACK
         );
+        // tcp_window_scaling=0: the kernel ignores the client's scale.
+        let no_scaling = HostFacts {
+            window_scaling: 0,
+            ..host()
+        };
+        let got = negotiate(&syn, SynEcn::default(), &ts, &no_scaling, &promise(), now).unwrap();
+        assert_eq!(got.wscale, None);
+    }
+
+    #[test]
+    fn ecn_follows_tcp_ecn_create_request() {
+        let syn = opts(&LINUX_SYN);
+        let ts = config(flags::TIMESTAMPS);
+        let ecn = |e: SynEcn, host: &HostFacts| {
+            negotiate(&syn, e, &ts, host, &promise(), 5).map(|o| o.ecn)
+        };
+        assert_eq!(ecn(ECN_SETUP, &host()), Ok(true));
+        let ect = SynEcn {
+            ip_tos: 2,
+            ..ECN_SETUP
+        };
+        assert_eq!(ecn(ect, &host()), Ok(false), "an ECT SYN is not ECN setup");
+        let ect_ae = SynEcn {
+            byte12: 0xa1,
+            ..ect
+        };
+        assert_eq!(ecn(ect_ae, &host()), Ok(true));
+        let off = HostFacts { ecn: 0, ..host() };
+        assert_eq!(ecn(ECN_SETUP, &off), Ok(false));
+        let accecn = HostFacts { ecn: 3, ..host() };
+        assert_eq!(ecn(ECN_SETUP, &accecn), Err(Declined::AccurateEcn));
+        assert_eq!(ecn(SynEcn::default(), &accecn), Ok(false));
+        let ae_only = SynEcn {
+            byte12: 0xa1,
+            flags: 0x02,
+            ip_tos: 0,
+        };
+        assert!(ae_only.any() && !ae_only.ece_and_cwr());
+        assert_eq!(ecn(ae_only, &accecn), Err(Declined::AccurateEcn));
     }
 
     #[test]
     fn without_timestamps_nothing_else_can_be_offered() {
-        let all = flags::TIMESTAMPS | flags::SACK | flags::WINDOW_SCALING | flags::ECN;
         let no_ts = SynOptions {
             tsval: None,
             ..opts(&LINUX_SYN)
         };
         let bare = SynAckOptions {
-            mss: 1400,
+            mss: 1460,
             sack_permitted: false,
             wscale: None,
             timestamp: None,
             ecn: false,
         };
-        assert_eq!(negotiate(&no_ts, true, &config(all), 1400, 5), bare);
-        // The operator opted out of timestamps: same, even if the client offers them.
-        let got = negotiate(
-            &opts(&LINUX_SYN),
-            true,
-            &config(all & !flags::TIMESTAMPS),
-            1400,
-            5,
+        let ts = config(flags::TIMESTAMPS);
+        assert_eq!(
+            negotiate(&no_ts, ECN_SETUP, &ts, &host(), &promise(), 5),
+            Ok(bare)
         );
-        assert_eq!(got, bare);
+        // The operator opted out of timestamps: same, even if the client offers them.
+        let got = negotiate(&opts(&LINUX_SYN), ECN_SETUP, &config(0), &host(), &promise(), 5);
+        assert_eq!(got, Ok(bare));
+        // tcp_timestamps=0: the kernel ignores them; =1: its TSval has a secret offset.
+        let off = HostFacts {
+            timestamps: 0,
+            ..host()
+        };
+        assert_eq!(
+            negotiate(&opts(&LINUX_SYN), ECN_SETUP, &ts, &off, &promise(), 5),
+            Ok(bare)
+        );
+        let offset = HostFacts {
+            timestamps: 1,
+            ..host()
+        };
+        assert_eq!(
+            negotiate(&opts(&LINUX_SYN), ECN_SETUP, &ts, &offset, &promise(), 5),
+            Err(Declined::TimestampOffset)
+        );
+        assert_eq!(
+            negotiate(&no_ts, ECN_SETUP, &ts, &offset, &promise(), 5),
+            Ok(bare),
+            "no timestamps offered: nothing to offset"
+        );
     }
 
     #[test]
@@ -718,22 +863,63 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_without_window_scale_take_36_bytes_like_the_kernel() {
+        let synack = SynAck {
+            src_port: 80,
+            dst_port: 40000,
+            seq: 1,
+            ack: 2,
+            window: 65160,
+            options: SynAckOptions {
+                mss: 1460,
+                sack_permitted: false,
+                wscale: None,
+                timestamp: Some((0x1111_1111, 0x2222_2222)),
+                ecn: false,
+            },
+        };
+        let src = [198, 18, 0, 1];
+        let dst = [198, 18, 0, 2];
+        let pseudo = checksum::pseudo_ipv4(&src, &dst, 36);
+        let mut tcp = [0xaa; 40];
+        assert_eq!(write_synack(&synack, pseudo, &mut tcp), 36);
+        assert_eq!(tcp[12], 9 << 4, "data offset 9");
+        assert_eq!(&tcp[20..28], &[2, 4, 0x05, 0xb4, 1, 1, 8, 10]);
+        assert_eq!(&tcp[36..], &[0xaa; 4], "no padding after the timestamp");
+        assert_eq!(checksum::fold(checksum::sum_words(pseudo, &tcp[..36])), 0);
+    }
+
+    const IP: SynAckIp = SynAckIp {
+        tos: 0x28,
+        ttl: 64,
+        dont_fragment: true,
+        id: 0,
+    };
+
+    #[test]
     fn ip_headers() {
         let mut ip = [0xaa; 20];
-        write_ipv4_header(&mut ip, [198, 18, 0, 1], [198, 18, 0, 2], 64, 40);
+        write_ipv4_header(&mut ip, [198, 18, 0, 1], [198, 18, 0, 2], IP, 40);
         assert_eq!(ip[0], 0x45);
+        assert_eq!(ip[1], 0x28);
+        assert_eq!(&ip[4..8], &[0, 0, 0x40, 0], "DF, ID 0");
         assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 60);
         assert_eq!(
             checksum::fold(checksum::sum_words(0, &ip)),
             0,
             "valid checksum"
         );
+        let no_df = SynAckIp {
+            dont_fragment: false,
+            id: 0x1234,
+            ..IP
+        };
+        write_ipv4_header(&mut ip, [198, 18, 0, 1], [198, 18, 0, 2], no_df, 40);
+        assert_eq!(&ip[4..8], &[0x12, 0x34, 0, 0]);
+        assert_eq!(checksum::fold(checksum::sum_words(0, &ip)), 0);
         let mut ip6 = [0xaa; 40];
-        write_ipv6_header(&mut ip6, &[1; 16], &[2; 16], 64, 40);
-        assert!(
-            ip6[1..4].iter().all(|&b| b == 0),
-            "traffic class and flow label"
-        );
+        write_ipv6_header(&mut ip6, &[1; 16], &[2; 16], IP, 40);
+        assert_eq!(&ip6[0..4], &[0x62, 0x80, 0, 0], "traffic class 0x28, flow label 0");
         assert_eq!(ip6[0] >> 4, 6);
         assert_eq!(u16::from_be_bytes([ip6[4], ip6[5]]), 40);
         assert_eq!(ip6[6], 6);

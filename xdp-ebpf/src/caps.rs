@@ -51,9 +51,8 @@ pub fn admit(states: &PerCpuArray<CapState>, index: u32, cap_pps: u32) -> bool {
 /// earlier (that CPU has gone quiet); and how many CPUs there are.
 #[inline(always)]
 fn total_demand(states: &PerCpuArray<CapState>, index: u32, now: u64) -> (u64, u64) {
-    let (mut total, mut cpus) = (0u64, 0u64);
-    percpu::for_each_cpu(states, index, |value| {
-        cpus += 1;
+    let mut total = 0u64;
+    let cpus = percpu::for_each_cpu(states, index, |value| {
         // SAFETY: that CPU's slot; a torn read costs one window's accuracy at most.
         let (demand, at) = unsafe { ((*value).last_demand, (*value).last_at_ns) };
         if now.wrapping_sub(at) <= 2 * CAP_WINDOW_NS {

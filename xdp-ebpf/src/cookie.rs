@@ -24,10 +24,11 @@ use aya_ebpf::{
 };
 use synguard_common::{
     Action, Config, Reason, STAMP_SLOTS, checksum,
-    classify::tcp_flags::{CWR, ECE},
     config::{CapState, cap},
+    promise::synack_tos,
     tcp::{
-        self, MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SYNACK_TCP_LEN_SHORT, SynAck, SynOptions, negotiate,
+        self, Declined, MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SYNACK_TCP_LEN_NO_WSCALE,
+        SYNACK_TCP_LEN_SHORT, SynAck, SynAckIp, SynEcn, SynOptions, negotiate,
         parse_linux_syn_options, parse_option_at, write_cookie_probe,
     },
 };
@@ -35,10 +36,18 @@ use synguard_common::{
 use crate::{
     caps,
     count::Verdict,
+    listener::{self, ListenerMaps, NoPromise},
     mem::Words,
     parse::{TcpAt, frame_len, ptr_at, ptr_at_mut},
     sock::{self, Endpoints, Found},
 };
+
+/// The maps the SYN path reads; defined with the entry point.
+pub struct SynMaps {
+    pub stamps: &'static PerCpuArray<StampSlot>,
+    pub caps: &'static PerCpuArray<CapState>,
+    pub listeners: ListenerMaps,
+}
 
 /// Per-CPU scratch space for the SYN and ACK paths, kept in a map because the BPF stack (512
 /// bytes) cannot hold it next to the rest.
@@ -55,6 +64,8 @@ pub struct Scratch {
     pub parsed: SynOptions,
     /// The SYN-ACK's TCP header, built here before it is copied into the frame.
     pub synack: Words<SYNACK_TCP_LEN>,
+    /// The listener's address as a plain number (`listener::promise_for`).
+    pub listener_addr: u64,
 }
 
 /// One slot of the stamp table (`STAMPS_MAP`, `STAMP_SLOTS` per CPU): a destination (address
@@ -96,8 +107,7 @@ pub fn answer_syn(
     ctx: &XdpContext,
     at: &TcpAt,
     config: &Config,
-    stamps: &PerCpuArray<StampSlot>,
-    caps: &PerCpuArray<CapState>,
+    maps: &SynMaps,
     scratch: &mut Scratch,
     monitor: bool,
     rewrite: bool,
@@ -109,10 +119,23 @@ pub fn answer_syn(
     let Some(syn) = ptr_at::<[u8; 20]>(ctx, at.l4) else {
         return Verdict::PASS;
     };
-    // SAFETY: bounds checked by `ptr_at`; the array has alignment 1.
-    let syn = unsafe { &*syn };
+    let Some(ip_start) = ptr_at::<[u8; 2]>(ctx, at.l3) else {
+        return Verdict::PASS;
+    };
+    // SAFETY: bounds checked by `ptr_at`; the arrays have alignment 1.
+    let (syn, ip_start) = unsafe { (&*syn, &*ip_start) };
     let client_isn = u32::from_be_bytes([syn[4], syn[5], syn[6], syn[7]]);
-    let ece_and_cwr = syn[13] & (ECE | CWR) == (ECE | CWR);
+    // The SYN's TOS / traffic class, for ECN setup and `tcp_reflect_tos`.
+    let syn_tos = if at.ipv6 {
+        (ip_start[0] << 4) | (ip_start[1] >> 4)
+    } else {
+        ip_start[1]
+    };
+    let ecn = SynEcn {
+        byte12: syn[12],
+        flags: syn[13],
+        ip_tos: syn_tos,
+    };
     if Endpoints::read_into(ctx, at, &mut scratch.ends).is_none() {
         return Verdict::PASS;
     }
@@ -127,24 +150,60 @@ pub fn answer_syn(
     }
     // Over the SYN-ACK cap the SYN is dropped, not passed: the kernel would answer it instead,
     // and the point of the cap is to bound the replies sent to spoofed sources.
-    if !caps::admit(caps, cap::SYNACK, config.synack_cap_pps) {
+    if !caps::admit(maps.caps, cap::SYNACK, config.synack_cap_pps) {
         sock::release(listener);
         return Verdict::new(Action::Drop, Reason::SynAckCapped);
     }
+    // The coarse clock (a tick's resolution) is enough for every use here: the listener
+    // cache's 10 ms, the 1 s stamp interval and the SYN-ACK's TSval, whose low 6 bits carry
+    // options anyway; and it reads a variable instead of the TSC, which costs ~20 ns a SYN here
+    // (ktime_get_coarse_ns(), kernel/time/timekeeping.c). Same clock as the kernel's TCP
+    // timestamps: CLOCK_MONOTONIC.
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // What the kernel would promise for this listener; where that cannot be known, the kernel
+    // answers itself.
+    let (promise, host) = match listener::promise_for(
+        listener,
+        at.ipv6,
+        now,
+        &maps.listeners,
+        &mut scratch.listener_addr,
+    ) {
+        Ok(found) => found,
+        Err(why) => {
+            sock::release(listener);
+            return Verdict::pass(match why {
+                NoPromise::Host => Reason::SynHostUnknown,
+                NoPromise::Listener => Reason::SynListenerUnknown,
+            });
+        }
+    };
     // Options only now: a SYN the kernel gets anyway does not pay for them (about 80 ns, in
     // `cargo xtask bench prog`).
     let offered = read_syn_options(ctx, at, scratch);
+    let options = match negotiate(
+        &offered,
+        ecn,
+        config,
+        host,
+        &promise,
+        (now / 1_000_000) as u32,
+    ) {
+        Ok(options) => options,
+        Err(why) => {
+            sock::release(listener);
+            return Verdict::pass(match why {
+                Declined::TimestampOffset => Reason::SynTimestampOffset,
+                Declined::AccurateEcn => Reason::SynAccurateEcn,
+            });
+        }
+    };
     write_cookie_probe(&mut scratch.probe.0, syn, offered.mss, at.ipv6);
     let ends = &scratch.ends;
 
-    // The coarse clock (a tick's resolution) is enough for both uses, the 1 s stamp interval
-    // and the SYN-ACK's TSval, whose low 6 bits carry options anyway; and it reads a variable
-    // instead of the TSC, which costs ~20 ns a SYN here (ktime_get_coarse_ns(),
-    // kernel/time/timekeeping.c). Same clock as the kernel's TCP timestamps: CLOCK_MONOTONIC.
-    // SAFETY: no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let (dst, slot) = StampSlot::key(ends);
-    let Some(stamp) = stamps.get_ptr_mut(slot) else {
+    let Some(stamp) = maps.stamps.get_ptr_mut(slot) else {
         sock::release(listener);
         return Verdict::PASS;
     };
@@ -212,19 +271,26 @@ pub fn answer_syn(
         stamp.at_ns = now;
     }
 
-    let mss = if ends.ipv6 {
-        config.mss_v6
-    } else {
-        config.mss_v4
-    } as u16;
-    let options = negotiate(&offered, ece_and_cwr, config, mss, (now / 1_000_000) as u32);
+    // The kernel rounds its window to the MSS less the timestamp option when it sends one.
+    let window = match options.timestamp {
+        Some(_) => promise.window_ts,
+        None => promise.window_plain,
+    };
     let synack = SynAck {
         src_port: ends.dst_port(),
         dst_port: ends.src_port(),
         seq: value as u32,
         ack: client_isn.wrapping_add(1),
-        window: config.synack_window as u16,
+        window,
         options,
+    };
+    let ip = SynAckIp {
+        tos: synack_tos(&promise, host, syn_tos),
+        ttl: promise.ttl,
+        dont_fragment: promise.dont_fragment != 0,
+        // Without DF the kernel picks a random ID (ip_build_and_send_pkt()); the cookie's low
+        // bits are as good and cost nothing.
+        id: value as u16,
     };
     let len = options.tcp_len();
     let pseudo = if scratch.ends.ipv6 {
@@ -245,14 +311,14 @@ pub fn answer_syn(
         return Verdict::new(Action::Tx, reason);
     }
     // Grow or shrink by exactly what the reply needs: on veth a frame has no tailroom to
-    // spare, and a failed resize leaves the SYN intact for the kernel (../shared/LAB.md).
+    // spare, and a failed resize leaves the SYN intact for the kernel (docs/design.md).
     let delta = (at.l4 + len) as i32 - frame_len(ctx) as i32;
     // SAFETY: the context is the program's own.
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         return Verdict::pass(Reason::SynResizeFailed);
     }
     // From here the frame is resized: it must be sent or dropped, never passed half-written.
-    if write_reply(ctx, at, scratch, config, len).is_none() {
+    if write_reply(ctx, at, scratch, ip, len).is_none() {
         return Verdict::new(Action::Aborted, reason);
     }
     Verdict::new(Action::Tx, reason)
@@ -343,11 +409,10 @@ fn write_reply(
     ctx: &XdpContext,
     at: &TcpAt,
     scratch: &Scratch,
-    config: &Config,
+    ip_fields: SynAckIp,
     len: usize,
 ) -> Option<()> {
     let ends = &scratch.ends;
-    let ttl = config.ttl as u8;
     let eth = ptr_at_mut::<[u8; 12]>(ctx, 0)?;
     // SAFETY: every pointer below was checked against the resized frame by `ptr_at_mut`, and
     // the arrays they point at have alignment 1.
@@ -358,16 +423,21 @@ fn write_reply(
         }
         if ends.ipv6 {
             let ip = &mut *ptr_at_mut::<[u8; 40]>(ctx, at.l3)?;
-            tcp::write_ipv6_header(ip, &ends.dst.0, &ends.src.0, ttl, len as u16);
+            tcp::write_ipv6_header(ip, &ends.dst.0, &ends.src.0, ip_fields, len as u16);
         } else {
             let ip = &mut *ptr_at_mut::<[u8; 20]>(ctx, at.l3)?;
-            tcp::write_ipv4_header(ip, ends.dst_v4(), ends.src_v4(), ttl, len as u16);
+            tcp::write_ipv4_header(ip, ends.dst_v4(), ends.src_v4(), ip_fields, len as u16);
         }
         if len == SYNACK_TCP_LEN {
             let tcp = ptr_at_mut::<[u8; SYNACK_TCP_LEN]>(ctx, at.l4)?;
             scratch
                 .synack
                 .copy_words_to::<{ SYNACK_TCP_LEN / 8 }>(tcp as *mut u8);
+        } else if len == SYNACK_TCP_LEN_NO_WSCALE {
+            let tcp = ptr_at_mut::<[u8; SYNACK_TCP_LEN_NO_WSCALE]>(ctx, at.l4)?;
+            let synack = &scratch.synack;
+            synack.copy_words_to::<{ SYNACK_TCP_LEN_NO_WSCALE / 8 }>(tcp as *mut u8);
+            synack.copy_u32_at_to::<{ SYNACK_TCP_LEN_NO_WSCALE / 4 - 1 }>(tcp as *mut u8);
         } else {
             let tcp = ptr_at_mut::<[u8; SYNACK_TCP_LEN_SHORT]>(ctx, at.l4)?;
             scratch

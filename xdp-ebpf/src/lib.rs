@@ -17,6 +17,7 @@ pub mod caps;
 pub mod cookie;
 pub mod count;
 pub mod limit;
+pub mod listener;
 pub mod lists;
 pub mod mem;
 pub mod parse;
@@ -73,6 +74,19 @@ macro_rules! synguard_program {
         static SYNGUARD_STAMPS: aya_ebpf::maps::PerCpuArray<$crate::cookie::StampSlot> =
             aya_ebpf::maps::PerCpuArray::with_max_entries(synguard_common::STAMP_SLOTS, 0);
 
+        /// Where the kernel keeps the listener fields a SYN-ACK depends on (`LAYOUT_MAP`),
+        /// the host's facts (`HOST_MAP`), both written by the controller, and each CPU's
+        /// cache of what it read of each listener (`LISTENERS_MAP`, see `listener.rs`).
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_LAYOUT: aya_ebpf::maps::Array<synguard_common::promise::KernelLayout> =
+            aya_ebpf::maps::Array::with_max_entries(1, 0);
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_HOST: aya_ebpf::maps::Array<synguard_common::promise::HostFacts> =
+            aya_ebpf::maps::Array::with_max_entries(1, 0);
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_LISTENERS: aya_ebpf::maps::PerCpuArray<$crate::listener::ListenerSlot> =
+            aya_ebpf::maps::PerCpuArray::with_max_entries(synguard_common::LISTENER_SLOTS, 0);
+
         /// Each CPU's share of the global caps (`CAPS_MAP`, see `caps.rs`).
         #[aya_ebpf::macros::map]
         static SYNGUARD_CAPS: aya_ebpf::maps::PerCpuArray<synguard_common::config::CapState> =
@@ -115,7 +129,15 @@ macro_rules! synguard_program {
                     samples: &SYNGUARD_SAMPLES,
                     port_rates: &SYNGUARD_PORT_RATES,
                 },
-                stamps: &SYNGUARD_STAMPS,
+                syn: $crate::cookie::SynMaps {
+                    stamps: &SYNGUARD_STAMPS,
+                    caps: &SYNGUARD_CAPS,
+                    listeners: $crate::listener::ListenerMaps {
+                        layout: &SYNGUARD_LAYOUT,
+                        host: &SYNGUARD_HOST,
+                        slots: &SYNGUARD_LISTENERS,
+                    },
+                },
                 scratch: &SYNGUARD_SCRATCH,
                 list_v4: &SYNGUARD_LIST_V4,
                 list_v6: &SYNGUARD_LIST_V6,

@@ -57,6 +57,28 @@ impl<const N: usize> Words<N> {
     }
 }
 
+impl<const N: usize> Words<N> {
+    /// Copies the 4-byte word at byte offset `4 * I` to `dst + 4 * I`, which need not be
+    /// aligned: the tail of a copy whose length is not a whole number of u64 words.
+    ///
+    /// # Safety
+    /// As for `copy_words_to`, with room for `4 * (I + 1)` bytes at `dst`.
+    #[inline(always)]
+    pub unsafe fn copy_u32_at_to<const I: usize>(&self, dst: *mut u8) {
+        const { assert!(4 * (I + 1) <= N) };
+        let word = self.u32_at(I);
+        // SAFETY: as the caller promised.
+        unsafe {
+            asm!(
+                "*(u32 *)({dst} + 0) = {value}",
+                dst = in(reg) dst.add(4 * I),
+                value = in(reg) word,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+}
+
 /// One 8-byte store at any alignment.
 ///
 /// Rust's `write_unaligned` becomes eight byte stores and seven shifts here, because the BPF

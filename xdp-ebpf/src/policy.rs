@@ -16,7 +16,7 @@ use crate::{
     ack,
     auto::{self, AutoMaps},
     caps,
-    cookie::{self, Scratch, StampSlot},
+    cookie::{self, Scratch, SynMaps},
     count::Verdict,
     limit::{self, LimitMaps},
     lists,
@@ -28,7 +28,7 @@ pub struct Maps {
     pub config: &'static Array<Config>,
     pub ports: &'static Array<u64>,
     pub auto: AutoMaps,
-    pub stamps: &'static PerCpuArray<StampSlot>,
+    pub syn: SynMaps,
     pub scratch: &'static PerCpuArray<Scratch>,
     pub list_v4: &'static LpmTrie<[u8; 4], u32>,
     pub list_v6: &'static LpmTrie<[u8; 16], u32>,
@@ -126,16 +126,7 @@ fn decide_for(
     // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
     let scratch = unsafe { &mut *scratch };
     match packet.class {
-        Class::Syn => cookie::answer_syn(
-            ctx,
-            &at,
-            config,
-            maps.stamps,
-            maps.caps,
-            scratch,
-            monitor,
-            rewrite,
-        ),
+        Class::Syn => cookie::answer_syn(ctx, &at, config, &maps.syn, scratch, monitor, rewrite),
         _ => ack::check_ack(ctx, &at, scratch, !all_ports, monitor),
     }
 }

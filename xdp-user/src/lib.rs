@@ -8,6 +8,7 @@
 
 pub mod attack;
 pub mod baseline;
+pub mod btf;
 pub mod cli;
 pub mod config_file;
 pub mod control;
@@ -15,6 +16,7 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod follow;
+pub mod host_facts;
 pub mod lists;
 pub mod loader;
 pub mod maps;

@@ -24,7 +24,8 @@ use crate::{
     Error,
     attack::AttackEvents,
     cli::AttachMode,
-    maps::{ControlMaps, ListMaps, SourceBuckets, StatsMap},
+    host_facts::HostPoller,
+    maps::{ControlMaps, FactsMaps, ListMaps, SourceBuckets, StatsMap},
     objects,
     pins::{PINNED_MAPS, PinDir},
     preflight,
@@ -40,6 +41,9 @@ pub struct Attachment {
     lists: Arc<Mutex<ListMaps>>,
     events: Option<AttackEvents>,
     buckets: Arc<SourceBuckets>,
+    /// What the SYN-ACKs' promises are made of, and the poller that keeps the host's current.
+    facts: FactsMaps,
+    host: HostPoller,
     /// The XDP link, when pinned (otherwise the program owns it).
     link: Option<FdLink>,
     pins: Option<PinDir>,
@@ -97,6 +101,9 @@ impl Attachment {
         let lists = ListMaps::take(&mut ebpf)?;
         let events = AttackEvents::take(&mut ebpf)?;
         let buckets = Arc::new(SourceBuckets::take(&mut ebpf)?);
+        // Before the program runs: with no layout or host facts it would leave every SYN to
+        // the kernel.
+        let (facts, host) = FactsMaps::take_filled(&mut ebpf, iface)?;
         if !adopting {
             // A fresh attachment passes everything until `configure`; an adopted one keeps
             // the configuration in force, which is in the maps it keeps.
@@ -167,6 +174,8 @@ impl Attachment {
             lists: Arc::new(Mutex::new(lists)),
             events: Some(events),
             buckets,
+            facts,
+            host,
             link,
             pins,
             adopted: adopting,
@@ -201,6 +210,23 @@ impl Attachment {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .load(&settings.lists)
+    }
+
+    /// Gathers the host's facts again and hands them to the program if they changed (a sysctl,
+    /// the MTU, a route): its SYN-ACKs follow from the next SYN on. Returns whether they did.
+    pub fn follow_host(&mut self) -> Result<bool, Error> {
+        match self.host.poll(&self.iface)? {
+            Some(current) => {
+                self.facts.set_host(&current)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The host's facts in force, as the program sees them.
+    pub fn host_facts(&self) -> Result<synguard_common::promise::HostFacts, Error> {
+        self.facts.host()
     }
 
     /// The attack events and sampled sources, for the one task that follows them.

@@ -9,10 +9,11 @@ use aya::{
 };
 use ipnet::IpNet;
 use synguard_common::{
-    ATTACK_MAP, AUTO_STATE_MAP, AttackState, AutoState, CONFIG_MAP, Config, LIST_V4_MAP,
-    LIST_V6_MAP, PORTS_MAP, SOURCES_MAP, STATS_MAP, Stats,
+    ATTACK_MAP, AUTO_STATE_MAP, AttackState, AutoState, CONFIG_MAP, Config, HOST_MAP,
+    LAYOUT_MAP, LIST_V4_MAP, LIST_V6_MAP, PORTS_MAP, SOURCES_MAP, STATS_MAP, Stats,
     config::{AUTO_WINDOW_NS, list},
     limit::SourceKey,
+    promise::{HostFacts, KernelLayout},
 };
 
 use crate::{
@@ -66,6 +67,61 @@ pub struct ControlMaps {
     ports: Array<MapData, u64>,
     auto: PerCpuArray<MapData, AutoState>,
     attack: Array<MapData, AttackState>,
+}
+
+/// What a SYN-ACK's promises are made of: where the kernel keeps listener fields, and the
+/// host's facts. Written before the program is attached, and the host's whenever they change.
+pub struct FactsMaps {
+    layout: Array<MapData, KernelLayout>,
+    host: Array<MapData, HostFacts>,
+}
+
+impl FactsMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
+        Ok(Self {
+            layout: take(ebpf, LAYOUT_MAP)?,
+            host: take(ebpf, HOST_MAP)?,
+        })
+    }
+
+    /// Takes the maps out of a loaded object and fills them for `iface`, before the program
+    /// runs: with no layout or host facts it would leave every SYN to the kernel. Returns the
+    /// poller that keeps the host's facts current.
+    pub fn take_filled(
+        ebpf: &mut Ebpf,
+        iface: &str,
+    ) -> Result<(Self, crate::host_facts::HostPoller), Error> {
+        let mut facts = Self::take(ebpf)?;
+        facts.set_layout(&crate::btf::listener_layout()?)?;
+        let mut poller = crate::host_facts::HostPoller::default();
+        if let Some(current) = poller.poll(iface)? {
+            facts.set_host(&current)?;
+        }
+        Ok((facts, poller))
+    }
+
+    pub fn set_layout(&mut self, layout: &KernelLayout) -> Result<(), Error> {
+        self.layout.set(0, *layout, 0).map_err(|source| Error::Map {
+            map: LAYOUT_MAP,
+            source,
+        })
+    }
+
+    /// Replaces the host's facts. A packet may see a mix of old and new fields for the one
+    /// update; the listener cache it fills then lives at most 10 ms (xdp-ebpf/src/listener.rs).
+    pub fn set_host(&mut self, host: &HostFacts) -> Result<(), Error> {
+        self.host.set(0, *host, 0).map_err(|source| Error::Map {
+            map: HOST_MAP,
+            source,
+        })
+    }
+
+    pub fn host(&self) -> Result<HostFacts, Error> {
+        self.host.get(&0, 0).map_err(|source| Error::Map {
+            map: HOST_MAP,
+            source,
+        })
+    }
 }
 
 /// The allow/deny LPM tries, one per family.

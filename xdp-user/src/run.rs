@@ -18,7 +18,7 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
     time::MissedTickBehavior,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     Error,
@@ -28,6 +28,7 @@ use crate::{
     daemon::Daemon,
     events::{Event, Events},
     follow::AutoFollower,
+    host_facts,
     loader::Attachment,
     metrics,
     pins::{InterfaceLock, NamespaceLock, PinDir},
@@ -291,6 +292,8 @@ impl Guard {
         let control_server = tokio::spawn(control::serve(control_listener, request_tx));
         let mut sample_tick = tokio::time::interval(SAMPLE_EVERY);
         let mut baseline_tick = tokio::time::interval(BASELINE_EVERY);
+        let mut host_tick = tokio::time::interval(host_facts::POLL_EVERY);
+        host_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The sample tick is idle between attacks: no catching up on the ticks it missed.
         sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         baseline_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -311,6 +314,7 @@ impl Guard {
                 events = daemon.follower.events().next() => Wake::Events(events),
                 _ = sample_tick.tick(), if attacked => Wake::Sample,
                 _ = baseline_tick.tick() => Wake::Baseline,
+                _ = host_tick.tick() => Wake::Host,
             };
             let (attachment, sysctls) = (&daemon.attachment, &daemon.sysctls);
             match wake {
@@ -327,6 +331,11 @@ impl Guard {
                 Wake::Events(Err(e)) => warn!(error = %e, "reading attack events failed"),
                 Wake::Sample => daemon.follower.on_sample_tick(attachment, sysctls),
                 Wake::Baseline => daemon.follower.on_baseline_tick(attachment),
+                Wake::Host => match daemon.attachment.follow_host() {
+                    Ok(true) => debug!(iface = daemon.attachment.iface(), "host facts changed"),
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "reading the host's facts failed"),
+                },
                 Wake::Reload(args) => reload(&mut daemon, &args),
             }
         };
@@ -368,6 +377,8 @@ enum Wake {
     Reload(Arc<Result<RunArgs, Error>>),
     Sample,
     Baseline,
+    /// Time to look at the host's facts again.
+    Host,
 }
 
 /// SIGHUP: the config file read again, with the command line and environment over it as at

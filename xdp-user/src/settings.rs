@@ -1,10 +1,7 @@
-//! The data path's configuration, derived from the command line and from the interface's
-//! network namespace: what the kernel will do with a connection built from a cookie decides
-//! what a SYN-ACK may promise.
+//! The data path's configuration, derived from the command line. What a SYN-ACK promises is not
+//! configured: it follows each listener and the host (`host_facts`, `btf`).
 
-use std::{ffi::CString, io};
-
-use synguard_common::{Config, Mode, config::flags, limit, tcp::kernel_rcv_wscale};
+use synguard_common::{Config, Mode, config::flags, limit};
 use tracing::warn;
 
 use crate::{
@@ -13,7 +10,6 @@ use crate::{
     cli::RunArgs,
     lists::{self, Lists},
     ports::PortSet,
-    sysctl,
 };
 
 /// What the controller writes into the program's maps.
@@ -26,9 +22,10 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The data path's settings for `iface` (its MTU gives the MSS) from `args`.
+    /// The data path's settings for `iface` from `args`.
     pub fn derive(args: &RunArgs, iface: &str) -> Result<Settings, Error> {
-        let enabled = |key: &str| -> Result<bool, Error> { Ok(sysctl::read(key)? != "0") };
+        // The interface must exist: settings for one that does not are an operator's typo.
+        crate::preflight::interface_index(iface)?;
         let mut allow = args.allow.clone();
         let mut deny = args.deny.clone();
         if let Some(path) = &args.allow_file {
@@ -48,38 +45,9 @@ impl Settings {
         if args.cookie_timestamps {
             flag_bits |= flags::TIMESTAMPS;
         }
-        if enabled("net.ipv4.tcp_sack")? {
-            flag_bits |= flags::SACK;
-        }
-        if enabled("net.ipv4.tcp_window_scaling")? {
-            flag_bits |= flags::WINDOW_SCALING;
-        }
-        // tcp_ecn 1 or 2: the server accepts ECN when a client asks (cookie_ecn_ok()).
-        if enabled("net.ipv4.tcp_ecn")? {
-            flag_bits |= flags::ECN;
-        }
-        let tcp_rmem_max = sysctl::read_numbers("net.ipv4.tcp_rmem")?
-            .get(2)
-            .copied()
-            .unwrap_or(0);
-        let rmem_max = sysctl::read_numbers("net.core.rmem_max")
-            .ok()
-            .and_then(|v| v.first().copied())
-            .unwrap_or(0);
-        let clamp = |v: u64| v.min(u64::from(u32::MAX)) as u32;
-        let mtu = interface_mtu(iface)?;
-        let ttl = sysctl::read_numbers("net.ipv4.ip_default_ttl")
-            .ok()
-            .and_then(|v| v.first().copied())
-            .unwrap_or(64);
         let config = Config {
             mode: args.mode as u32,
             flags: flag_bits,
-            rcv_wscale: u32::from(kernel_rcv_wscale(clamp(tcp_rmem_max), clamp(rmem_max))),
-            // MSS = MTU minus the IP and TCP headers, as the kernel advertises it.
-            mss_v4: mtu.saturating_sub(40).max(536),
-            mss_v6: mtu.saturating_sub(60).max(1220),
-            ttl: ttl.clamp(1, 255) as u32,
             auto_threshold_pps: match args.auto_threshold {
                 Threshold::Absolute(pps) => pps,
                 // Until a baseline is learned (`baseline.rs`).
@@ -151,45 +119,4 @@ fn random_seed() -> u32 {
         warn!("getrandom failed; the per-source sketch uses a fixed seed");
     }
     u32::from_ne_bytes(bytes)
-}
-
-/// The interface's MTU in this network namespace (SIOCGIFMTU).
-fn interface_mtu(iface: &str) -> Result<u32, Error> {
-    let name = CString::new(iface).map_err(|_| Error::UnknownInterface {
-        iface: iface.to_string(),
-    })?;
-    // SAFETY: a plain socket call; the descriptor is closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(Error::Other(format!(
-            "cannot open a socket to read the MTU of {iface}: {}",
-            io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: ifreq is plain old data; the name fits (checked) and is NUL-terminated.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let bytes = name.as_bytes_with_nul();
-    if bytes.len() > req.ifr_name.len() {
-        // SAFETY: `fd` is ours.
-        unsafe { libc::close(fd) };
-        return Err(Error::UnknownInterface {
-            iface: iface.to_string(),
-        });
-    }
-    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFMTU reads the name and writes ifru_mtu of `req`.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) };
-    let err = io::Error::last_os_error();
-    // SAFETY: `fd` is ours.
-    unsafe { libc::close(fd) };
-    if rc < 0 {
-        return Err(Error::Other(format!(
-            "cannot read the MTU of {iface}: {err}"
-        )));
-    }
-    // SAFETY: the ioctl succeeded and set the MTU member of the union.
-    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
-    Ok(mtu.max(0) as u32)
 }

@@ -26,7 +26,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use etherparse::{PacketBuilder, TcpOptionElement};
-use synguard::maps::ControlMaps;
+use synguard::maps::{ControlMaps, FactsMaps};
 use synguard_common::{
     Action, Config, Mode, PROGRAM_NAME, Reason, STAMP_SLOTS, STAMPS_MAP, config::flags,
 };
@@ -66,7 +66,8 @@ fn main() -> Result<()> {
     // The client's address on the server's loopback too, for one established connection.
     lab.server
         .exec("ip", &["addr", "add", "198.18.0.2/32", "dev", "lo"])?;
-    lab.server.enter(run)?
+    let iface = lab.server.iface.clone();
+    lab.server.enter(move || run(&iface))?
 }
 
 /// A row of the warm table: the program and frame it runs, and the action that proves the
@@ -130,7 +131,7 @@ impl Programs {
     }
 }
 
-fn run() -> Result<()> {
+fn run(iface: &str) -> Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", 80))?;
     let established = connect_from(CLIENT, SERVER, 80)?;
     let client_port = established.local_addr()?.port();
@@ -138,7 +139,7 @@ fn run() -> Result<()> {
 
     let config = Config {
         mode: Mode::Cookie as u32,
-        flags: flags::ALL_PORTS | flags::TIMESTAMPS | flags::SACK | flags::WINDOW_SCALING,
+        flags: flags::ALL_PORTS | flags::TIMESTAMPS,
         ..Config::DEFAULT
     };
     let mut programs = Programs {
@@ -148,6 +149,9 @@ fn run() -> Result<()> {
     // Taken maps must stay alive: their fds are what the programs are loaded against.
     let mut synguard_control = ControlMaps::take(&mut programs.synguard)?;
     let mut lab_control = ControlMaps::take(&mut programs.lab)?;
+    // What the SYN-ACKs promise, for the namespace's interface, as the controller writes it.
+    let _synguard_facts = FactsMaps::take_filled(&mut programs.synguard, iface)?;
+    let _lab_facts = FactsMaps::take_filled(&mut programs.lab, iface)?;
     synguard_control.set_config(&config)?;
     lab_control.set_config(&config)?;
     // 32-byte slots (`StampSlot` in xdp-ebpf/src/cookie.rs); all zero is "never stamped".
