@@ -165,7 +165,10 @@ pub struct Promise {
     pub tos: u8,
     /// 1: IPv4 DF and ID 0 (the listener does path-MTU discovery).
     pub dont_fragment: u8,
-    pub reserved: [u8; 6],
+    /// The listener's `TCP_MAXSEG`, 0 for none: it also clamps the client's MSS before the
+    /// cookie encodes it (`tcp_parse_options()` with `user_mss`, `tcp_get_syncookie_mss()`).
+    pub user_mss: u16,
+    pub reserved: [u8; 4],
 }
 
 const _: () = assert!(size_of::<Promise>() == 16);
@@ -374,7 +377,21 @@ pub fn promise(
         dont_fragment: (!ipv6
             && (listener.pmtudisc == IP_PMTUDISC_WANT || listener.pmtudisc == IP_PMTUDISC_DO))
             as u8,
-        reserved: [0; 6],
+        user_mss: listener.user_mss,
+        reserved: [0; 4],
+    })
+}
+
+/// The MSS the cookie encodes: the client's, lowered to the listener's `TCP_MAXSEG`; `None`
+/// (no MSS option) stays `None`, for which the kernel assumes its default without the clamp.
+#[inline(always)]
+pub fn cookie_mss(client_mss: Option<u16>, promise: &Promise) -> Option<u16> {
+    client_mss.map(|mss| {
+        if promise.user_mss != 0 && promise.user_mss < mss {
+            promise.user_mss
+        } else {
+            mss
+        }
     })
 }
 
@@ -535,6 +552,20 @@ mod tests {
         assert_eq!(synack_tos(&got, &reflect, 0xb9), 0x28);
         reflect.reflect_tos = 1;
         assert_eq!(synack_tos(&got, &reflect, 0xb9), 0xb8);
+    }
+
+    #[test]
+    fn tcp_maxseg_clamps_the_mss_the_cookie_encodes() {
+        let maxseg = ListenerFacts {
+            user_mss: 1000,
+            ..listener()
+        };
+        let p = promise(&maxseg, &host(), false).unwrap();
+        assert_eq!(cookie_mss(Some(1460), &p), Some(1000));
+        assert_eq!(cookie_mss(Some(536), &p), Some(536));
+        assert_eq!(cookie_mss(None, &p), None);
+        let plain = promise(&listener(), &host(), false).unwrap();
+        assert_eq!(cookie_mss(Some(1460), &plain), Some(1460));
     }
 
     #[test]

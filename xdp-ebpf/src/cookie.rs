@@ -25,7 +25,7 @@ use aya_ebpf::{
 use synguard_common::{
     Action, Config, Reason, STAMP_SLOTS, checksum,
     config::{CapState, cap},
-    promise::synack_tos,
+    promise::{cookie_mss, synack_tos},
     tcp::{
         self, Declined, MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SYNACK_TCP_LEN_NO_WSCALE,
         SYNACK_TCP_LEN_SHORT, SynAck, SynAckIp, SynEcn, SynOptions, negotiate,
@@ -199,7 +199,8 @@ pub fn answer_syn(
             });
         }
     };
-    write_cookie_probe(&mut scratch.probe.0, syn, offered.mss, at.ipv6);
+    let mss = cookie_mss(offered.mss, &promise);
+    write_cookie_probe(&mut scratch.probe.0, syn, mss, at.ipv6);
     let ends = &scratch.ends;
 
     let (dst, slot) = StampSlot::key(ends);
