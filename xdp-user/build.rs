@@ -3,7 +3,7 @@
 //!
 //! The BPF target needs a prebuilt `core`, which rustup cannot provide here; Debian's
 //! `rustc-web` ships one, and `bpf-linker` must be built against the same LLVM
-//! (../shared/TOOLCHAIN.md). `cargo xtask setup` installs both.
+//! (docs/design.md). `cargo xtask setup` installs both.
 
 use std::{
     env,

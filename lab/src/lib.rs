@@ -1,7 +1,7 @@
 //! The test lab: a server and a client network namespace joined by a veth pair, with real
 //! sockets, real packets and the real kernel.
 //!
-//! Safety rule (../shared/LAB.md): traffic only inside namespaces the lab creates, with
+//! Safety rule (docs/design.md): traffic only inside namespaces the lab creates, with
 //! addresses from 198.18.0.0/15 and fd00:198:18::/64. The veth pair is created inside the
 //! namespaces, never in the caller's, and everything is removed when the [`Lab`] is dropped,
 //! during a panic too. Labs left behind by a killed process are removed by the next one.

@@ -370,7 +370,7 @@ fn remove_synguard_pins(matches: impl Fn(&str) -> bool) {
 /// The client end's XDP program (`lab_client`): it counts the SYN-ACKs that come back and
 /// drops those addressed to spoofed sources. It is also what lets the server's XDP_TX frames
 /// arrive at all: on veth they are delivered only when the peer runs an XDP program too
-/// (../shared/LAB.md; veth_xdp_xmit() in drivers/net/veth.c needs the peer's XDP rings, which
+/// (docs/design.md; veth_xdp_xmit() in drivers/net/veth.c needs the peer's XDP rings, which
 /// exist only while a program is attached).
 fn attach_client_program(client: &Netns) -> Result<Ebpf> {
     let mut ebpf = Ebpf::load(synguard::objects::LAB).context("loading the lab's BPF object")?;

@@ -55,8 +55,8 @@ impl InKernel {
     pub fn load(config: &Config) -> InKernel {
         synguard_lab::require_root().unwrap();
         let mut ebpf = Ebpf::load(synguard::objects::SYNGUARD).expect("loading the object");
-        let (facts, _) = FactsMaps::take_filled(&mut ebpf, &namespace_interface())
-            .expect("the host's facts");
+        let (facts, _) =
+            FactsMaps::take_filled(&mut ebpf, &namespace_interface()).expect("the host's facts");
         let stats = StatsMap::take(&mut ebpf).expect("stats map");
         let mut control = ControlMaps::take(&mut ebpf).expect("control maps");
         control.set_config(config).expect("config");

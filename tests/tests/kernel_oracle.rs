@@ -69,31 +69,41 @@ const LAYOUTS: &[Layout] = &[
     },
     Layout {
         name: "MSS 500",
-        options: &[2, 4, 1, 244, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7],
+        options: &[
+            2, 4, 1, 244, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7,
+        ],
         ece_cwr: false,
         payload: &[],
     },
     Layout {
         name: "MSS 9000",
-        options: &[2, 4, 35, 40, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7],
+        options: &[
+            2, 4, 35, 40, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7,
+        ],
         ece_cwr: false,
         payload: &[],
     },
     Layout {
         name: "window scale 0",
-        options: &[2, 4, 5, 180, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 0],
+        options: &[
+            2, 4, 5, 180, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 0,
+        ],
         ece_cwr: false,
         payload: &[],
     },
     Layout {
         name: "window scale 14",
-        options: &[2, 4, 5, 180, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 14],
+        options: &[
+            2, 4, 5, 180, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 14,
+        ],
         ece_cwr: false,
         payload: &[],
     },
     Layout {
         name: "window scale 15",
-        options: &[2, 4, 5, 180, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 15],
+        options: &[
+            2, 4, 5, 180, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 15,
+        ],
         ece_cwr: false,
         payload: &[],
     },
@@ -112,8 +122,8 @@ const LAYOUTS: &[Layout] = &[
     Layout {
         name: "unknown option kinds",
         options: &[
-            99, 4, 0, 0, 2, 4, 5, 180, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7, 253, 2,
-            1, 1,
+            99, 4, 0, 0, 2, 4, 5, 180, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7, 253, 2, 1,
+            1,
         ],
         ece_cwr: false,
         payload: &[],
@@ -320,7 +330,9 @@ impl Wire {
         }
     }
 
-    fn syn(&self, ipv6: bool, client_port: u16, port: u16, layout: &Layout) -> Vec<u8> {
+    /// A SYN from the client's address, or from another host of its network (`host`: the
+    /// last byte of the address; 2 is the client itself).
+    fn syn(&self, ipv6: bool, host: u8, client_port: u16, port: u16, layout: &Layout) -> Vec<u8> {
         let mut tcp = TcpHeader::new(client_port, port, ISN, 64240);
         tcp.syn = true;
         tcp.ece = layout.ece_cwr;
@@ -328,13 +340,16 @@ impl Wire {
         tcp.set_options_raw(layout.options).unwrap();
         let eth = PacketBuilder::ethernet2(self.client.mac, self.server.mac);
         let mut frame = Vec::new();
+        let (mut v4, mut v6) = (self.client.ipv4.octets(), self.client.ipv6.octets());
+        v4[3] = host;
+        v6[15] = host;
         if ipv6 {
-            eth.ipv6(self.client.ipv6.octets(), self.server.ipv6.octets(), 64)
+            eth.ipv6(v6, self.server.ipv6.octets(), 64)
                 .tcp_header(tcp)
                 .write(&mut frame, layout.payload)
                 .unwrap();
         } else {
-            eth.ipv4(self.client.ipv4.octets(), self.server.ipv4.octets(), 64)
+            eth.ipv4(v4, self.server.ipv4.octets(), 64)
                 .tcp_header(tcp)
                 .write(&mut frame, layout.payload)
                 .unwrap();
@@ -420,7 +435,11 @@ fn fields(frame: &[u8], ours: bool) -> (Fields, Option<u32>) {
     };
     let ip = match &h.net {
         Some(NetHeaders::Ipv4(ip, _)) => {
-            assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IPv4 checksum");
+            assert_eq!(
+                ip.header_checksum,
+                ip.calc_header_checksum(),
+                "IPv4 checksum"
+            );
             if ours {
                 assert_eq!(
                     tcp.checksum,
@@ -429,7 +448,11 @@ fn fields(frame: &[u8], ours: bool) -> (Fields, Option<u32>) {
                 );
             }
             // The identification is random when DF is clear (ip_build_and_send_pkt()).
-            let id = if ip.dont_fragment { ip.identification } else { 0 };
+            let id = if ip.dont_fragment {
+                ip.identification
+            } else {
+                0
+            };
             format!(
                 "v4 dscp {} ecn {} len {} id {id} df {} mf {} frag {} ttl {} proto {} {:?} -> {:?}",
                 ip.dscp.value(),
@@ -532,13 +555,21 @@ impl Oracle {
         ]));
     }
 
-    /// One SYN to `port`, answered by the kernel and then by synguard; `Err` describes the
+    /// One SYN from `host` (the last byte of an address in the client's network; 2 is the
+    /// client) to `port`, answered by the kernel and then by synguard; `Err` describes the
     /// difference.
-    fn compare(&self, what: &str, ipv6: bool, port: u16, layout: &Layout) -> Result<(), String> {
+    fn compare_from(
+        &self,
+        what: &str,
+        ipv6: bool,
+        host: u8,
+        port: u16,
+        layout: &Layout,
+    ) -> Result<(), String> {
         let mut last = String::new();
         for _attempt in 0..2 {
             let client_port = self.next_port.fetch_add(1, Ordering::Relaxed);
-            let syn = self.wire.syn(ipv6, client_port, port, layout);
+            let syn = self.wire.syn(ipv6, host, client_port, port, layout);
             // The kernel's own counter tells who answered: its cookie SYN-ACK counts, one sent
             // from XDP never reaches it (a SYN synguard passed would look like agreement).
             let sent = || self.wire.server.netstat("TcpExtSyncookiesSent").unwrap();
@@ -636,9 +667,9 @@ fn synguards_syn_acks_equal_the_kernels_own_cookie_syn_acks() {
     };
     let mut failures = Vec::new();
     let mut cases = 0;
-    let mut check = |what: String, ipv6: bool, port: u16, layout: &Layout| {
+    let mut check_from = |what: String, ipv6: bool, host: u8, port: u16, layout: &Layout| {
         cases += 1;
-        if let Err(e) = oracle.compare(&what, ipv6, port, layout) {
+        if let Err(e) = oracle.compare_from(&what, ipv6, host, port, layout) {
             failures.push(e);
         }
     };
@@ -646,19 +677,27 @@ fn synguards_syn_acks_equal_the_kernels_own_cookie_syn_acks() {
 
     for &(ipv6, family) in &families {
         for layout in LAYOUTS {
-            check(format!("{family} {}", layout.name), ipv6, FIRST_PORT, layout);
+            check_from(
+                format!("{family} {}", layout.name),
+                ipv6,
+                2,
+                FIRST_PORT,
+                layout,
+            );
         }
         for (i, kind) in LISTENERS.iter().enumerate().skip(1) {
             let port = FIRST_PORT + i as u16;
-            check(
+            check_from(
                 format!("{family} listener {}", kind.name),
                 ipv6,
+                2,
                 port,
                 &LINUX_LAYOUT,
             );
-            check(
+            check_from(
                 format!("{family} listener {}, Windows client", kind.name),
                 ipv6,
+                2,
                 port,
                 &LAYOUTS[1],
             );
@@ -741,9 +780,10 @@ fn synguards_syn_acks_equal_the_kernels_own_cookie_syn_acks() {
         }
         settle();
         for &(ipv6, family) in &families {
-            check(
+            check_from(
                 format!("{family} after {name}"),
                 ipv6,
+                2,
                 FIRST_PORT,
                 &layout,
             );
@@ -752,14 +792,69 @@ fn synguards_syn_acks_equal_the_kernels_own_cookie_syn_acks() {
             server.exec(&command[0], &args(command)).unwrap();
         }
     }
+    // Routes that differ between clients: an advmss for one host of the client's network
+    // only. The data path looks each client's route up (the longest prefix wins).
+    let other_host = |last: &str| {
+        for (family, prefix, neighbour) in [
+            (
+                "-4",
+                format!("198.18.0.{last}/32"),
+                format!("198.18.0.{last}"),
+            ),
+            (
+                "-6",
+                format!("fd00:198:18::{last}/128"),
+                format!("fd00:198:18::{last}"),
+            ),
+        ] {
+            let mut add = route(family, &prefix, &server.iface, &["advmss", "900"]);
+            add[3] = "add".into();
+            server.exec(&add[0], &args(&add)).unwrap();
+            let mac = lab.client.mac.map(|b| format!("{b:02x}")).join(":");
+            server
+                .exec(
+                    "ip",
+                    &[
+                        "neigh",
+                        "replace",
+                        &neighbour,
+                        "lladdr",
+                        &mac,
+                        "dev",
+                        &server.iface,
+                    ],
+                )
+                .unwrap();
+        }
+    };
+    other_host("3");
+    settle();
+    for &(ipv6, family) in &families {
+        check_from(
+            format!("{family} from a host with its own route (advmss 900)"),
+            ipv6,
+            3,
+            FIRST_PORT,
+            &LINUX_LAYOUT,
+        );
+        check_from(
+            format!("{family} from the client, beside that route"),
+            ipv6,
+            2,
+            FIRST_PORT,
+            &LINUX_LAYOUT,
+        );
+    }
+
     // net.core.rmem_max is machine-wide: raised above tcp_rmem's maximum it sets the scale.
     {
         let _raised = GlobalSysctl::set("net.core.rmem_max", "67108864");
         settle();
         for &(ipv6, family) in &families {
-            check(
+            check_from(
                 format!("{family} after rmem_max 64 MiB"),
                 ipv6,
+                2,
                 FIRST_PORT,
                 &LINUX_LAYOUT,
             );

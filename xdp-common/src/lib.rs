@@ -83,3 +83,11 @@ pub const HOST_MAP: &str = "SYNGUARD_HOST";
 /// (`xdp-ebpf/src/listener.rs`), `LISTENER_SLOTS` slots per CPU.
 pub const LISTENERS_MAP: &str = "SYNGUARD_LISTENERS";
 pub const LISTENER_SLOTS: u32 = 64;
+
+/// Names of the per-client route tables, used when routes out of the interface differ
+/// ([`promise::route::PER_CLIENT`]): LPM tries keyed by destination prefix whose value is a
+/// route class, and the array of classes' facts (IPv4's first, then IPv6's).
+pub const ROUTES_V4_MAP: &str = "SYNGUARD_ROUTES_V4";
+pub const ROUTES_V6_MAP: &str = "SYNGUARD_ROUTES_V6";
+pub const ROUTE_CLASSES_MAP: &str = "SYNGUARD_ROUTE_CLASSES";
+pub const ROUTE_TABLE_ENTRIES: u32 = 4096;

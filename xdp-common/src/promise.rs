@@ -92,13 +92,27 @@ pub struct ListenerFacts {
     pub pmtudisc: u8,
 }
 
+/// `RouteFacts::known`: how a family's route facts are found.
+pub mod route {
+    /// Not known: the family's SYNs go to the kernel.
+    pub const UNKNOWN: u32 = 0;
+    /// The same for every client: these facts.
+    pub const UNIFORM: u32 = 1;
+    /// Per client: the client's address is looked up in the family's route table
+    /// (`ROUTES_V4_MAP`, `ROUTES_V6_MAP`), whose value is a class in `ROUTE_CLASSES_MAP`.
+    pub const PER_CLIENT: u32 = 2;
+}
+
+/// Route classes per family: distinct sets of metrics among the routes out of the interface.
+/// More than this, and the family's facts are not known.
+pub const ROUTE_CLASSES: u32 = 16;
+
 /// What the kernel would take from one address family's route to the client, and from the
 /// namespace for it. All metrics 0 when the route sets none.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteFacts {
-    /// 1 when the values below are exact for every client reached through the interface; 0
-    /// when routes to different clients differ (SYNs for this family then go to the kernel).
+    /// A [`route`] value.
     pub known: u32,
     /// The MTU towards clients: the route's `mtu` metric, or the interface's MTU.
     pub mtu: u32,
@@ -138,7 +152,7 @@ pub struct HostFacts {
     pub v6: RouteFacts,
 }
 
-const _: () = assert!(size_of::<HostFacts>() == 40 + 2 * 32);
+const _: () = assert!(size_of::<HostFacts>() == 40 + 2 * 32 && size_of::<RouteFacts>() == 32);
 
 impl HostFacts {
     #[inline(always)]
@@ -321,16 +335,17 @@ pub fn full_space(listener: &ListenerFacts) -> u32 {
     ((rcvbuf * u64::from(listener.scaling_ratio)) >> 8) as u32
 }
 
-/// Everything a SYN-ACK to `listener` promises, given the host's facts for the family
-/// (`tcp_openreq_init_rwin()`, `tcp_make_synack()`, `ip_select_ttl()`, `ip6_dst_hoplimit()`).
+/// Everything a SYN-ACK to `listener` promises, given the host's facts and the route to the
+/// client (`tcp_openreq_init_rwin()`, `tcp_make_synack()`, `ip_select_ttl()`,
+/// `ip6_dst_hoplimit()`).
 #[inline(always)]
 pub fn promise(
     listener: &ListenerFacts,
     host: &HostFacts,
+    route: &RouteFacts,
     ipv6: bool,
 ) -> Result<Promise, Unknown> {
-    let route = host.route(ipv6);
-    if host.generation == 0 || route.known == 0 {
+    if host.generation == 0 || route.known == route::UNKNOWN {
         return Err(Unknown::Host);
     }
     // tcp_mss_clamp(): TCP_MAXSEG lowers the route's MSS, never raises it.
@@ -412,6 +427,9 @@ unsafe impl aya::Pod for KernelLayout {}
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only u32 fields and two structs of u32 fields (size asserted above).
 unsafe impl aya::Pod for HostFacts {}
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only u32 fields.
+unsafe impl aya::Pod for RouteFacts {}
 
 #[cfg(test)]
 mod tests {
@@ -467,10 +485,13 @@ mod tests {
     fn default_listener_matches_the_kernels_cookie_synack() {
         // Seen in the kernel's own cookie SYN-ACKs: 65,160 on IPv4 with timestamps (45 x
         // 1448), 64,260 on IPv6 (45 x 1428), 64,240 without (44 x 1460), scale 10.
-        let v4 = promise(&listener(), &host(), false).unwrap();
-        assert_eq!((v4.mss, v4.window_ts, v4.window_plain), (1460, 65160, 64240));
+        let v4 = promise(&listener(), &host(), &host().route(false), false).unwrap();
+        assert_eq!(
+            (v4.mss, v4.window_ts, v4.window_plain),
+            (1460, 65160, 64240)
+        );
         assert_eq!((v4.wscale, v4.ttl, v4.dont_fragment), (10, 64, 1));
-        let v6 = promise(&listener(), &host(), true).unwrap();
+        let v6 = promise(&listener(), &host(), &host().route(true), true).unwrap();
         assert_eq!((v6.mss, v6.window_ts, v6.wscale), (1440, 64260, 10));
         assert_eq!(v6.dont_fragment, 0, "IPv6 has no DF bit");
     }
@@ -479,20 +500,35 @@ mod tests {
     fn a_locked_receive_buffer_caps_the_scale() {
         // The table: 4 KiB -> 0, 64 KiB -> 1, 1 MiB -> 5 (the kernel's own scales).
         for (bytes, scale) in [(4096, 0), (65_536, 1), (1 << 20, 5)] {
-            let got = promise(&rcvbuf(bytes), &host(), false).unwrap();
+            let got = promise(&rcvbuf(bytes), &host(), &host().route(false), false).unwrap();
             assert_eq!(got.wscale, scale, "SO_RCVBUF {bytes}");
         }
         // 4 KiB: an 8 KiB buffer is a 4 KiB window, rounded to 2 x 1448.
-        assert_eq!(promise(&rcvbuf(4096), &host(), false).unwrap().window_ts, 2896);
+        assert_eq!(
+            promise(&rcvbuf(4096), &host(), &host().route(false), false)
+                .unwrap()
+                .window_ts,
+            2896
+        );
     }
 
     #[test]
     fn the_scale_follows_tcp_rmem_and_rmem_max() {
         let mut host = host();
         host.tcp_rmem_max = 15 << 20;
-        assert_eq!(promise(&listener(), &host, false).unwrap().wscale, 8);
+        assert_eq!(
+            promise(&listener(), &host, &host.route(false), false)
+                .unwrap()
+                .wscale,
+            8
+        );
         host.rmem_max = 1 << 30;
-        assert_eq!(promise(&listener(), &host, false).unwrap().wscale, 14);
+        assert_eq!(
+            promise(&listener(), &host, &host.route(false), false)
+                .unwrap()
+                .wscale,
+            14
+        );
     }
 
     #[test]
@@ -501,21 +537,26 @@ mod tests {
             window_clamp: 20_000,
             ..listener()
         };
-        let got = promise(&clamped, &host(), false).unwrap();
+        let got = promise(&clamped, &host(), &host().route(false), false).unwrap();
         assert_eq!(got.wscale, 0, "ilog2(20000) = 14");
         assert_eq!(got.window_ts, 13 * 1448);
         let maxseg = ListenerFacts {
             user_mss: 1000,
             ..listener()
         };
-        let got = promise(&maxseg, &host(), false).unwrap();
+        let got = promise(&maxseg, &host(), &host().route(false), false).unwrap();
         assert_eq!((got.mss, got.window_ts), (1000, 66 * 988));
         // TCP_MAXSEG above the route's MSS changes nothing.
         let big = ListenerFacts {
             user_mss: 9000,
             ..listener()
         };
-        assert_eq!(promise(&big, &host(), false).unwrap().mss, 1460);
+        assert_eq!(
+            promise(&big, &host(), &host().route(false), false)
+                .unwrap()
+                .mss,
+            1460
+        );
     }
 
     #[test]
@@ -524,16 +565,29 @@ mod tests {
         host.v4.advmss = 1000;
         host.v4.initrwnd = 10;
         host.v4.hoplimit = 7;
-        let got = promise(&listener(), &host, false).unwrap();
+        let got = promise(&listener(), &host, &host.route(false), false).unwrap();
         assert_eq!((got.mss, got.window_ts, got.ttl), (1000, 9880, 7));
         host.v6.mtu = 9000;
-        assert_eq!(promise(&listener(), &host, true).unwrap().mss, 8940);
-        host.v6.mtu = 1280;
-        assert_eq!(promise(&listener(), &host, true).unwrap().mss, 1220);
-        host.v6.known = 0;
-        assert_eq!(promise(&listener(), &host, true), Err(Unknown::Host));
         assert_eq!(
-            promise(&listener(), &HostFacts::default(), false),
+            promise(&listener(), &host, &host.route(true), true)
+                .unwrap()
+                .mss,
+            8940
+        );
+        host.v6.mtu = 1280;
+        assert_eq!(
+            promise(&listener(), &host, &host.route(true), true)
+                .unwrap()
+                .mss,
+            1220
+        );
+        host.v6.known = 0;
+        assert_eq!(
+            promise(&listener(), &host, &host.route(true), true),
+            Err(Unknown::Host)
+        );
+        assert_eq!(
+            promise(&listener(), &HostFacts::default(), &host.v4, false),
             Err(Unknown::Host)
         );
     }
@@ -546,7 +600,7 @@ mod tests {
             pmtudisc: 0,
             ..listener()
         };
-        let got = promise(&set, &host(), false).unwrap();
+        let got = promise(&set, &host(), &host().route(false), false).unwrap();
         assert_eq!((got.ttl, got.tos, got.dont_fragment), (33, 0x28, 0));
         let mut reflect = host();
         assert_eq!(synack_tos(&got, &reflect, 0xb9), 0x28);
@@ -560,11 +614,11 @@ mod tests {
             user_mss: 1000,
             ..listener()
         };
-        let p = promise(&maxseg, &host(), false).unwrap();
+        let p = promise(&maxseg, &host(), &host().route(false), false).unwrap();
         assert_eq!(cookie_mss(Some(1460), &p), Some(1000));
         assert_eq!(cookie_mss(Some(536), &p), Some(536));
         assert_eq!(cookie_mss(None, &p), None);
-        let plain = promise(&listener(), &host(), false).unwrap();
+        let plain = promise(&listener(), &host(), &host().route(false), false).unwrap();
         assert_eq!(cookie_mss(Some(1460), &plain), Some(1460));
     }
 

@@ -657,7 +657,11 @@ mod tests {
         let got = negotiate(&syn, ECN_SETUP, &ts, &host(), &promise(), now).unwrap();
         assert_eq!(got.mss, 1460);
         assert!(got.sack_permitted);
-        assert_eq!(got.wscale, Some(10), "the listener's scale, not the client's");
+        assert_eq!(
+            got.wscale,
+            Some(10),
+            "the listener's scale, not the client's"
+        );
         assert!(got.ecn);
         let (tsval, tsecr) = got.timestamp.unwrap();
         assert_eq!(tsecr, 0x0001_0203);
@@ -743,7 +747,14 @@ mod tests {
             Ok(bare)
         );
         // The operator opted out of timestamps: same, even if the client offers them.
-        let got = negotiate(&opts(&LINUX_SYN), ECN_SETUP, &config(0), &host(), &promise(), 5);
+        let got = negotiate(
+            &opts(&LINUX_SYN),
+            ECN_SETUP,
+            &config(0),
+            &host(),
+            &promise(),
+            5,
+        );
         assert_eq!(got, Ok(bare));
         // tcp_timestamps=0: the kernel ignores them; =1: its TSval has a secret offset.
         let off = HostFacts {
@@ -919,7 +930,11 @@ mod tests {
         assert_eq!(checksum::fold(checksum::sum_words(0, &ip)), 0);
         let mut ip6 = [0xaa; 40];
         write_ipv6_header(&mut ip6, &[1; 16], &[2; 16], IP, 40);
-        assert_eq!(&ip6[0..4], &[0x62, 0x80, 0, 0], "traffic class 0x28, flow label 0");
+        assert_eq!(
+            &ip6[0..4],
+            &[0x62, 0x80, 0, 0],
+            "traffic class 0x28, flow label 0"
+        );
         assert_eq!(ip6[0] >> 4, 6);
         assert_eq!(u16::from_be_bytes([ip6[4], ip6[5]]), 40);
         assert_eq!(ip6[6], 6);

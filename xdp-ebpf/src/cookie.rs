@@ -165,6 +165,7 @@ pub fn answer_syn(
     // answers itself.
     let (promise, host) = match listener::promise_for(
         listener,
+        &scratch.ends.src,
         at.ipv6,
         now,
         &maps.listeners,

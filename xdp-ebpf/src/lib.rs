@@ -75,14 +75,24 @@ macro_rules! synguard_program {
             aya_ebpf::maps::PerCpuArray::with_max_entries(synguard_common::STAMP_SLOTS, 0);
 
         /// Where the kernel keeps the listener fields a SYN-ACK depends on (`LAYOUT_MAP`),
-        /// the host's facts (`HOST_MAP`), both written by the controller, and each CPU's
-        /// cache of what it read of each listener (`LISTENERS_MAP`, see `listener.rs`).
+        /// the host's facts (`HOST_MAP`) and per-client routes (`ROUTES_V4_MAP`,
+        /// `ROUTES_V6_MAP`, `ROUTE_CLASSES_MAP`), all written by the controller, and each
+        /// CPU's cache of what it read of each listener (`LISTENERS_MAP`, see `listener.rs`).
         #[aya_ebpf::macros::map]
         static SYNGUARD_LAYOUT: aya_ebpf::maps::Array<synguard_common::promise::KernelLayout> =
             aya_ebpf::maps::Array::with_max_entries(1, 0);
         #[aya_ebpf::macros::map]
         static SYNGUARD_HOST: aya_ebpf::maps::Array<synguard_common::promise::HostFacts> =
             aya_ebpf::maps::Array::with_max_entries(1, 0);
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_ROUTES_V4: aya_ebpf::maps::LpmTrie<[u8; 4], u32> =
+            aya_ebpf::maps::LpmTrie::with_max_entries(synguard_common::ROUTE_TABLE_ENTRIES, 0);
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_ROUTES_V6: aya_ebpf::maps::LpmTrie<[u8; 16], u32> =
+            aya_ebpf::maps::LpmTrie::with_max_entries(synguard_common::ROUTE_TABLE_ENTRIES, 0);
+        #[aya_ebpf::macros::map]
+        static SYNGUARD_ROUTE_CLASSES: aya_ebpf::maps::Array<synguard_common::promise::RouteFacts> =
+            aya_ebpf::maps::Array::with_max_entries(2 * synguard_common::promise::ROUTE_CLASSES, 0);
         #[aya_ebpf::macros::map]
         static SYNGUARD_LISTENERS: aya_ebpf::maps::PerCpuArray<$crate::listener::ListenerSlot> =
             aya_ebpf::maps::PerCpuArray::with_max_entries(synguard_common::LISTENER_SLOTS, 0);
@@ -135,6 +145,9 @@ macro_rules! synguard_program {
                     listeners: $crate::listener::ListenerMaps {
                         layout: &SYNGUARD_LAYOUT,
                         host: &SYNGUARD_HOST,
+                        routes_v4: &SYNGUARD_ROUTES_V4,
+                        routes_v6: &SYNGUARD_ROUTES_V6,
+                        route_classes: &SYNGUARD_ROUTE_CLASSES,
                         slots: &SYNGUARD_LISTENERS,
                     },
                 },

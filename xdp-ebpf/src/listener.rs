@@ -6,7 +6,8 @@
 //! the running kernel's BTF (`KernelLayout`), so no field offset is compiled in. Reading them
 //! takes about a dozen helper calls, so each CPU keeps the result for a listener in a small
 //! direct-mapped table ([`ListenerSlot`]) and reads it again after [`REFRESH_NS`], when the
-//! host's facts change (their generation), or when another listener takes the slot. A
+//! host's facts change (their generation), or when another listener, or a client on a route of
+//! another class, takes the slot. A
 //! `setsockopt` on a listener is therefore honoured within 10 ms; a host change (sysctl, MTU,
 //! route), polled by the controller, from the next SYN after the poll sees it.
 
@@ -15,12 +16,16 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::bpf_sock,
     helpers::generated::{bpf_loop, bpf_probe_read_kernel},
-    maps::{Array, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use synguard_common::{
     LISTENER_SLOTS,
-    promise::{self, HostFacts, KernelLayout, ListenerFacts, Promise},
+    promise::{
+        self, HostFacts, KernelLayout, ListenerFacts, Promise, ROUTE_CLASSES, RouteFacts, route,
+    },
 };
+
+use crate::mem::Words;
 
 /// How long a CPU trusts what it read of a listener.
 pub const REFRESH_NS: u64 = 10_000_000;
@@ -37,15 +42,22 @@ pub struct ListenerSlot {
     pub generation: u32,
     /// 1 when `promise` holds; 0 when the facts could not be read (SYNs go to the kernel).
     pub valid: u32,
+    /// The route class the promise was made for: 0 for a family whose routes all agree, the
+    /// class plus 1 for one looked up per client.
+    pub class: u32,
+    pub _pad: u32,
     pub promise: Promise,
 }
 
-const _: () = assert!(size_of::<ListenerSlot>() == 40 && LISTENER_SLOTS.is_power_of_two());
+const _: () = assert!(size_of::<ListenerSlot>() == 48 && LISTENER_SLOTS.is_power_of_two());
 
 /// The maps the listener stage reads; defined with the entry point.
 pub struct ListenerMaps {
     pub layout: &'static Array<KernelLayout>,
     pub host: &'static Array<HostFacts>,
+    pub routes_v4: &'static LpmTrie<[u8; 4], u32>,
+    pub routes_v6: &'static LpmTrie<[u8; 16], u32>,
+    pub route_classes: &'static Array<RouteFacts>,
     pub slots: &'static PerCpuArray<ListenerSlot>,
 }
 
@@ -57,7 +69,35 @@ pub enum NoPromise {
     Listener,
 }
 
-/// The promise for a SYN to `listener`, and the host facts it was made with.
+/// The facts of the route to `client`, and its class (0: the family's routes all agree).
+#[inline(always)]
+fn route_to(
+    client: &Words<16>,
+    ipv6: bool,
+    host: &'static HostFacts,
+    maps: &ListenerMaps,
+) -> Option<(&'static RouteFacts, u32)> {
+    let family = host.route(ipv6);
+    match family.known {
+        route::UNIFORM => Some((family, 0)),
+        route::PER_CLIENT => {
+            let class = if ipv6 {
+                *maps.routes_v6.get(Key::new(128, client.0))?
+            } else {
+                let c = &client.0;
+                *maps.routes_v4.get(Key::new(32, [c[0], c[1], c[2], c[3]]))?
+            };
+            if class >= ROUTE_CLASSES {
+                return None;
+            }
+            let index = class + if ipv6 { ROUTE_CLASSES } else { 0 };
+            Some((maps.route_classes.get(index)?, class + 1))
+        }
+        _ => None,
+    }
+}
+
+/// The promise for a SYN from `client` to `listener`, and the host facts it was made with.
 ///
 /// `addr_cell` is a u64 of map memory, used to turn the socket pointer into a plain number:
 /// the verifier forbids arithmetic on socket pointers (`adjust_ptr_min_max_vals()`,
@@ -66,12 +106,14 @@ pub enum NoPromise {
 #[inline(always)]
 pub fn promise_for(
     listener: *mut bpf_sock,
+    client: &Words<16>,
     ipv6: bool,
     now: u64,
     maps: &ListenerMaps,
     addr_cell: &mut u64,
 ) -> Result<(Promise, &'static HostFacts), NoPromise> {
     let host = maps.host.get(0).ok_or(NoPromise::Host)?;
+    let (route, class) = route_to(client, ipv6, host, maps).ok_or(NoPromise::Host)?;
     // SAFETY: `addr_cell` is valid map memory; volatile, so the value really goes through it.
     let addr = unsafe {
         core::ptr::write_volatile(addr_cell, listener as u64);
@@ -84,18 +126,21 @@ pub fn promise_for(
     // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
     let slot = unsafe { &mut *slot };
     let fresh = slot.key == key
+        && slot.class == class
         && slot.generation == host.generation
         && now.wrapping_sub(slot.at_ns) < REFRESH_NS;
     if !fresh {
         slot.key = key;
         slot.at_ns = now;
         slot.generation = host.generation;
+        slot.class = class;
         slot.valid = 0;
         let layout = maps.layout.get(0).ok_or(NoPromise::Listener)?;
         let mut step_ctx = RefreshCtx {
             slot: slot as *mut ListenerSlot,
             layout: layout as *const KernelLayout,
             host: host as *const HostFacts,
+            route: route as *const RouteFacts,
         };
         // SAFETY: `refresh_step` is a BPF subprogram with the callback signature bpf_loop
         // expects, and `step_ctx` lives on this stack frame for the whole call.
@@ -126,6 +171,7 @@ struct RefreshCtx {
     slot: *mut ListenerSlot,
     layout: *const KernelLayout,
     host: *const HostFacts,
+    route: *const RouteFacts,
 }
 
 /// Reads the listener behind `slot.key` and fills `slot.promise`: `valid` 1 on success, 2 when
@@ -140,9 +186,9 @@ struct RefreshCtx {
 extern "C" fn refresh_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `RefreshCtx` passed to bpf_loop; its pointers are to this CPU's
     // slot and to the two one-slot arrays, all live for the call.
-    let (slot, layout, host) = unsafe {
+    let (slot, layout, host, route) = unsafe {
         let ctx = &*(ctx as *const RefreshCtx);
-        (&mut *ctx.slot, &*ctx.layout, &*ctx.host)
+        (&mut *ctx.slot, &*ctx.layout, &*ctx.host, &*ctx.route)
     };
     let ipv6 = slot.key & 1 == 1;
     let addr = slot.key & !1;
@@ -152,7 +198,7 @@ extern "C" fn refresh_step(_index: u64, ctx: *mut c_void) -> i64 {
     let Some(facts) = read_facts(addr, ipv6, layout) else {
         return 1;
     };
-    match promise::promise(&facts, host, ipv6) {
+    match promise::promise(&facts, host, route, ipv6) {
         Ok(promise) => {
             slot.promise = promise;
             slot.valid = 1;

@@ -101,7 +101,8 @@ impl Btf {
         }
         let hdr_len = u32_at(b, 4).ok_or(bad("short header"))? as usize;
         let field = |at| u32_at(b, at).ok_or(bad("short header")).map(|v| v as usize);
-        let (type_off, type_len, str_off, str_len) = (field(8)?, field(12)?, field(16)?, field(20)?);
+        let (type_off, type_len, str_off, str_len) =
+            (field(8)?, field(12)?, field(16)?, field(20)?);
         let types_at = hdr_len + type_off;
         let strings = b
             .get(hdr_len + str_off..hdr_len + str_off + str_len)
@@ -259,7 +260,10 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, BtfError> {
             .iter()
             .find(|t| t.kind == kind::STRUCT && t.name == outer)
             .and_then(|t| t.members.first())
-            .and_then(|m| btf.resolve(m.type_id).map(|t| (m.bit_offset, t.name.as_str())));
+            .and_then(|m| {
+                btf.resolve(m.type_id)
+                    .map(|t| (m.bit_offset, t.name.as_str()))
+            });
         if first != Some((0, inner)) {
             return Err(BtfError::Malformed("tcp_sock does not start with sock"));
         }
@@ -313,7 +317,13 @@ mod tests {
         let mut b = Vec::new();
         b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         b.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             b.extend_from_slice(&w.to_le_bytes());
         }
         b.extend_from_slice(&types);

@@ -6,18 +6,25 @@
 //! The controller polls them every [`POLL_EVERY`] and writes them to the data path only when
 //! something changed, with a new generation, so the XDP program recomputes its cached promises
 //! from the next SYN on.
+//!
+//! XXX: only the main routing table is read; policy rules that send replies through other
+//! tables, and path-MTU exceptions cached for single clients, are not seen.
 
 use std::{ffi::CString, io, time::Duration};
 
+use ipnet::IpNet;
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    route::{RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteType},
+    route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteType},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
-use synguard_common::promise::{HostFacts, RouteFacts};
+use synguard_common::{
+    ROUTE_TABLE_ENTRIES,
+    promise::{HostFacts, ROUTE_CLASSES, RouteFacts, route},
+};
 
 use crate::{Error, sysctl};
 
@@ -40,35 +47,90 @@ pub struct RouteMetrics {
     pub mtu_locked: bool,
 }
 
-/// What one family's SYN-ACKs take from the routes: if every route out of the interface sets
-/// the same metrics, those; otherwise none can be known (different clients would get different
-/// promises from the kernel), and the family's SYNs go to the kernel.
-pub fn route_facts(
-    routes: &[RouteMetrics],
+/// What one family's SYN-ACKs take from the routes out of the interface: if they all set the
+/// same metrics, those (`route::UNIFORM`); if not, a table from each route's prefix to its
+/// class of metrics, for the data path to look the client up in (`route::PER_CLIENT`, the
+/// longest prefix wins, as in the kernel's own lookup); `route::UNKNOWN` when there are more
+/// classes or routes than the data path holds, or a route locks its MTU (the kernel then
+/// sends without DF).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutePlan {
+    pub facts: RouteFacts,
+    /// Per client only: each class's facts, and each route's prefix and class.
+    pub classes: Vec<RouteFacts>,
+    pub table: Vec<(IpNet, u32)>,
+}
+
+pub fn route_plan(
+    routes: &[(IpNet, RouteMetrics)],
     iface_mtu: u32,
     min_advmss: u32,
     default_hop_limit: u32,
-) -> RouteFacts {
-    let first = routes.first().copied().unwrap_or_default();
-    let uniform = routes.iter().all(|r| *r == first) && !first.mtu_locked;
-    RouteFacts {
-        known: u32::from(uniform),
-        mtu: if first.mtu != 0 { first.mtu } else { iface_mtu },
-        advmss: first.advmss,
-        window: first.window,
-        initrwnd: first.initrwnd,
-        hoplimit: first.hoplimit,
+) -> RoutePlan {
+    let facts = |known: u32, m: &RouteMetrics| RouteFacts {
+        known,
+        mtu: if m.mtu != 0 { m.mtu } else { iface_mtu },
+        advmss: m.advmss,
+        window: m.window,
+        initrwnd: m.initrwnd,
+        hoplimit: m.hoplimit,
         min_advmss,
         default_hop_limit,
+    };
+    let unknown = RoutePlan {
+        facts: facts(route::UNKNOWN, &RouteMetrics::default()),
+        ..RoutePlan::default()
+    };
+    if routes.iter().any(|(_, m)| m.mtu_locked) {
+        return unknown;
     }
+    let first = routes.first().map(|(_, m)| *m).unwrap_or_default();
+    if routes.iter().all(|(_, m)| *m == first) {
+        return RoutePlan {
+            facts: facts(route::UNIFORM, &first),
+            ..RoutePlan::default()
+        };
+    }
+    let mut kinds: Vec<RouteMetrics> = Vec::new();
+    let mut table = Vec::new();
+    for (prefix, metrics) in routes {
+        let class = match kinds.iter().position(|k| k == metrics) {
+            Some(class) => class,
+            None => {
+                kinds.push(*metrics);
+                kinds.len() - 1
+            }
+        };
+        table.push((*prefix, class as u32));
+    }
+    if kinds.len() > ROUTE_CLASSES as usize || table.len() > ROUTE_TABLE_ENTRIES as usize {
+        return unknown;
+    }
+    RoutePlan {
+        facts: facts(route::PER_CLIENT, &first),
+        classes: kinds.iter().map(|m| facts(route::UNIFORM, m)).collect(),
+        table,
+    }
+}
+
+/// Everything the data path needs of the host: its facts, and the per-client route tables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostSnapshot {
+    pub facts: HostFacts,
+    pub v4: RoutePlan,
+    pub v6: RoutePlan,
 }
 
 /// The facts for `iface` in this process's network namespace; `generation` is left 0 for the
 /// caller to set.
-pub fn gather(iface: &str) -> Result<HostFacts, Error> {
+pub fn gather(iface: &str) -> Result<HostSnapshot, Error> {
     let number = |key: &str| -> Result<u32, Error> {
         let values = sysctl::read_numbers(key)?;
-        Ok(values.first().copied().unwrap_or(0).min(u64::from(u32::MAX)) as u32)
+        Ok(values
+            .first()
+            .copied()
+            .unwrap_or(0)
+            .min(u64::from(u32::MAX)) as u32)
     };
     let tcp_rmem = sysctl::read_numbers("net.ipv4.tcp_rmem")?;
     let mtu = interface_mtu(iface)?;
@@ -76,21 +138,32 @@ pub fn gather(iface: &str) -> Result<HostFacts, Error> {
     let (v4_routes, v6_routes) = (routes(index, false)?, routes(index, true)?);
     // The interface's own hop limit (ip6_dst_hoplimit() reads the egress device's); absent
     // when IPv6 is off on it, and then no IPv6 SYN-ACK can be promised.
-    let hop_limit_v6 = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{iface}/hop_limit"))
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok());
-    let mut v6 = route_facts(
+    let hop_limit_v6 =
+        std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{iface}/hop_limit"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok());
+    let mut v6 = route_plan(
         &v6_routes,
         mtu,
         number("net.ipv6.route.min_adv_mss").unwrap_or(1220),
         hop_limit_v6.unwrap_or(0),
     );
     if hop_limit_v6.is_none() {
-        v6.known = 0;
+        v6.facts.known = route::UNKNOWN;
     }
-    Ok(HostFacts {
+    let v4 = route_plan(
+        &v4_routes,
+        mtu,
+        number("net.ipv4.route.min_adv_mss")?,
+        number("net.ipv4.ip_default_ttl")?,
+    );
+    let facts = HostFacts {
         generation: 0,
-        tcp_rmem_max: tcp_rmem.get(2).copied().unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+        tcp_rmem_max: tcp_rmem
+            .get(2)
+            .copied()
+            .unwrap_or(0)
+            .min(u64::from(u32::MAX)) as u32,
         rmem_max: number("net.core.rmem_max")?,
         timestamps: number("net.ipv4.tcp_timestamps")?,
         sack: number("net.ipv4.tcp_sack")?,
@@ -99,39 +172,36 @@ pub fn gather(iface: &str) -> Result<HostFacts, Error> {
         workaround_signed_windows: number("net.ipv4.tcp_workaround_signed_windows")?,
         reflect_tos: number("net.ipv4.tcp_reflect_tos")?,
         reserved: 0,
-        v4: route_facts(
-            &v4_routes,
-            mtu,
-            number("net.ipv4.route.min_adv_mss")?,
-            number("net.ipv4.ip_default_ttl")?,
-        ),
-        v6,
-    })
+        v4: v4.facts,
+        v6: v6.facts,
+    };
+    Ok(HostSnapshot { facts, v4, v6 })
 }
 
 /// Follows the host: [`HostPoller::poll`] gathers the facts again and returns them with a new
 /// generation when they changed.
 #[derive(Default)]
 pub struct HostPoller {
-    last: HostFacts,
+    last: HostSnapshot,
 }
 
 impl HostPoller {
-    pub fn poll(&mut self, iface: &str) -> Result<Option<HostFacts>, Error> {
-        let mut facts = gather(iface)?;
-        facts.generation = self.last.generation;
-        if facts == self.last {
+    pub fn poll(&mut self, iface: &str) -> Result<Option<HostSnapshot>, Error> {
+        let mut snapshot = gather(iface)?;
+        snapshot.facts.generation = self.last.facts.generation;
+        if snapshot == self.last {
             return Ok(None);
         }
         // Never 0, which means "no facts yet" to the data path.
-        facts.generation = self.last.generation.wrapping_add(1).max(1);
-        self.last = facts;
-        Ok(Some(facts))
+        snapshot.facts.generation = self.last.facts.generation.wrapping_add(1).max(1);
+        self.last = snapshot.clone();
+        Ok(Some(snapshot))
     }
 }
 
-/// The metrics of every unicast route in the main table that leaves through `if_index`.
-fn routes(if_index: u32, ipv6: bool) -> Result<Vec<RouteMetrics>, Error> {
+/// The prefix and metrics of every unicast route in the main table that leaves through
+/// `if_index`.
+fn routes(if_index: u32, ipv6: bool) -> Result<Vec<(IpNet, RouteMetrics)>, Error> {
     let fail = |e: io::Error| Error::Other(format!("cannot read the routing table: {e}"));
     let mut socket = Socket::new(NETLINK_ROUTE).map_err(fail)?;
     socket.bind_auto().map_err(fail)?;
@@ -180,16 +250,31 @@ fn routes(if_index: u32, ipv6: bool) -> Result<Vec<RouteMetrics>, Error> {
     }
 }
 
-/// A main-table unicast route out of `if_index`, and its metrics.
-fn leaves_through(route: &RouteMessage, if_index: u32) -> Option<RouteMetrics> {
+/// A main-table unicast route out of `if_index`: its prefix and metrics.
+fn leaves_through(route: &RouteMessage, if_index: u32) -> Option<(IpNet, RouteMetrics)> {
     if route.header.kind != RouteType::Unicast {
         return None;
     }
     let mut table = u32::from(route.header.table);
     let mut out = false;
     let mut metrics = RouteMetrics::default();
+    let ipv6 = route.header.address_family == AddressFamily::Inet6;
+    let len = route.header.destination_prefix_length;
+    let mut prefix: Option<IpNet> = if ipv6 {
+        IpNet::new(std::net::Ipv6Addr::UNSPECIFIED.into(), len).ok()
+    } else {
+        IpNet::new(std::net::Ipv4Addr::UNSPECIFIED.into(), len).ok()
+    };
     for attribute in &route.attributes {
         match attribute {
+            RouteAttribute::Destination(address) => {
+                let ip: Option<std::net::IpAddr> = match address {
+                    RouteAddress::Inet(a) => Some((*a).into()),
+                    RouteAddress::Inet6(a) => Some((*a).into()),
+                    _ => None,
+                };
+                prefix = ip.and_then(|ip| IpNet::new(ip, len).ok());
+            }
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Oif(i) => out |= *i == if_index,
             RouteAttribute::MultiPath(hops) => {
@@ -211,7 +296,8 @@ fn leaves_through(route: &RouteMessage, if_index: u32) -> Option<RouteMetrics> {
             _ => {}
         }
     }
-    (out && table == u32::from(RouteHeader::RT_TABLE_MAIN)).then_some(metrics)
+    let prefix = prefix?.trunc();
+    (out && table == u32::from(RouteHeader::RT_TABLE_MAIN)).then_some((prefix, metrics))
 }
 
 /// The interface's MTU in this network namespace (SIOCGIFMTU): /sys/class/net shows the
@@ -259,23 +345,76 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uniform_routes_give_their_metrics_and_mixed_ones_give_none() {
+    fn uniform_routes_give_their_metrics_and_mixed_ones_a_table() {
         let plain = RouteMetrics::default();
         let advmss = RouteMetrics {
             advmss: 1000,
             ..plain
         };
-        let none = route_facts(&[], 1500, 256, 64);
-        assert_eq!((none.known, none.mtu, none.advmss), (1, 1500, 0));
-        let one = route_facts(&[advmss, advmss], 1500, 256, 64);
-        assert_eq!((one.known, one.advmss), (1, 1000));
-        assert_eq!(route_facts(&[plain, advmss], 1500, 256, 64).known, 0);
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let none = route_plan(&[], 1500, 256, 64);
+        assert_eq!(
+            (none.facts.known, none.facts.mtu, none.facts.advmss),
+            (route::UNIFORM, 1500, 0)
+        );
+        let one = route_plan(
+            &[(net("10.0.0.0/8"), advmss), (net("0.0.0.0/0"), advmss)],
+            1500,
+            256,
+            64,
+        );
+        assert_eq!((one.facts.known, one.facts.advmss), (route::UNIFORM, 1000));
+        assert!(one.table.is_empty());
+        let mixed = route_plan(
+            &[
+                (net("198.18.0.0/24"), plain),
+                (net("198.18.0.3/32"), advmss),
+            ],
+            1500,
+            256,
+            64,
+        );
+        assert_eq!(mixed.facts.known, route::PER_CLIENT);
+        assert_eq!(
+            mixed.table,
+            vec![(net("198.18.0.0/24"), 0), (net("198.18.0.3/32"), 1)]
+        );
+        assert_eq!(mixed.classes.len(), 2);
+        assert_eq!(
+            (mixed.classes[1].advmss, mixed.classes[1].mtu),
+            (1000, 1500)
+        );
+        assert_eq!(mixed.classes[1].default_hop_limit, 64);
         let mtu = RouteMetrics { mtu: 1400, ..plain };
-        assert_eq!(route_facts(&[mtu], 1500, 256, 64).mtu, 1400);
+        assert_eq!(
+            route_plan(&[(net("0.0.0.0/0"), mtu)], 1500, 256, 64)
+                .facts
+                .mtu,
+            1400
+        );
         let locked = RouteMetrics {
             mtu_locked: true,
             ..plain
         };
-        assert_eq!(route_facts(&[locked], 1500, 256, 64).known, 0);
+        assert_eq!(
+            route_plan(&[(net("0.0.0.0/0"), locked)], 1500, 256, 64)
+                .facts
+                .known,
+            route::UNKNOWN
+        );
+        let many: Vec<_> = (0..20u32)
+            .map(|i| {
+                let m = RouteMetrics {
+                    advmss: 600 + i,
+                    ..plain
+                };
+                (net(&format!("10.{i}.0.0/16")), m)
+            })
+            .collect();
+        assert_eq!(
+            route_plan(&many, 1500, 256, 64).facts.known,
+            route::UNKNOWN,
+            "more classes than held"
+        );
     }
 }

@@ -217,7 +217,7 @@ impl Attachment {
     pub fn follow_host(&mut self) -> Result<bool, Error> {
         match self.host.poll(&self.iface)? {
             Some(current) => {
-                self.facts.set_host(&current)?;
+                self.facts.set_snapshot(&current)?;
                 Ok(true)
             }
             None => Ok(false),

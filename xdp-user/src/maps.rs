@@ -9,11 +9,12 @@ use aya::{
 };
 use ipnet::IpNet;
 use synguard_common::{
-    ATTACK_MAP, AUTO_STATE_MAP, AttackState, AutoState, CONFIG_MAP, Config, HOST_MAP,
-    LAYOUT_MAP, LIST_V4_MAP, LIST_V6_MAP, PORTS_MAP, SOURCES_MAP, STATS_MAP, Stats,
+    ATTACK_MAP, AUTO_STATE_MAP, AttackState, AutoState, CONFIG_MAP, Config, HOST_MAP, LAYOUT_MAP,
+    LIST_V4_MAP, LIST_V6_MAP, PORTS_MAP, ROUTE_CLASSES_MAP, ROUTES_V4_MAP, ROUTES_V6_MAP,
+    SOURCES_MAP, STATS_MAP, Stats,
     config::{AUTO_WINDOW_NS, list},
     limit::SourceKey,
-    promise::{HostFacts, KernelLayout},
+    promise::{HostFacts, KernelLayout, ROUTE_CLASSES, RouteFacts},
 };
 
 use crate::{
@@ -74,6 +75,11 @@ pub struct ControlMaps {
 pub struct FactsMaps {
     layout: Array<MapData, KernelLayout>,
     host: Array<MapData, HostFacts>,
+    routes_v4: LpmTrie<MapData, [u8; 4], u32>,
+    routes_v6: LpmTrie<MapData, [u8; 16], u32>,
+    route_classes: Array<MapData, RouteFacts>,
+    /// The route tables' entries as last written, to remove those that went away.
+    written: Vec<(IpNet, u32)>,
 }
 
 impl FactsMaps {
@@ -81,7 +87,81 @@ impl FactsMaps {
         Ok(Self {
             layout: take(ebpf, LAYOUT_MAP)?,
             host: take(ebpf, HOST_MAP)?,
+            routes_v4: take(ebpf, ROUTES_V4_MAP)?,
+            routes_v6: take(ebpf, ROUTES_V6_MAP)?,
+            route_classes: take(ebpf, ROUTE_CLASSES_MAP)?,
+            written: Vec::new(),
         })
+    }
+
+    /// Writes a snapshot of the host: the per-client route tables and classes first, then the
+    /// facts with their new generation, so the data path never pairs new facts with old
+    /// tables for longer than one write.
+    pub fn set_snapshot(
+        &mut self,
+        snapshot: &crate::host_facts::HostSnapshot,
+    ) -> Result<(), Error> {
+        let entries: Vec<(IpNet, u32)> = [&snapshot.v4, &snapshot.v6]
+            .iter()
+            .flat_map(|plan| plan.table.iter().copied())
+            .collect();
+        for (family, plan) in [(0, &snapshot.v4), (ROUTE_CLASSES, &snapshot.v6)] {
+            for (class, facts) in plan.classes.iter().enumerate() {
+                self.route_classes
+                    .set(family + class as u32, *facts, 0)
+                    .map_err(|source| Error::Map {
+                        map: ROUTE_CLASSES_MAP,
+                        source,
+                    })?;
+            }
+        }
+        for (prefix, class) in &entries {
+            self.route(prefix, Some(*class))?;
+        }
+        let stale: Vec<IpNet> = self
+            .written
+            .iter()
+            .filter(|(p, _)| !entries.iter().any(|(q, _)| q == p))
+            .map(|(p, _)| *p)
+            .collect();
+        for prefix in &stale {
+            self.route(prefix, None)?;
+        }
+        self.written = entries;
+        self.set_host(&snapshot.facts)
+    }
+
+    /// Sets (`Some(class)`) or removes one route table entry.
+    fn route(&mut self, prefix: &IpNet, class: Option<u32>) -> Result<(), Error> {
+        let result = match (prefix, class) {
+            (IpNet::V4(net), Some(class)) => self.routes_v4.insert(
+                &Key::new(u32::from(net.prefix_len()), net.network().octets()),
+                class,
+                0,
+            ),
+            (IpNet::V4(net), None) => self.routes_v4.remove(&Key::new(
+                u32::from(net.prefix_len()),
+                net.network().octets(),
+            )),
+            (IpNet::V6(net), Some(class)) => self.routes_v6.insert(
+                &Key::new(u32::from(net.prefix_len()), net.network().octets()),
+                class,
+                0,
+            ),
+            (IpNet::V6(net), None) => self.routes_v6.remove(&Key::new(
+                u32::from(net.prefix_len()),
+                net.network().octets(),
+            )),
+        };
+        let map = match prefix {
+            IpNet::V4(_) => ROUTES_V4_MAP,
+            IpNet::V6(_) => ROUTES_V6_MAP,
+        };
+        match result {
+            // Removing an entry that is not there (the table was emptied) is no error.
+            Err(MapError::KeyNotFound) if class.is_none() => Ok(()),
+            other => other.map_err(|source| Error::Map { map, source }),
+        }
     }
 
     /// Takes the maps out of a loaded object and fills them for `iface`, before the program
@@ -95,7 +175,7 @@ impl FactsMaps {
         facts.set_layout(&crate::btf::listener_layout()?)?;
         let mut poller = crate::host_facts::HostPoller::default();
         if let Some(current) = poller.poll(iface)? {
-            facts.set_host(&current)?;
+            facts.set_snapshot(&current)?;
         }
         Ok((facts, poller))
     }

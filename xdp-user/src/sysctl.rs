@@ -7,7 +7,7 @@
 //! - `net.ipv4.tcp_timestamps=2`: timestamps without the per-connection random offset. With
 //!   1, the kernel subtracts an offset from the echoed timestamp before reading the options
 //!   encoded in it, and its own later timestamps jump, so clients' PAWS checks drop data
-//!   (../shared/LAB.md). Applies to IPv6 too.
+//!   (docs/design.md). Applies to IPv6 too.
 //!
 //! Before changing anything, the previous values are written to a state file; a clean exit
 //! restores them and removes it. If synguard dies without that, the next start finds the file

@@ -1,5 +1,5 @@
 //! `cargo xtask setup`: everything a fresh Debian machine of this kind lacks, installed
-//! idempotently, then checked. The recipe is the one verified in ../shared/TOOLCHAIN.md.
+//! idempotently, then checked. The recipe, and why it is not the usual one, is in docs/design.md.
 
 use std::{
     path::{Path, PathBuf},

@@ -21,7 +21,7 @@ use synguard_ebpf::{
 
 /// Attached to the client end of the lab's veth pair by tests that need a "foreign" program.
 /// On veth, a frame sent with XDP_TX is only delivered if the peer runs an XDP program too
-/// (../shared/LAB.md; the kernel's xdp_synproxy selftest does the same).
+/// (docs/design.md; the kernel's xdp_synproxy selftest does the same).
 #[xdp]
 pub fn lab_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS

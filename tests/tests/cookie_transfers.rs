@@ -1,0 +1,393 @@
+//! What users feel: bulk transfers through synguard's cookies against the same transfers
+//! through the kernel's own cookies, for every listener kind of the kernel-oracle matrix.
+//!
+//! A connection built from a cookie takes its window scale from the kernel
+//! (`cookie_v4_check()`), while the client believes the SYN-ACK. If the two disagree, every
+//! window the server advertises is misread: with a listener's SO_RCVBUF at 64 KiB, a 20 MB
+//! upload took 20 to 48 s instead of 0.02 s. Here both ends' TCP_INFO must agree with the
+//! kernel-cookie run (scales, MSS, options), and each direction's time must be within 10 % of
+//! the kernel-cookie time (plus 5 ms: the fastest transfers take about 40 ms, where scheduling
+//! alone moves a few; a wrong scale costs seconds). Medians of five interleaved rounds.
+//!
+//! Only the handshake differs between the two: the kernel-cookie connection is set up with
+//! synguard in mode `off`, then synguard goes back to `cookie` before the data flows, so both
+//! transfers cross the same data path (cookie mode checks every ACK to a protected port, a cost
+//! of its own that `cargo xtask bench flood` measures).
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    os::fd::{AsRawFd, FromRawFd},
+    thread,
+    time::{Duration, Instant},
+};
+
+use synguard_lab::{Lab, Netns, Synguard};
+use synguard_tests::{succeeded, synguard_cli};
+
+const BYTES: usize = 20 << 20;
+const ROUNDS: usize = 5;
+
+/// A listener's own settings: (level, option, value), set before listen().
+struct Kind {
+    name: &'static str,
+    settings: &'static [(i32, i32, i32)],
+}
+
+const KINDS: &[Kind] = &[
+    Kind {
+        name: "default",
+        settings: &[],
+    },
+    Kind {
+        name: "SO_RCVBUF 4 KiB",
+        settings: &[(libc::SOL_SOCKET, libc::SO_RCVBUF, 4096)],
+    },
+    Kind {
+        name: "SO_RCVBUF 64 KiB",
+        settings: &[(libc::SOL_SOCKET, libc::SO_RCVBUF, 65536)],
+    },
+    Kind {
+        name: "SO_RCVBUF 1 MiB",
+        settings: &[(libc::SOL_SOCKET, libc::SO_RCVBUF, 1 << 20)],
+    },
+    Kind {
+        name: "SO_RCVBUF 16 MiB",
+        settings: &[(libc::SOL_SOCKET, libc::SO_RCVBUF, 16 << 20)],
+    },
+    Kind {
+        name: "TCP_WINDOW_CLAMP 20000",
+        settings: &[(libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, 20000)],
+    },
+    Kind {
+        name: "TCP_MAXSEG 1000",
+        settings: &[(libc::IPPROTO_TCP, libc::TCP_MAXSEG, 1000)],
+    },
+];
+
+fn listener(
+    ns: &Netns,
+    ipv6: bool,
+    port: u16,
+    settings: &'static [(i32, i32, i32)],
+) -> TcpListener {
+    ns.enter(move || {
+        // SAFETY: plain socket calls on a descriptor handed to the TcpListener at the end.
+        unsafe {
+            let family = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
+            let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let set = |level, name, value: i32| {
+                let rc = libc::setsockopt(
+                    fd,
+                    level,
+                    name,
+                    &value as *const i32 as *const libc::c_void,
+                    4,
+                );
+                assert_eq!(rc, 0, "setsockopt {level} {name}");
+            };
+            set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+            if ipv6 {
+                set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1);
+            }
+            for &(level, name, value) in settings {
+                set(level, name, value);
+            }
+            let listener = TcpListener::from_raw_fd(fd);
+            let addr: SocketAddr = if ipv6 {
+                format!("[::]:{port}").parse().unwrap()
+            } else {
+                format!("0.0.0.0:{port}").parse().unwrap()
+            };
+            bind_and_listen(listener.as_raw_fd(), addr);
+            listener
+        }
+    })
+    .unwrap()
+}
+
+fn bind_and_listen(fd: i32, addr: SocketAddr) {
+    // SAFETY: sockaddr structs built in full and passed with their sizes.
+    unsafe {
+        let rc = match addr {
+            SocketAddr::V4(a) => {
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as u16;
+                sa.sin_port = a.port().to_be();
+                sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                libc::bind(
+                    fd,
+                    &sa as *const _ as *const libc::sockaddr,
+                    size_of_val(&sa) as u32,
+                )
+            }
+            SocketAddr::V6(a) => {
+                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as u16;
+                sa.sin6_port = a.port().to_be();
+                sa.sin6_addr.s6_addr = a.ip().octets();
+                libc::bind(
+                    fd,
+                    &sa as *const _ as *const libc::sockaddr,
+                    size_of_val(&sa) as u32,
+                )
+            }
+        };
+        assert_eq!(rc, 0, "bind {addr}");
+        assert_eq!(libc::listen(fd, 64), 0);
+    }
+}
+
+/// What TCP_INFO says on one end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct End {
+    snd_wscale: u8,
+    rcv_wscale: u8,
+    snd_mss: u32,
+    options: u8,
+}
+
+fn end(stream: &TcpStream) -> End {
+    // SAFETY: TCP_INFO fills at most `len` bytes of a zeroed, plain-data struct.
+    let info = unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut _ as *mut libc::c_void,
+            &mut len,
+        );
+        assert_eq!(rc, 0, "TCP_INFO");
+        info
+    };
+    End {
+        snd_wscale: info.tcpi_snd_rcv_wscale & 0x0f,
+        rcv_wscale: info.tcpi_snd_rcv_wscale >> 4,
+        snd_mss: info.tcpi_snd_mss,
+        options: info.tcpi_options,
+    }
+}
+
+/// One connection from the client namespace, `BYTES` one way (upload: client to server);
+/// returns the time and both ends' TCP_INFO.
+/// `connected` runs once the connection is up, before the clock starts.
+fn transfer(
+    client: &Netns,
+    listener: &TcpListener,
+    to: SocketAddr,
+    upload: bool,
+    connected: impl FnOnce(),
+) -> (Duration, End, End) {
+    let listener = listener.try_clone().unwrap();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        if upload {
+            let mut got = 0;
+            while got < BYTES {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "upload cut short at {got}");
+                got += n;
+            }
+            stream.write_all(b"k").unwrap();
+        } else {
+            let chunk = vec![0x5au8; 1 << 16];
+            let mut sent = 0;
+            while sent < BYTES {
+                stream.write_all(&chunk).unwrap();
+                sent += chunk.len();
+            }
+            let _ = stream.read(&mut buf);
+        }
+        end(&stream)
+    });
+    let mut stream = client
+        .enter(move || TcpStream::connect_timeout(&to, Duration::from_secs(2)))
+        .unwrap()
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    connected();
+    let started = Instant::now();
+    let mut buf = vec![0u8; 1 << 16];
+    if upload {
+        let chunk = vec![0xa5u8; 1 << 16];
+        let mut sent = 0;
+        while sent < BYTES {
+            stream.write_all(&chunk).unwrap();
+            sent += chunk.len();
+        }
+        let mut ack = [0u8; 1];
+        stream.read_exact(&mut ack).unwrap();
+    } else {
+        let mut got = 0;
+        while got < BYTES {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "download cut short at {got}");
+            got += n;
+        }
+    }
+    let took = started.elapsed();
+    let client_end = end(&stream);
+    drop(stream);
+    let server_end = server.join().unwrap();
+    (took, client_end, server_end)
+}
+
+fn set_mode(iface: &str, mode: &str) {
+    succeeded(&synguard_cli(&[
+        "set",
+        &format!("mode={mode}"),
+        "--iface",
+        iface,
+    ]));
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The kernel-cookie and synguard-cookie runs of one listener and direction: (kernel, synguard)
+/// times and what both ends agreed.
+fn compare(
+    lab: &Lab,
+    listener: &TcpListener,
+    to: SocketAddr,
+    upload: bool,
+) -> ((Duration, Duration), ((End, End), (End, End))) {
+    let iface = &lab.server.iface;
+    let (mut kernel, mut ours) = (Vec::new(), Vec::new());
+    let (mut kernel_ends, mut our_ends) = (None, None);
+    let sent_before = lab.server.netstat("TcpExtSyncookiesSent").unwrap();
+    for _ in 0..ROUNDS {
+        set_mode(iface, "off");
+        let (t, c, s) = transfer(&lab.client, listener, to, upload, || {
+            set_mode(iface, "cookie")
+        });
+        kernel.push(t);
+        kernel_ends = Some((c, s));
+        let (t, c, s) = transfer(&lab.client, listener, to, upload, || {});
+        ours.push(t);
+        our_ends = Some((c, s));
+    }
+    // The kernel answered exactly its own rounds' SYNs with cookies: synguard answered the rest.
+    let sent = lab.server.netstat("TcpExtSyncookiesSent").unwrap() - sent_before;
+    assert_eq!(
+        sent, ROUNDS as u64,
+        "kernel cookie SYN-ACKs, one per kernel round"
+    );
+    (
+        (median(kernel), median(ours)),
+        (kernel_ends.unwrap(), our_ends.unwrap()),
+    )
+}
+
+#[test]
+fn transfers_through_synguards_cookies_match_the_kernels_own() {
+    let lab = Lab::new().unwrap();
+    lab.server
+        .set_sysctl("net.ipv4.tcp_syncookies", "2")
+        .unwrap();
+    lab.server
+        .set_sysctl("net.ipv4.tcp_timestamps", "2")
+        .unwrap();
+    let _synguard = Synguard::start(&lab.server, &["--mode", "cookie"]).unwrap();
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for (i, kind) in KINDS.iter().enumerate() {
+        for ipv6 in [false, true] {
+            let port = 8200 + i as u16;
+            let listener = listener(&lab.server, ipv6, port, kind.settings);
+            let ip: IpAddr = if ipv6 {
+                lab.server.ipv6.into()
+            } else {
+                lab.server.ipv4.into()
+            };
+            let to = SocketAddr::new(ip, port);
+            for upload in [true, false] {
+                let what = format!(
+                    "{} {} {}",
+                    if ipv6 { "IPv6" } else { "IPv4" },
+                    kind.name,
+                    if upload { "upload" } else { "download" }
+                );
+                let ((kernel, ours), (kernel_ends, our_ends)) =
+                    compare(&lab, &listener, to, upload);
+                report.push(format!(
+                    "{what}: kernel cookies {:.1} ms, synguard {:.1} ms, scales {}/{}",
+                    kernel.as_secs_f64() * 1e3,
+                    ours.as_secs_f64() * 1e3,
+                    our_ends.0.snd_wscale,
+                    our_ends.1.rcv_wscale,
+                ));
+                if kernel_ends != our_ends {
+                    failures.push(format!(
+                        "{what}: TCP_INFO (client, server) kernel {kernel_ends:?}, synguard {our_ends:?}"
+                    ));
+                }
+                if ours > kernel.mul_f64(1.10) + Duration::from_millis(5) {
+                    failures.push(format!("{what}: {ours:?} against the kernel's {kernel:?}"));
+                }
+            }
+        }
+    }
+    println!("{}", report.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// After `net.ipv4.tcp_rmem` changes under a running synguard, new cookie connections carry
+/// the kernel's new window scale.
+#[test]
+fn a_tcp_rmem_change_reaches_the_next_cookie_connections() {
+    let lab = Lab::new().unwrap();
+    lab.server
+        .set_sysctl("net.ipv4.tcp_syncookies", "2")
+        .unwrap();
+    lab.server
+        .set_sysctl("net.ipv4.tcp_timestamps", "2")
+        .unwrap();
+    let _synguard = Synguard::start(&lab.server, &["--mode", "cookie"]).unwrap();
+    let listener = listener(&lab.server, false, 8300, &[]);
+    let to = SocketAddr::new(lab.server.ipv4.into(), 8300);
+    let connect = || {
+        let listener = listener.try_clone().unwrap();
+        let server = thread::spawn(move || end(&listener.accept().unwrap().0));
+        let stream = lab
+            .client
+            .enter(move || TcpStream::connect_timeout(&to, Duration::from_secs(2)))
+            .unwrap()
+            .unwrap();
+        let client = end(&stream);
+        (client, server.join().unwrap())
+    };
+    let before = connect();
+    assert_eq!(
+        before.0.snd_wscale, before.1.rcv_wscale,
+        "before: {before:?}"
+    );
+    // A maximum whose scale differs from the namespace's current one (both are at least 6).
+    let current = lab.server.sysctl("net.ipv4.tcp_rmem").unwrap();
+    let max: u64 = current.split_whitespace().nth(2).unwrap().parse().unwrap();
+    let new_max = if max > 1 << 21 { 1 << 20 } else { 1 << 24 };
+    lab.server
+        .set_sysctl("net.ipv4.tcp_rmem", &format!("4096 131072 {new_max}"))
+        .unwrap();
+    thread::sleep(Duration::from_millis(400));
+    let after = connect();
+    set_mode(&lab.server.iface, "off");
+    let kernel = connect();
+    assert_ne!(
+        after.1.rcv_wscale, before.1.rcv_wscale,
+        "the kernel's scale changed"
+    );
+    assert_eq!(
+        after.0.snd_wscale, after.1.rcv_wscale,
+        "the client uses the scale the kernel chose: {after:?}"
+    );
+    assert_eq!(after, kernel, "as through the kernel's own cookies");
+}
