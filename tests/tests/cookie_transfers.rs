@@ -28,40 +28,59 @@ use synguard_tests::{succeeded, synguard_cli};
 const BYTES: usize = 20 << 20;
 const ROUNDS: usize = 5;
 
-/// A listener's own settings: (level, option, value), set before listen().
+/// A listener's own settings: (level, option, value), set before listen(), per family.
 struct Kind {
     name: &'static str,
     settings: &'static [(i32, i32, i32)],
+    /// For IPv6 listeners, when they differ.
+    v6: Option<&'static [(i32, i32, i32)]>,
 }
 
 const KINDS: &[Kind] = &[
     Kind {
         name: "default",
         settings: &[],
+        v6: None,
     },
     Kind {
         name: "SO_RCVBUF 4 KiB",
         settings: &[(libc::SOL_SOCKET, libc::SO_RCVBUF, 4096)],
+        v6: None,
     },
     Kind {
         name: "SO_RCVBUF 64 KiB",
         settings: &[(libc::SOL_SOCKET, libc::SO_RCVBUF, 65536)],
+        v6: None,
     },
     Kind {
         name: "SO_RCVBUF 1 MiB",
         settings: &[(libc::SOL_SOCKET, libc::SO_RCVBUF, 1 << 20)],
+        v6: None,
     },
     Kind {
         name: "SO_RCVBUF 16 MiB",
         settings: &[(libc::SOL_SOCKET, libc::SO_RCVBUF, 16 << 20)],
+        v6: None,
     },
     Kind {
         name: "TCP_WINDOW_CLAMP 20000",
         settings: &[(libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, 20000)],
+        v6: None,
     },
     Kind {
         name: "TCP_MAXSEG 1000",
         settings: &[(libc::IPPROTO_TCP, libc::TCP_MAXSEG, 1000)],
+        v6: None,
+    },
+    Kind {
+        name: "IP_TOS 0x28, IPV6_TCLASS 0x28",
+        settings: &[(libc::IPPROTO_IP, libc::IP_TOS, 0x28)],
+        v6: Some(&[(libc::IPPROTO_IPV6, libc::IPV6_TCLASS, 0x28)]),
+    },
+    Kind {
+        name: "IP_TTL 33, IPV6_UNICAST_HOPS 33",
+        settings: &[(libc::IPPROTO_IP, libc::IP_TTL, 33)],
+        v6: Some(&[(libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 33)]),
     },
 ];
 
@@ -302,7 +321,11 @@ fn transfers_through_synguards_cookies_match_the_kernels_own() {
     for (i, kind) in KINDS.iter().enumerate() {
         for ipv6 in [false, true] {
             let port = 8200 + i as u16;
-            let listener = listener(&lab.server, ipv6, port, kind.settings);
+            let settings = match (ipv6, kind.v6) {
+                (true, Some(v6)) => v6,
+                _ => kind.settings,
+            };
+            let listener = listener(&lab.server, ipv6, port, settings);
             let ip: IpAddr = if ipv6 {
                 lab.server.ipv6.into()
             } else {
