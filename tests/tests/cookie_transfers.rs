@@ -271,14 +271,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// The kernel-cookie and synguard-cookie runs of one listener and direction: (kernel, synguard)
-/// times and what both ends agreed.
-fn compare(
-    lab: &Lab,
-    listener: &TcpListener,
-    to: SocketAddr,
-    upload: bool,
-) -> ((Duration, Duration), ((End, End), (End, End))) {
+/// One side of the comparison: the median time, and what (client, server) TCP_INFO said.
+struct Runs {
+    time: Duration,
+    ends: (End, End),
+}
+
+/// The kernel-cookie and synguard-cookie runs of one listener and direction.
+fn compare(lab: &Lab, listener: &TcpListener, to: SocketAddr, upload: bool) -> (Runs, Runs) {
     let iface = &lab.server.iface;
     let (mut kernel, mut ours) = (Vec::new(), Vec::new());
     let (mut kernel_ends, mut our_ends) = (None, None);
@@ -301,8 +301,14 @@ fn compare(
         "kernel cookie SYN-ACKs, one per kernel round"
     );
     (
-        (median(kernel), median(ours)),
-        (kernel_ends.unwrap(), our_ends.unwrap()),
+        Runs {
+            time: median(kernel),
+            ends: kernel_ends.unwrap(),
+        },
+        Runs {
+            time: median(ours),
+            ends: our_ends.unwrap(),
+        },
     )
 }
 
@@ -339,8 +345,9 @@ fn transfers_through_synguards_cookies_match_the_kernels_own() {
                     kind.name,
                     if upload { "upload" } else { "download" }
                 );
-                let ((kernel, ours), (kernel_ends, our_ends)) =
-                    compare(&lab, &listener, to, upload);
+                let (kernel_runs, our_runs) = compare(&lab, &listener, to, upload);
+                let (kernel, ours) = (kernel_runs.time, our_runs.time);
+                let (kernel_ends, our_ends) = (kernel_runs.ends, our_runs.ends);
                 report.push(format!(
                     "{what}: kernel cookies {:.1} ms, synguard {:.1} ms, scales {}/{}",
                     kernel.as_secs_f64() * 1e3,

@@ -709,7 +709,7 @@ fn synguards_syn_acks_equal_the_kernels_own_cookie_syn_acks() {
     let settle = || thread::sleep(Duration::from_millis(400));
     let route_v4 = "198.18.0.0/24";
     let route_v6 = "fd00:198:18::/64";
-    let host_changes: Vec<(&str, Vec<Vec<String>>, Vec<Vec<String>>, Layout)> = vec![
+    let host_changes: Vec<(&str, Commands, Commands, Layout)> = vec![
         (
             "tcp_rmem max 15 MiB",
             vec![sysctl("net.ipv4.tcp_rmem", "4096 131072 15728640")],
@@ -869,6 +869,9 @@ fn synguards_syn_acks_equal_the_kernels_own_cookie_syn_acks() {
     );
     println!("{cases} SYN-ACKs equal the kernel's own, field by field");
 }
+
+/// Commands run in the server's namespace: program, then arguments.
+type Commands = Vec<Vec<String>>;
 
 fn sysctl(key: &str, value: &str) -> Vec<String> {
     vec!["sysctl".into(), "-qw".into(), format!("{key}={value}")]

@@ -185,9 +185,10 @@ fn metrics_are_promtool_clean_and_complete() {
         assert_eq!(m.sum(name, &[]), want, "{name}");
     }
 
-    // The README lists every metric, and only those.
+    // docs/metrics.md lists every metric, and only those.
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+            .unwrap();
     let documented: std::collections::BTreeSet<&str> = readme
         .lines()
         .filter_map(|l| l.strip_prefix("| `synguard_"))
@@ -198,7 +199,7 @@ fn metrics_are_promtool_clean_and_complete() {
         .filter_map(|l| l.strip_prefix("# TYPE synguard_"))
         .filter_map(|rest| rest.split_whitespace().next())
         .collect();
-    assert_eq!(documented, exported, "README's metrics table vs /metrics");
+    assert_eq!(documented, exported, "docs/metrics.md's table vs /metrics");
     assert_eq!(
         m.value(
             "synguard_xdp_program_info",

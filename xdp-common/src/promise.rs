@@ -485,13 +485,13 @@ mod tests {
     fn default_listener_matches_the_kernels_cookie_synack() {
         // Seen in the kernel's own cookie SYN-ACKs: 65,160 on IPv4 with timestamps (45 x
         // 1448), 64,260 on IPv6 (45 x 1428), 64,240 without (44 x 1460), scale 10.
-        let v4 = promise(&listener(), &host(), &host().route(false), false).unwrap();
+        let v4 = promise(&listener(), &host(), host().route(false), false).unwrap();
         assert_eq!(
             (v4.mss, v4.window_ts, v4.window_plain),
             (1460, 65160, 64240)
         );
         assert_eq!((v4.wscale, v4.ttl, v4.dont_fragment), (10, 64, 1));
-        let v6 = promise(&listener(), &host(), &host().route(true), true).unwrap();
+        let v6 = promise(&listener(), &host(), host().route(true), true).unwrap();
         assert_eq!((v6.mss, v6.window_ts, v6.wscale), (1440, 64260, 10));
         assert_eq!(v6.dont_fragment, 0, "IPv6 has no DF bit");
     }
@@ -500,12 +500,12 @@ mod tests {
     fn a_locked_receive_buffer_caps_the_scale() {
         // The table: 4 KiB -> 0, 64 KiB -> 1, 1 MiB -> 5 (the kernel's own scales).
         for (bytes, scale) in [(4096, 0), (65_536, 1), (1 << 20, 5)] {
-            let got = promise(&rcvbuf(bytes), &host(), &host().route(false), false).unwrap();
+            let got = promise(&rcvbuf(bytes), &host(), host().route(false), false).unwrap();
             assert_eq!(got.wscale, scale, "SO_RCVBUF {bytes}");
         }
         // 4 KiB: an 8 KiB buffer is a 4 KiB window, rounded to 2 x 1448.
         assert_eq!(
-            promise(&rcvbuf(4096), &host(), &host().route(false), false)
+            promise(&rcvbuf(4096), &host(), host().route(false), false)
                 .unwrap()
                 .window_ts,
             2896
@@ -517,14 +517,14 @@ mod tests {
         let mut host = host();
         host.tcp_rmem_max = 15 << 20;
         assert_eq!(
-            promise(&listener(), &host, &host.route(false), false)
+            promise(&listener(), &host, host.route(false), false)
                 .unwrap()
                 .wscale,
             8
         );
         host.rmem_max = 1 << 30;
         assert_eq!(
-            promise(&listener(), &host, &host.route(false), false)
+            promise(&listener(), &host, host.route(false), false)
                 .unwrap()
                 .wscale,
             14
@@ -537,14 +537,14 @@ mod tests {
             window_clamp: 20_000,
             ..listener()
         };
-        let got = promise(&clamped, &host(), &host().route(false), false).unwrap();
+        let got = promise(&clamped, &host(), host().route(false), false).unwrap();
         assert_eq!(got.wscale, 0, "ilog2(20000) = 14");
         assert_eq!(got.window_ts, 13 * 1448);
         let maxseg = ListenerFacts {
             user_mss: 1000,
             ..listener()
         };
-        let got = promise(&maxseg, &host(), &host().route(false), false).unwrap();
+        let got = promise(&maxseg, &host(), host().route(false), false).unwrap();
         assert_eq!((got.mss, got.window_ts), (1000, 66 * 988));
         // TCP_MAXSEG above the route's MSS changes nothing.
         let big = ListenerFacts {
@@ -552,7 +552,7 @@ mod tests {
             ..listener()
         };
         assert_eq!(
-            promise(&big, &host(), &host().route(false), false)
+            promise(&big, &host(), host().route(false), false)
                 .unwrap()
                 .mss,
             1460
@@ -565,25 +565,25 @@ mod tests {
         host.v4.advmss = 1000;
         host.v4.initrwnd = 10;
         host.v4.hoplimit = 7;
-        let got = promise(&listener(), &host, &host.route(false), false).unwrap();
+        let got = promise(&listener(), &host, host.route(false), false).unwrap();
         assert_eq!((got.mss, got.window_ts, got.ttl), (1000, 9880, 7));
         host.v6.mtu = 9000;
         assert_eq!(
-            promise(&listener(), &host, &host.route(true), true)
+            promise(&listener(), &host, host.route(true), true)
                 .unwrap()
                 .mss,
             8940
         );
         host.v6.mtu = 1280;
         assert_eq!(
-            promise(&listener(), &host, &host.route(true), true)
+            promise(&listener(), &host, host.route(true), true)
                 .unwrap()
                 .mss,
             1220
         );
         host.v6.known = 0;
         assert_eq!(
-            promise(&listener(), &host, &host.route(true), true),
+            promise(&listener(), &host, host.route(true), true),
             Err(Unknown::Host)
         );
         assert_eq!(
@@ -600,7 +600,7 @@ mod tests {
             pmtudisc: 0,
             ..listener()
         };
-        let got = promise(&set, &host(), &host().route(false), false).unwrap();
+        let got = promise(&set, &host(), host().route(false), false).unwrap();
         assert_eq!((got.ttl, got.tos, got.dont_fragment), (33, 0x28, 0));
         let mut reflect = host();
         assert_eq!(synack_tos(&got, &reflect, 0xb9), 0x28);
@@ -614,11 +614,11 @@ mod tests {
             user_mss: 1000,
             ..listener()
         };
-        let p = promise(&maxseg, &host(), &host().route(false), false).unwrap();
+        let p = promise(&maxseg, &host(), host().route(false), false).unwrap();
         assert_eq!(cookie_mss(Some(1460), &p), Some(1000));
         assert_eq!(cookie_mss(Some(536), &p), Some(536));
         assert_eq!(cookie_mss(None, &p), None);
-        let plain = promise(&listener(), &host(), &host().route(false), false).unwrap();
+        let plain = promise(&listener(), &host(), host().route(false), false).unwrap();
         assert_eq!(cookie_mss(Some(1460), &plain), Some(1460));
     }
 

@@ -188,7 +188,7 @@ pub fn answer_syn(
         ecn,
         config,
         host,
-        &promise,
+        promise,
         (now / 1_000_000) as u32,
     ) {
         Ok(options) => options,
@@ -200,7 +200,7 @@ pub fn answer_syn(
             });
         }
     };
-    let mss = cookie_mss(offered.mss, &promise);
+    let mss = cookie_mss(offered.mss, promise);
     write_cookie_probe(&mut scratch.probe.0, syn, mss, at.ipv6);
     let ends = &scratch.ends;
 
@@ -287,7 +287,7 @@ pub fn answer_syn(
         options,
     };
     let ip = SynAckIp {
-        tos: synack_tos(&promise, host, syn_tos),
+        tos: synack_tos(promise, host, syn_tos),
         ttl: promise.ttl,
         dont_fragment: promise.dont_fragment != 0,
         // Without DF the kernel picks a random ID (ip_build_and_send_pkt()); the cookie's low

@@ -49,7 +49,7 @@ pub fn admit(ctx: &XdpContext, ip: &IpAt, config: &Config, maps: &LimitMaps) -> 
         // Too few SYNs lately to be anywhere near the limit: no bucket needed.
         return true;
     }
-    if let Some(tat) = maps.buckets.get_ptr_mut(&key) {
+    if let Some(tat) = maps.buckets.get_ptr_mut(key) {
         return charge(tat, now, interval, config.source_burst_ns);
     }
     // A new heavy source. Its bucket starts charged with what the sketch saw, capped at the
@@ -58,7 +58,7 @@ pub fn admit(ctx: &XdpContext, ip: &IpAt, config: &Config, maps: &LimitMaps) -> 
     let tat = now + seen;
     if maps
         .buckets
-        .insert(&key, &tat, u64::from(BPF_NOEXIST))
+        .insert(key, tat, u64::from(BPF_NOEXIST))
         .is_ok()
         && let Some(stats) = maps.stats.get_ptr_mut(0)
     {

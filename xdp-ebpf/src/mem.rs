@@ -15,7 +15,7 @@ pub struct Words<const N: usize>(pub [u8; N]);
 
 impl<const N: usize> Words<N> {
     const WORDS: usize = {
-        assert!(N % 8 == 0, "Words<N> holds whole u64 words");
+        assert!(N.is_multiple_of(8), "Words<N> holds whole u64 words");
         N / 8
     };
 
@@ -23,7 +23,7 @@ impl<const N: usize> Words<N> {
     /// one aligned load, where assembling it from bytes takes eleven instructions.
     #[inline(always)]
     pub fn u32_at(&self, i: usize) -> u32 {
-        const { assert!(N % 4 == 0) };
+        const { assert!(N.is_multiple_of(4)) };
         let words = self.0.as_ptr() as *const u32;
         // SAFETY: aligned (the type is 8-byte aligned), and in bounds: the index is clamped,
         // which folds away for the constant indexes it is called with.

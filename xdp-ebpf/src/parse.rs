@@ -145,7 +145,7 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Packet {
     {
         return Packet::other(Class::Malformed);
     }
-    if ip.proto as u8 != IPPROTO_TCP {
+    if ip.proto != IPPROTO_TCP {
         return Packet::ip(Class::NonTcp, offset, false);
     }
     if ipv4_is_later_fragment(u16::from_be_bytes(ip.frags)) {
@@ -165,7 +165,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Packet {
     if ip.version() != 6 || offset + Ipv6Hdr::LEN + payload_len > frame_len(ctx) {
         return Packet::other(Class::Malformed);
     }
-    match ipv6_next(ip.next_hdr as u8) {
+    match ipv6_next(ip.next_hdr) {
         Ipv6Next::Tcp => parse_tcp(ctx, offset, Ipv6Hdr::LEN, payload_len, true),
         Ipv6Next::Extension => Packet::ip(Class::Ipv6Ext, offset, true),
         Ipv6Next::Other => Packet::ip(Class::NonTcp, offset, true),

@@ -264,7 +264,7 @@ pub struct RunArgs {
     /// SYNs are dropped (reason syn_source_limited), whatever the mode but `off`. A source is
     /// an address, or a network with --source-prefix-v4/-v6. Sources earn an exact token
     /// bucket once they send about half their limit; a flood of random sources costs a few
-    /// array updates per SYN and no per-source memory (README, "Per-source limits").
+    /// array updates per SYN and no per-source memory (docs/operating.md, "Per-source limits").
     #[arg(
         long,
         default_value_t = 0,

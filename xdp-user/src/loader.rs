@@ -1,7 +1,9 @@
 //! Loading synguard's XDP program and attaching it to an interface.
 //!
-//! The attachment is a BPF link owned by this process: it is detached when the [`Attachment`]
-//! is dropped, and by the kernel if the process dies, so nothing is ever left half-attached.
+//! The attachment is a BPF link. Pinned (the default), it outlives this process on purpose:
+//! a crash or a handover leaves the program answering, and the next start takes it over;
+//! [`Attachment::detach`] removes it. Unpinned (`--no-pin`), it is owned by this process and
+//! goes when the process does. Either way a failed attach leaves nothing new behind.
 
 use std::{
     error::Error as StdError,

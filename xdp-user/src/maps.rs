@@ -159,7 +159,7 @@ impl FactsMaps {
         };
         match result {
             // Removing an entry that is not there (the table was emptied) is no error.
-            Err(MapError::KeyNotFound) if class.is_none() => Ok(()),
+            Err(e) if class.is_none() && key_missing(&e) => Ok(()),
             other => other.map_err(|source| Error::Map { map, source }),
         }
     }
@@ -204,6 +204,23 @@ impl FactsMaps {
     }
 }
 
+/// The list map that holds `net`'s family.
+fn list_map(net: &IpNet) -> &'static str {
+    match net {
+        IpNet::V4(_) => LIST_V4_MAP,
+        IpNet::V6(_) => LIST_V6_MAP,
+    }
+}
+
+/// A missing key, as aya reports it from bpf_map_delete_elem (ENOENT).
+fn key_missing(error: &MapError) -> bool {
+    match error {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
 /// The allow/deny LPM tries, one per family.
 pub struct ListMaps {
     v4: LpmTrie<MapData, [u8; 4], u32>,
@@ -231,7 +248,7 @@ impl ListMaps {
             }
         }
         .map_err(|source| Error::Map {
-            map: LIST_V4_MAP,
+            map: list_map(&cidr.0),
             source,
         })
     }
@@ -250,13 +267,9 @@ impl ListMaps {
         };
         match result {
             Ok(()) => Ok(true),
-            // aya reports a missing key as ENOENT from bpf_map_delete_elem.
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
-                Ok(false)
-            }
+            Err(e) if key_missing(&e) => Ok(false),
             Err(source) => Err(Error::Map {
-                map: LIST_V4_MAP,
+                map: list_map(&cidr.0),
                 source,
             }),
         }
@@ -264,19 +277,16 @@ impl ListMaps {
 
     /// Every entry, with its verdict.
     pub fn entries(&self) -> Result<Vec<(Cidr, u32)>, Error> {
-        let map_error = |source| Error::Map {
-            map: LIST_V4_MAP,
-            source,
-        };
+        let map_error = |map| move |source| Error::Map { map, source };
         let mut entries = Vec::new();
         for item in self.v4.iter() {
-            let (key, verdict) = item.map_err(map_error)?;
+            let (key, verdict) = item.map_err(map_error(LIST_V4_MAP))?;
             let net = ipnet::Ipv4Net::new(key.data().into(), key.prefix_len() as u8)
                 .map_err(|e| Error::Other(e.to_string()))?;
             entries.push((Cidr(IpNet::V4(net)), verdict));
         }
         for item in self.v6.iter() {
-            let (key, verdict) = item.map_err(map_error)?;
+            let (key, verdict) = item.map_err(map_error(LIST_V6_MAP))?;
             let net = ipnet::Ipv6Net::new(key.data().into(), key.prefix_len() as u8)
                 .map_err(|e| Error::Other(e.to_string()))?;
             entries.push((Cidr(IpNet::V6(net)), verdict));

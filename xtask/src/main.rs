@@ -132,6 +132,41 @@ fn main() -> Result<()> {
                     "-D",
                     "warnings",
                 ])
+                .status_ok()?;
+            // The XDP program, with Debian's toolchain for the BPF target (as xdp-user/build.rs
+            // builds it) and the clippy that matches that rustc.
+            step("cargo clippy -D warnings (xdp-ebpf, bpfel-unknown-none)");
+            let mut clippy = Command::new("/usr/bin/cargo");
+            for (key, _) in env::vars_os() {
+                let key = key.to_string_lossy();
+                if (key.starts_with("CARGO_") && key != "CARGO_HOME")
+                    || key.starts_with("RUSTC")
+                    || key.starts_with("RUSTUP")
+                {
+                    clippy.env_remove(key.as_ref());
+                }
+            }
+            // /usr/bin first: cargo runs the `cargo-clippy` it finds on PATH, and rustup's (in
+            // ~/.cargo/bin) belongs to a rustc without a BPF `core`.
+            let path = env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![PathBuf::from("/usr/bin")];
+            dirs.extend(env::split_paths(&path));
+            clippy
+                .current_dir(workspace_root().join("xdp-ebpf"))
+                .env("PATH", env::join_paths(dirs)?)
+                .env("RUSTC", "/usr/bin/rustc")
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env("CARGO_TARGET_DIR", target_dir().join("ebpf-clippy"))
+                .args([
+                    "clippy",
+                    "--release",
+                    "--locked",
+                    "--target",
+                    "bpfel-unknown-none",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
                 .status_ok()
         }
     }

@@ -18,6 +18,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("cargo-web", "its cargo"),
     (
+        "rust-web-clippy",
+        "clippy for that rustc: `cargo xtask lint` on the XDP program",
+    ),
+    (
         "libstd-rust-web-dev-bpf",
         "prebuilt core for bpfel-unknown-none",
     ),
