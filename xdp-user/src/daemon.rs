@@ -191,6 +191,9 @@ impl Daemon {
                 _ if self.args.mode == Mode::Cookie => self.sysctls.cookies(false)?,
                 _ => {}
             }
+            // What a SYN-ACK promises follows tcp_timestamps, which joining may just have set:
+            // the data path sees it before the mode that answers, not a poll later.
+            self.attachment.follow_host()?;
         }
         if let Some(ports) = &settings.ports {
             control.set_ports(ports)?;

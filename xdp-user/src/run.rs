@@ -235,6 +235,9 @@ fn attach_all(
         }
     }
     for (attachment, settings) in attachments.iter_mut().zip(settings) {
+        // The host's facts as the sysctls now are (tcp_timestamps=2 above), before the mode
+        // that answers SYNs: a poll later, the first SYNs would go to the kernel.
+        attachment.follow_host()?;
         attachment.configure(settings)?;
         info!(
             iface = %attachment.iface(),
