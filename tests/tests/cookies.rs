@@ -246,6 +246,85 @@ fn forged_acks_are_dropped_and_create_no_sockets() {
     sg.stop(Signal::SIGTERM).unwrap();
 }
 
+/// FIN+ACK and PSH+ACK floods are judged like ACK floods: the kernel would check each for a
+/// cookie (cookie_v4_check()), so each must be dropped in XDP, counted as forged, and never
+/// reach the kernel's check (`TcpExtSyncookiesFailed` flat while the listener is stamped).
+#[test]
+fn forged_fin_ack_and_psh_ack_are_dropped_before_the_kernel_checks_them() {
+    let lab = Lab::new().unwrap();
+    let listener = lab
+        .server
+        .enter(|| TcpListener::bind("0.0.0.0:8080"))
+        .unwrap()
+        .unwrap();
+    let sg = Synguard::start(&lab.server, &["--mode", "cookie", "--ports", "8080"]).unwrap();
+    // One real connection through synguard's cookies stamps the listener, so the kernel would
+    // check cookies on what reaches it.
+    let addr = SocketAddr::new(lab.server.ipv4.into(), 8080);
+    let client = lab
+        .client
+        .enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
+        .unwrap()
+        .unwrap();
+    let _accepted = listener.accept().unwrap();
+    drop(client);
+    const N: u32 = 100_000;
+    let failed_before = lab.server.netstat("TcpExtSyncookiesFailed").unwrap();
+    let rsts_before = lab.server.netstat("TcpOutRsts").unwrap();
+    let forged_before = decisions(&sg.metrics().unwrap(), Reason::AckForged);
+    for flag in ["-F", "-P"] {
+        let mut cmd = lab.client.command("hping3");
+        cmd.args([
+            "-q",
+            flag,
+            "-A",
+            "-p",
+            "8080",
+            "-a",
+            "198.18.200.9",
+            "-i",
+            "u1",
+        ])
+        .args(["-c", &N.to_string()])
+        .arg(lab.server.ipv4.to_string());
+        let out = run_bounded(&mut cmd, Duration::from_secs(60)).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("\n{N} packets transmitted")),
+            "{stderr}"
+        );
+    }
+    thread::sleep(Duration::from_millis(300));
+    let failed_after = lab.server.netstat("TcpExtSyncookiesFailed").unwrap();
+    let rsts_after = lab.server.netstat("TcpOutRsts").unwrap();
+    let mut m = sg.metrics().unwrap();
+    for _ in 0..50 {
+        if decisions(&m, Reason::AckForged) - forged_before >= f64::from(2 * N) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+        m = sg.metrics().unwrap();
+    }
+    assert_eq!(
+        decisions(&m, Reason::AckForged) - forged_before,
+        f64::from(2 * N)
+    );
+    assert_eq!(
+        m.sum(
+            "synguard_packets_total",
+            &[("class", "fin"), ("action", "drop")]
+        ),
+        f64::from(N),
+        "the FIN+ACKs, dropped"
+    );
+    assert_eq!(
+        failed_after, failed_before,
+        "the kernel checked none of them"
+    );
+    assert_eq!(rsts_after, rsts_before, "the kernel never saw them");
+    sg.stop(Signal::SIGTERM).unwrap();
+}
+
 fn sysctls(ns: &Netns) -> (String, String) {
     (
         ns.sysctl("net.ipv4.tcp_syncookies").unwrap(),

@@ -387,6 +387,68 @@ fn syn_ack_bytes_for_each_family_vlan_layout_and_option_set() {
     });
 }
 
+/// Every segment the kernel would check for a cookie (ACK set, SYN and RST clear:
+/// cookie_v4_check()) gets the forged-ACK check, not only the bare ACK: a forged FIN+ACK or
+/// PSH+ACK never reaches the kernel, and a valid cookie still passes with FIN set.
+#[test]
+fn fin_ack_psh_ack_and_urg_ack_are_judged_like_acks() {
+    in_lab(PORT, || {
+        let mut program = Program::load(Mode::Cookie);
+        for family in [Family::V4, Family::V6] {
+            let (code, out, _) = program.run(&frame(
+                family,
+                Vlans::None,
+                syn(&LINUX_OPTIONS, 0),
+                &[],
+                false,
+            ));
+            assert_eq!(code, XDP_TX);
+            let cookie =
+                u32::from_be_bytes(out[14 + ip_len(family) + 4..][..4].try_into().unwrap());
+            let segment = |offset: u32, set: &dyn Fn(&mut TcpHeader)| {
+                let mut tcp = TcpHeader::new(CLIENT_PORT, PORT, ISN.wrapping_add(1), 502);
+                tcp.ack = true;
+                tcp.acknowledgment_number = cookie.wrapping_add(1).wrapping_add(offset);
+                set(&mut tcp);
+                frame(family, Vlans::None, tcp, &[], false)
+            };
+            let fin = |t: &mut TcpHeader| t.fin = true;
+            let psh = |t: &mut TcpHeader| t.psh = true;
+            let urg = |t: &mut TcpHeader| t.urg = true;
+            for (name, set) in [
+                ("FIN+ACK", &fin as &dyn Fn(&mut TcpHeader)),
+                ("PSH+ACK", &psh),
+                ("URG+ACK", &urg),
+            ] {
+                let (code, _, why) = program.run(&segment(0, set));
+                assert_eq!(
+                    (code, why),
+                    (XDP_PASS, vec![Reason::AckCookieValid]),
+                    "{family:?} {name}, valid cookie"
+                );
+                let (code, _, why) = program.run(&segment(4, set));
+                assert_eq!(
+                    (code, why),
+                    (XDP_DROP, vec![Reason::AckForged]),
+                    "{family:?} {name}, forged"
+                );
+            }
+            // A FIN without ACK is never cookie-checked by the kernel: not ours to judge.
+            let mut bare_fin = TcpHeader::new(CLIENT_PORT, PORT, ISN, 502);
+            bare_fin.fin = true;
+            let (code, _, why) = program.run(&frame(family, Vlans::None, bare_fin, &[], false));
+            assert_eq!((code, why), (XDP_PASS, vec![]), "{family:?} FIN alone");
+        }
+    });
+}
+
+fn ip_len(family: Family) -> usize {
+    match family {
+        Family::V4 => 20,
+        Family::V6 => 40,
+    }
+}
+
 #[test]
 fn syn_with_data_shrinks_to_the_syn_ack() {
     in_lab(PORT, || {

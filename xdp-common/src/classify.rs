@@ -97,6 +97,15 @@ pub const fn classify_tcp_flags(flags: u8) -> Class {
     }
 }
 
+/// Whether the kernel checks this segment for a cookie when it reaches a listener: ACK set, SYN
+/// and RST clear (`tcp_v4_cookie_check()` skips SYNs; `cookie_v4_check()` and
+/// `cookie_v6_check()` give up on `!th->ack || th->rst`). FIN+ACK, PSH+ACK and URG+ACK are
+/// checked as a bare ACK is, so the forged-ACK check judges all of them.
+pub const fn cookie_checked(flags: u8) -> bool {
+    use tcp_flags::{ACK, RST, SYN};
+    flags & ACK != 0 && flags & (SYN | RST) == 0
+}
+
 /// What follows an IPv6 fixed header, by its Next Header value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ipv6Next {
@@ -156,6 +165,16 @@ mod tests {
         ];
         for (flags, want) in cases {
             assert_eq!(classify_tcp_flags(flags), want, "flags {flags:#04x}");
+        }
+    }
+
+    #[test]
+    fn the_cookie_checked_segments_are_the_acks_and_the_fin_acks() {
+        use tcp_flags::ACK;
+        for flags in 0..=u8::MAX {
+            let class = classify_tcp_flags(flags);
+            let want = class == Class::Ack || (class == Class::Fin && flags & ACK != 0);
+            assert_eq!(cookie_checked(flags), want, "flags {flags:#04x}");
         }
     }
 

@@ -9,6 +9,7 @@ use aya_ebpf::{
 };
 use synguard_common::{
     Action, Class, Config, Mode, Reason,
+    classify::cookie_checked,
     config::{CapState, cap, flags, list},
 };
 
@@ -80,14 +81,24 @@ fn decide_for(
             _ => {}
         }
     }
-    let (Some(at), Class::Syn | Class::Ack) = (packet.tcp, packet.class) else {
+    // SYNs, and every segment the kernel would check for a cookie (ACK, FIN+ACK): those are
+    // judged, the rest passed.
+    let (Some(at), Class::Syn | Class::Ack | Class::Fin) = (packet.tcp, packet.class) else {
         return Verdict::PASS;
     };
-    let Some(ports) = ptr_at::<[u8; 4]>(ctx, at.l4) else {
+    let Some(header) = ptr_at::<[u8; 14]>(ctx, at.l4) else {
         return Verdict::PASS;
     };
     // SAFETY: bounds checked by `ptr_at`.
-    let dst_port = u16::from_be_bytes(unsafe { [(*ports)[2], (*ports)[3]] });
+    let (dst_port, flags) = unsafe {
+        (
+            u16::from_be_bytes([(*header)[2], (*header)[3]]),
+            (*header)[13],
+        )
+    };
+    if packet.class == Class::Fin && !cookie_checked(flags) {
+        return Verdict::PASS;
+    }
     let all_ports = config.has(flags::ALL_PORTS);
     if !all_ports && !port_listed(maps.ports, dst_port) {
         return match packet.class {
