@@ -76,14 +76,24 @@ pub fn status(target: &Target, json: bool) -> Result<(), Error> {
         text(&["auto", "port_threshold"]),
         text(&["auto", "hold_ms"])
     );
+    // A limit of 0 is no limit: say so, rather than "0/s burst 1".
+    let rate = |path: &[&str]| match text(path).as_str() {
+        "0" => "none".to_string(),
+        value => format!("{value}/s"),
+    };
+    let per_source = match rate(&["limits", "syn_rate_per_source"]).as_str() {
+        "none" => "none".to_string(),
+        per_second => format!(
+            "{per_second} burst {} (/{} and /{})",
+            text(&["limits", "syn_burst_per_source"]),
+            text(&["limits", "source_prefix_v4"]),
+            text(&["limits", "source_prefix_v6"]),
+        ),
+    };
     println!(
-        "limits      per source {}/s burst {} (/{} and /{}), SYNs passed {}/s, SYN-ACKs {}/s (0: none)",
-        text(&["limits", "syn_rate_per_source"]),
-        text(&["limits", "syn_burst_per_source"]),
-        text(&["limits", "source_prefix_v4"]),
-        text(&["limits", "source_prefix_v6"]),
-        text(&["limits", "max_syn_pass_rate"]),
-        text(&["limits", "max_synack_rate"])
+        "limits      per source {per_source}, SYNs passed {}, SYN-ACKs {}",
+        rate(&["limits", "max_syn_pass_rate"]),
+        rate(&["limits", "max_synack_rate"])
     );
     println!(
         "lists       {} allowed, {} denied",
