@@ -6,11 +6,13 @@
 //! window the server advertises is misread: with a listener's SO_RCVBUF at 64 KiB, a 20 MB
 //! upload took 20 to 48 s instead of 0.02 s. Here both ends' TCP_INFO must agree with the
 //! kernel-cookie run (scales, MSS, options), and each direction's time must be within 10 % of
-//! the kernel-cookie time (plus 5 ms: the fastest transfers take about 40 ms, where scheduling
-//! alone moves a few; a wrong scale costs seconds). Medians of five interleaved rounds.
+//! the kernel-cookie time: the best of five interleaved rounds on each side, sender and
+//! receiver pinned to a CPU each. Single rounds move by a fifth on this two-core machine, on
+//! either side alike; a wrong scale costs seconds, not per cent.
 //!
 //! Only the handshake differs between the two: the kernel-cookie connection is set up with
-//! synguard in mode `off`, then synguard goes back to `cookie` before the data flows, so both
+//! synguard in mode `off`, then synguard goes back to `cookie` before the data flows (and the
+//! synguard round sets `cookie` again at the same point, for the same pause), so both
 //! transfers cross the same data path (cookie mode checks every ACK to a protected port, a cost
 //! of its own that `cargo xtask bench flood` measures).
 
@@ -25,7 +27,10 @@ use std::{
 use synguard_lab::{Lab, Netns, Synguard};
 use synguard_tests::{succeeded, synguard_cli};
 
-const BYTES: usize = 20 << 20;
+/// 100 MB a transfer, about 150 ms here: long enough that the machine's hiccups are small
+/// beside it. The 4 KiB listener, whose 4 KiB window makes 20 MB take 0.7 s already, gets 20 MB.
+const BYTES: usize = 100 << 20;
+const SLOW_BYTES: usize = 20 << 20;
 const ROUNDS: usize = 5;
 
 /// A listener's own settings: (level, option, value), set before listen(), per family.
@@ -190,7 +195,7 @@ fn end(stream: &TcpStream) -> End {
     }
 }
 
-/// One connection from the client namespace, `BYTES` one way (upload: client to server);
+/// One connection from the client namespace, `bytes` one way (upload: client to server);
 /// returns the time and both ends' TCP_INFO.
 /// `connected` runs once the connection is up, before the clock starts.
 fn transfer(
@@ -198,15 +203,20 @@ fn transfer(
     listener: &TcpListener,
     to: SocketAddr,
     upload: bool,
+    bytes: usize,
     connected: impl FnOnce(),
 ) -> (Duration, End, End) {
     let listener = listener.try_clone().unwrap();
+    // Sender and receiver on a CPU each: left to the scheduler, a single transfer's time moves
+    // by a quarter on this two-core machine.
+    pin_to_cpu(0);
     let server = thread::spawn(move || {
+        pin_to_cpu(1);
         let (mut stream, _) = listener.accept().unwrap();
         let mut buf = vec![0u8; 1 << 16];
         if upload {
             let mut got = 0;
-            while got < BYTES {
+            while got < bytes {
                 let n = stream.read(&mut buf).unwrap();
                 assert!(n > 0, "upload cut short at {got}");
                 got += n;
@@ -215,7 +225,7 @@ fn transfer(
         } else {
             let chunk = vec![0x5au8; 1 << 16];
             let mut sent = 0;
-            while sent < BYTES {
+            while sent < bytes {
                 stream.write_all(&chunk).unwrap();
                 sent += chunk.len();
             }
@@ -236,7 +246,7 @@ fn transfer(
     if upload {
         let chunk = vec![0xa5u8; 1 << 16];
         let mut sent = 0;
-        while sent < BYTES {
+        while sent < bytes {
             stream.write_all(&chunk).unwrap();
             sent += chunk.len();
         }
@@ -244,7 +254,7 @@ fn transfer(
         stream.read_exact(&mut ack).unwrap();
     } else {
         let mut got = 0;
-        while got < BYTES {
+        while got < bytes {
             let n = stream.read(&mut buf).unwrap();
             assert!(n > 0, "download cut short at {got}");
             got += n;
@@ -255,6 +265,13 @@ fn transfer(
     drop(stream);
     let server_end = server.join().unwrap();
     (took, client_end, server_end)
+}
+
+fn pin_to_cpu(cpu: usize) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu % cpus).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
 }
 
 fn set_mode(iface: &str, mode: &str) {
@@ -277,20 +294,38 @@ struct Runs {
     ends: (End, End),
 }
 
-/// The kernel-cookie and synguard-cookie runs of one listener and direction.
-fn compare(lab: &Lab, listener: &TcpListener, to: SocketAddr, upload: bool) -> (Runs, Runs) {
+/// Synguard's best round over the kernel's best: what each can do, with the machine's
+/// hiccups (a round here and there a fifth slower, on either side) left out.
+fn best_ratio(kernel: &[Duration], ours: &[Duration]) -> f64 {
+    let best = |v: &[Duration]| v.iter().min().unwrap().as_secs_f64();
+    best(ours) / best(kernel)
+}
+
+/// The kernel-cookie and synguard-cookie runs of one listener and direction, and the ratio of
+/// their best rounds.
+fn compare(
+    lab: &Lab,
+    listener: &TcpListener,
+    to: SocketAddr,
+    upload: bool,
+    bytes: usize,
+) -> (Runs, Runs, f64) {
     let iface = &lab.server.iface;
     let (mut kernel, mut ours) = (Vec::new(), Vec::new());
     let (mut kernel_ends, mut our_ends) = (None, None);
     let sent_before = lab.server.netstat("TcpExtSyncookiesSent").unwrap();
     for _ in 0..ROUNDS {
         set_mode(iface, "off");
-        let (t, c, s) = transfer(&lab.client, listener, to, upload, || {
+        let (t, c, s) = transfer(&lab.client, listener, to, upload, bytes, || {
             set_mode(iface, "cookie")
         });
         kernel.push(t);
         kernel_ends = Some((c, s));
-        let (t, c, s) = transfer(&lab.client, listener, to, upload, || {});
+        // The same pause between connect and data as the kernel's round has (a mode set),
+        // so that the two differ only in who made the SYN-ACK.
+        let (t, c, s) = transfer(&lab.client, listener, to, upload, bytes, || {
+            set_mode(iface, "cookie")
+        });
         ours.push(t);
         our_ends = Some((c, s));
     }
@@ -300,6 +335,7 @@ fn compare(lab: &Lab, listener: &TcpListener, to: SocketAddr, upload: bool) -> (
         sent, ROUNDS as u64,
         "kernel cookie SYN-ACKs, one per kernel round"
     );
+    let ratio = best_ratio(&kernel, &ours);
     (
         Runs {
             time: median(kernel),
@@ -309,6 +345,7 @@ fn compare(lab: &Lab, listener: &TcpListener, to: SocketAddr, upload: bool) -> (
             time: median(ours),
             ends: our_ends.unwrap(),
         },
+        ratio,
     )
 }
 
@@ -345,11 +382,25 @@ fn transfers_through_synguards_cookies_match_the_kernels_own() {
                     kind.name,
                     if upload { "upload" } else { "download" }
                 );
-                let (kernel_runs, our_runs) = compare(&lab, &listener, to, upload);
+                let bytes = if kind.name == "SO_RCVBUF 4 KiB" {
+                    SLOW_BYTES
+                } else {
+                    BYTES
+                };
+                let (mut kernel_runs, mut our_runs, mut ratio) =
+                    compare(&lab, &listener, to, upload, bytes);
+                // Beyond 10 %, measured once more, and that measurement decides: a hiccup of the
+                // machine rarely strikes twice, while a wrong promise (a thousandfold here)
+                // shows every time.
+                if ratio > 1.10 {
+                    report.push(format!("{what}: {ratio:.2} at first; measured again"));
+                    (kernel_runs, our_runs, ratio) = compare(&lab, &listener, to, upload, bytes);
+                }
                 let (kernel, ours) = (kernel_runs.time, our_runs.time);
                 let (kernel_ends, our_ends) = (kernel_runs.ends, our_runs.ends);
                 report.push(format!(
-                    "{what}: kernel cookies {:.1} ms, synguard {:.1} ms, scales {}/{}",
+                    "{what}: kernel cookies {:.1} ms, synguard {:.1} ms (best rounds {ratio:.2}), \
+                     scales {}/{}",
                     kernel.as_secs_f64() * 1e3,
                     ours.as_secs_f64() * 1e3,
                     our_ends.0.snd_wscale,
@@ -360,8 +411,11 @@ fn transfers_through_synguards_cookies_match_the_kernels_own() {
                         "{what}: TCP_INFO (client, server) kernel {kernel_ends:?}, synguard {our_ends:?}"
                     ));
                 }
-                if ours > kernel.mul_f64(1.10) + Duration::from_millis(5) {
-                    failures.push(format!("{what}: {ours:?} against the kernel's {kernel:?}"));
+                if ratio > 1.10 {
+                    failures.push(format!(
+                        "{what}: best round {ratio:.2} times the kernel's (medians {ours:?}, \
+                         {kernel:?})"
+                    ));
                 }
             }
         }
