@@ -85,6 +85,19 @@ impl PinDir {
     /// (as bpftool does).
     pub fn create(&self) -> Result<(), Error> {
         ensure_bpffs(&self.bpffs)?;
+        if pin_life(&self.bpffs) == PinLife::DiesWithProcess {
+            tracing::warn!(
+                bpffs = %self.bpffs.display(),
+                "protection will not survive synguard's exit: the BPF filesystem at {} is \
+                 mounted only in synguard's own mount namespace (as `ip netns exec` makes one), \
+                 so its pins, and with them the XDP program, go when synguard does (a crash or \
+                 kill -9 included), and the next start attaches afresh instead of taking over. \
+                 Pass --bpffs a BPF filesystem the host mounted (e.g. bind-mount the host's \
+                 /sys/fs/bpf into the namespace), or run synguard in the host's mount namespace \
+                 (`nsenter --net=/run/netns/NAME synguard ...` instead of `ip netns exec`)",
+                self.bpffs.display()
+            );
+        }
         fs::create_dir_all(&self.path).map_err(|e| {
             Error::Other(format!(
                 "cannot create the pin directory {}: {e}",
@@ -135,6 +148,97 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
         return Err(fail(io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Whether pins in a BPF filesystem outlive this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinLife {
+    Outlives,
+    /// The filesystem is mounted only in this process's own mount namespace, which goes with
+    /// the process (and the filesystem's pins with it).
+    DiesWithProcess,
+    /// Could not tell (e.g. an ancestor's /proc entry unreadable without CAP_SYS_PTRACE).
+    Unknown,
+}
+
+/// Gathers what [`judge_pin_life`] needs for the BPF filesystem at `dir`: this process's mount
+/// namespace, and the nearest ancestor process in another one (`ip netns exec` and
+/// `unshare -m` make a namespace for the program they start), with that ancestor's mounts.
+pub fn pin_life(dir: &Path) -> PinLife {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(own) = fs::read_link("/proc/self/ns/mnt") else {
+        return PinLife::Unknown;
+    };
+    let Ok(meta) = fs::metadata(dir) else {
+        return PinLife::Unknown;
+    };
+    let dev = meta.dev();
+    let dev = (libc::major(dev), libc::minor(dev));
+    let mut pid = std::os::unix::process::parent_id();
+    // Bounded: process trees are not deeper than this in practice.
+    for _ in 0..64 {
+        if pid == 0 {
+            // No ancestor outside this namespace: it is the outermost there is.
+            return PinLife::Outlives;
+        }
+        let Ok(ns) = fs::read_link(format!("/proc/{pid}/ns/mnt")) else {
+            return PinLife::Unknown;
+        };
+        if ns != own {
+            let mounts = fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok();
+            return judge_pin_life(&own, Some(&ns), dev, mounts.as_deref());
+        }
+        pid = match parent_of(pid) {
+            Some(parent) => parent,
+            None => return PinLife::Unknown,
+        };
+    }
+    PinLife::Unknown
+}
+
+/// The parent of `pid` (field 4 of /proc/PID/stat, after the parenthesised command name).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = stat.rsplit_once(')')?.1;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A BPF filesystem lives as long as some mount of it does. `outer_ns` is the mount namespace
+/// of the nearest ancestor outside this process's own (none: this one is the outermost, and
+/// its mounts outlive the process). The filesystem outlives the process only if that outer
+/// namespace mounts the same instance (the same device numbers in its mountinfo): each
+/// `mount -t bpf` makes a new instance.
+pub fn judge_pin_life(
+    own_ns: &Path,
+    outer_ns: Option<&Path>,
+    dev: (u32, u32),
+    outer_mountinfo: Option<&str>,
+) -> PinLife {
+    let Some(outer_ns) = outer_ns else {
+        return PinLife::Outlives;
+    };
+    if own_ns == outer_ns {
+        return PinLife::Outlives;
+    }
+    let Some(mounts) = outer_mountinfo else {
+        return PinLife::Unknown;
+    };
+    let wanted = format!("{}:{}", dev.0, dev.1);
+    // mountinfo: "ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [FIELDS] - FSTYPE SOURCE ..."
+    let shared = mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let device = fields.nth(2);
+        let fstype = line
+            .split(" - ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next());
+        device == Some(wanted.as_str()) && fstype == Some("bpf")
+    });
+    if shared {
+        PinLife::Outlives
+    } else {
+        PinLife::DiesWithProcess
+    }
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -220,4 +324,47 @@ fn lock(path: &Path) -> Result<Option<File>, Error> {
         "cannot lock {}: {err}",
         path.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTER_MOUNTS: &str = "\
+25 30 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+33 25 0:29 / /sys/fs/bpf rw,nosuid,nodev,noexec,relatime shared:14 - bpf bpf rw,mode=700
+90 30 0:51 / /run/synguard-lab/bpf rw,relatime shared:40 - bpf bpf rw
+";
+
+    #[test]
+    fn pins_outlive_the_process_unless_their_filesystem_is_its_own() {
+        let (a, b) = (Path::new("mnt:[4026531841]"), Path::new("mnt:[4026532999]"));
+        assert_eq!(judge_pin_life(a, Some(a), (0, 99), None), PinLife::Outlives);
+        // mountinfo of the outer namespace, as /proc/PID/mountinfo shows it.
+        // Another mount namespace (ip netns exec) that sees the host's instance.
+        assert_eq!(
+            judge_pin_life(b, Some(a), (0, 29), Some(OUTER_MOUNTS)),
+            PinLife::Outlives
+        );
+        assert_eq!(
+            judge_pin_life(b, Some(a), (0, 51), Some(OUTER_MOUNTS)),
+            PinLife::Outlives
+        );
+        // An instance mounted in that namespace alone.
+        assert_eq!(
+            judge_pin_life(b, Some(a), (0, 77), Some(OUTER_MOUNTS)),
+            PinLife::DiesWithProcess
+        );
+        // The same device numbers on a filesystem of another type do not count.
+        assert_eq!(
+            judge_pin_life(b, Some(a), (0, 23), Some(OUTER_MOUNTS)),
+            PinLife::DiesWithProcess
+        );
+        assert_eq!(
+            judge_pin_life(b, None, (0, 29), None),
+            PinLife::Outlives,
+            "outermost"
+        );
+        assert_eq!(judge_pin_life(b, Some(a), (0, 29), None), PinLife::Unknown);
+    }
 }
