@@ -76,15 +76,9 @@ impl PinDir {
         self.path.join(name)
     }
 
-    /// Whether a controller left its program attached here.
-    pub fn has_link(&self) -> bool {
-        self.link().exists()
-    }
-
-    /// Creates the directory, mounting the BPF filesystem first if nothing is mounted there
-    /// (as bpftool does).
-    pub fn create(&self) -> Result<(), Error> {
-        ensure_bpffs(&self.bpffs)?;
+    /// Warns, once attached, when these pins cannot outlive the process: then a crash or a
+    /// handover leaves nothing attached, and the next start cannot take over.
+    pub fn warn_if_they_die_with_the_process(&self) {
         if pin_life(&self.bpffs) == PinLife::DiesWithProcess {
             tracing::warn!(
                 bpffs = %self.bpffs.display(),
@@ -98,6 +92,17 @@ impl PinDir {
                 self.bpffs.display()
             );
         }
+    }
+
+    /// Whether a controller left its program attached here.
+    pub fn has_link(&self) -> bool {
+        self.link().exists()
+    }
+
+    /// Creates the directory, mounting the BPF filesystem first if nothing is mounted there
+    /// (as bpftool does).
+    pub fn create(&self) -> Result<(), Error> {
+        ensure_bpffs(&self.bpffs)?;
         fs::create_dir_all(&self.path).map_err(|e| {
             Error::Other(format!(
                 "cannot create the pin directory {}: {e}",

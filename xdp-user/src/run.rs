@@ -250,6 +250,9 @@ fn attach_all(
             program_id = attachment.program_id(),
             "attached"
         );
+        if let Some(pins) = attachment.pinned() {
+            pins.warn_if_they_die_with_the_process();
+        }
     }
     Ok(())
 }
