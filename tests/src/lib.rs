@@ -113,10 +113,10 @@ pub fn namespace_interface() -> String {
         .unwrap_or_else(|| "lo".to_string())
 }
 
-/// Runs `body` on a thread in a fresh lab namespace with a dual-stack listener on `port`,
-/// tcp_syncookies=2 (the cookie helpers look sockets up in the caller's namespace) and
-/// tcp_timestamps=2, as synguard sets them while it answers.
-pub fn in_lab(port: u16, body: impl FnOnce() + Send) {
+/// A fresh lab whose server has tcp_syncookies=2 (the kernel answers every SYN that reaches
+/// it with a cookie, and the stamping helper issues them) and tcp_timestamps=2, as synguard
+/// sets them while it answers.
+pub fn cookie_lab() -> synguard_lab::Lab {
     let lab = synguard_lab::Lab::new().unwrap();
     lab.server
         .set_sysctl("net.ipv4.tcp_syncookies", "2")
@@ -124,6 +124,31 @@ pub fn in_lab(port: u16, body: impl FnOnce() + Send) {
     lab.server
         .set_sysctl("net.ipv4.tcp_timestamps", "2")
         .unwrap();
+    lab
+}
+
+/// TCP_INFO of a connected socket.
+pub fn tcp_info(socket: &impl std::os::fd::AsRawFd) -> libc::tcp_info {
+    // SAFETY: TCP_INFO fills at most `len` bytes of a zeroed, plain-data struct.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut _ as *mut libc::c_void,
+            &mut len,
+        );
+        assert_eq!(rc, 0, "getsockopt(TCP_INFO)");
+        info
+    }
+}
+
+/// Runs `body` on a thread in a fresh [`cookie_lab`] namespace with a dual-stack listener on
+/// `port`: the cookie helpers look sockets up in the caller's namespace.
+pub fn in_lab(port: u16, body: impl FnOnce() + Send) {
+    let lab = cookie_lab();
     lab.server
         .enter(|| {
             let _listener = TcpListener::bind(("::", port)).unwrap();

@@ -5,7 +5,6 @@
 use std::{
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd,
     thread,
     time::Duration,
 };
@@ -13,28 +12,12 @@ use std::{
 use nix::sys::signal::Signal;
 use synguard_common::Reason;
 use synguard_lab::{Lab, MetricsText, Netns, Synguard, run_bounded};
+use synguard_tests::tcp_info;
 
 const TCPI_OPT_TIMESTAMPS: u8 = 1;
 const TCPI_OPT_SACK: u8 = 2;
 const TCPI_OPT_WSCALE: u8 = 4;
 const DATA: usize = 1 << 20;
-
-fn tcp_info(stream: &TcpStream) -> libc::tcp_info {
-    // SAFETY: TCP_INFO fills at most `len` bytes of a zeroed, plain-data struct.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            &mut info as *mut _ as *mut libc::c_void,
-            &mut len,
-        );
-        assert_eq!(rc, 0, "getsockopt(TCP_INFO)");
-        info
-    }
-}
 
 /// What both ends agreed on: options, and (snd, rcv) window scales.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -97,6 +80,37 @@ fn connect_and_exchange(lab: &Lab, server_ip: IpAddr, port: u16) -> Agreed {
         client_wscale: wscales(&client_info),
         server_wscale: wscales(&server_info),
     }
+}
+
+/// `n` segments from one spoofed source to the server's port 8080, with hping3's `flags`
+/// (hping3 picks the sequence and acknowledgment numbers: none is a valid cookie).
+fn hping3(lab: &Lab, flags: &[&str], n: u32) {
+    let mut cmd = lab.client.command("hping3");
+    cmd.arg("-q")
+        .args(flags)
+        .args(["-p", "8080", "-a", "198.18.200.9", "-i", "u1"])
+        .args(["-c", &n.to_string()])
+        .arg(lab.server.ipv4.to_string());
+    let out = run_bounded(&mut cmd, Duration::from_secs(60)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("\n{n} packets transmitted")),
+        "{stderr}"
+    );
+}
+
+/// The metrics once `reason` has been counted `want` times (the counters are read at scrape
+/// time, a little after the packets).
+fn metrics_once(sg: &Synguard, reason: Reason, want: f64) -> MetricsText {
+    let mut m = sg.metrics().unwrap();
+    for _ in 0..50 {
+        if decisions(&m, reason) >= want {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+        m = sg.metrics().unwrap();
+    }
+    m
 }
 
 fn decisions(m: &MetricsText, reason: Reason) -> f64 {
@@ -206,31 +220,14 @@ fn forged_acks_are_dropped_and_create_no_sockets() {
     let recv_before = lab.server.netstat("TcpExtSyncookiesRecv").unwrap();
     let rsts_before = lab.server.netstat("TcpOutRsts").unwrap();
     const N: u32 = 100_000;
-    // hping3 picks the sequence and acknowledgment numbers; none is a valid cookie.
-    let mut cmd = lab.client.command("hping3");
-    cmd.args(["-q", "-A", "-p", "8080", "-a", "198.18.200.9", "-i", "u1"])
-        .args(["-c", &N.to_string()])
-        .arg(lab.server.ipv4.to_string());
-    let out = run_bounded(&mut cmd, Duration::from_secs(60)).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("\n{N} packets transmitted")),
-        "{stderr}"
-    );
+    hping3(&lab, &["-A"], N);
     // Read before any scrape: scrapes are loopback connections (see above).
     thread::sleep(Duration::from_millis(300));
     let opens_after = lab.server.netstat("TcpPassiveOpens").unwrap();
     let recv_after = lab.server.netstat("TcpExtSyncookiesRecv").unwrap();
     let rsts_after = lab.server.netstat("TcpOutRsts").unwrap();
 
-    let mut m = sg.metrics().unwrap();
-    for _ in 0..50 {
-        if decisions(&m, Reason::AckForged) >= f64::from(N) {
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-        m = sg.metrics().unwrap();
-    }
+    let m = metrics_once(&sg, Reason::AckForged, f64::from(N));
     assert_eq!(decisions(&m, Reason::AckForged), f64::from(N));
     assert_eq!(
         m.sum(
@@ -273,38 +270,12 @@ fn forged_fin_ack_and_psh_ack_are_dropped_before_the_kernel_checks_them() {
     let rsts_before = lab.server.netstat("TcpOutRsts").unwrap();
     let forged_before = decisions(&sg.metrics().unwrap(), Reason::AckForged);
     for flag in ["-F", "-P"] {
-        let mut cmd = lab.client.command("hping3");
-        cmd.args([
-            "-q",
-            flag,
-            "-A",
-            "-p",
-            "8080",
-            "-a",
-            "198.18.200.9",
-            "-i",
-            "u1",
-        ])
-        .args(["-c", &N.to_string()])
-        .arg(lab.server.ipv4.to_string());
-        let out = run_bounded(&mut cmd, Duration::from_secs(60)).unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains(&format!("\n{N} packets transmitted")),
-            "{stderr}"
-        );
+        hping3(&lab, &[flag, "-A"], N);
     }
     thread::sleep(Duration::from_millis(300));
     let failed_after = lab.server.netstat("TcpExtSyncookiesFailed").unwrap();
     let rsts_after = lab.server.netstat("TcpOutRsts").unwrap();
-    let mut m = sg.metrics().unwrap();
-    for _ in 0..50 {
-        if decisions(&m, Reason::AckForged) - forged_before >= f64::from(2 * N) {
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-        m = sg.metrics().unwrap();
-    }
+    let m = metrics_once(&sg, Reason::AckForged, forged_before + f64::from(2 * N));
     assert_eq!(
         decisions(&m, Reason::AckForged) - forged_before,
         f64::from(2 * N)

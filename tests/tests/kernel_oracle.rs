@@ -22,7 +22,7 @@ use std::{
 
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TcpHeader, TransportHeader};
 use synguard_lab::{Lab, Netns, Synguard};
-use synguard_tests::{succeeded, synguard_cli};
+use synguard_tests::{cookie_lab, succeeded, synguard_cli};
 
 const ISN: u32 = 0x5a5a_1234;
 
@@ -642,10 +642,8 @@ impl Drop for GlobalSysctl {
 
 #[test]
 fn synguards_syn_acks_equal_the_kernels_own_cookie_syn_acks() {
-    let lab = Lab::new().unwrap();
+    let lab = cookie_lab();
     let server = lab.server.clone();
-    server.set_sysctl("net.ipv4.tcp_syncookies", "2").unwrap();
-    server.set_sysctl("net.ipv4.tcp_timestamps", "2").unwrap();
     // One port per listener kind, IPv4 and IPv6 listeners on it.
     let listeners: Vec<OwnedFd> = server
         .enter(|| {
