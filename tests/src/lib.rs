@@ -145,6 +145,72 @@ pub fn tcp_info(socket: &impl std::os::fd::AsRawFd) -> libc::tcp_info {
     }
 }
 
+/// A listener on `port` of every address (IPv6: IPV6_V6ONLY), in the calling thread's
+/// namespace, with `settings` ((level, option, value) for setsockopt) made before listen(),
+/// as a server sets SO_RCVBUF, TCP_MAXSEG or IP_TOS on its listening socket.
+pub fn listen_with(
+    ipv6: bool,
+    port: u16,
+    settings: &[(i32, i32, i32)],
+) -> std::io::Result<TcpListener> {
+    use std::{
+        io,
+        os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    };
+    let family = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: plain socket calls on a descriptor this function owns.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let set = |level: i32, name: i32, value: i32| -> io::Result<()> {
+            let rc = libc::setsockopt(
+                fd.as_raw_fd(),
+                level,
+                name,
+                &value as *const i32 as *const libc::c_void,
+                size_of::<i32>() as libc::socklen_t,
+            );
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        if ipv6 {
+            set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+        }
+        for &(level, name, value) in settings {
+            set(level, name, value)?;
+        }
+        let rc = if ipv6 {
+            let mut addr: libc::sockaddr_in6 = std::mem::zeroed();
+            addr.sin6_family = libc::AF_INET6 as u16;
+            addr.sin6_port = port.to_be();
+            libc::bind(
+                fd.as_raw_fd(),
+                &addr as *const _ as *const libc::sockaddr,
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        } else {
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as u16;
+            addr.sin_port = port.to_be();
+            libc::bind(
+                fd.as_raw_fd(),
+                &addr as *const _ as *const libc::sockaddr,
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 || libc::listen(fd.as_raw_fd(), 128) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TcpListener::from(fd))
+    }
+}
+
 /// Runs `body` on a thread in a fresh [`cookie_lab`] namespace with a dual-stack listener on
 /// `port`: the cookie helpers look sockets up in the caller's namespace.
 pub fn in_lab(port: u16, body: impl FnOnce() + Send) {

@@ -20,13 +20,12 @@
 use std::{
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
-    os::fd::{AsRawFd, FromRawFd},
     thread,
     time::{Duration, Instant},
 };
 
 use synguard_lab::{Lab, Netns, Synguard};
-use synguard_tests::{cookie_lab, succeeded, synguard_cli, tcp_info};
+use synguard_tests::{cookie_lab, listen_with, succeeded, synguard_cli, tcp_info};
 
 /// 100 MB a transfer, about 150 ms here: long enough that the machine's hiccups are small
 /// beside it. The 4 KiB listener, whose 4 KiB window makes 20 MB take 0.7 s already, gets 20 MB.
@@ -96,72 +95,9 @@ fn listener(
     port: u16,
     settings: &'static [(i32, i32, i32)],
 ) -> TcpListener {
-    ns.enter(move || {
-        // SAFETY: plain socket calls on a descriptor handed to the TcpListener at the end.
-        unsafe {
-            let family = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
-            let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-            assert!(fd >= 0);
-            let set = |level, name, value: i32| {
-                let rc = libc::setsockopt(
-                    fd,
-                    level,
-                    name,
-                    &value as *const i32 as *const libc::c_void,
-                    4,
-                );
-                assert_eq!(rc, 0, "setsockopt {level} {name}");
-            };
-            set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-            if ipv6 {
-                set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1);
-            }
-            for &(level, name, value) in settings {
-                set(level, name, value);
-            }
-            let listener = TcpListener::from_raw_fd(fd);
-            let addr: SocketAddr = if ipv6 {
-                format!("[::]:{port}").parse().unwrap()
-            } else {
-                format!("0.0.0.0:{port}").parse().unwrap()
-            };
-            bind_and_listen(listener.as_raw_fd(), addr);
-            listener
-        }
-    })
-    .unwrap()
-}
-
-fn bind_and_listen(fd: i32, addr: SocketAddr) {
-    // SAFETY: sockaddr structs built in full and passed with their sizes.
-    unsafe {
-        let rc = match addr {
-            SocketAddr::V4(a) => {
-                let mut sa: libc::sockaddr_in = std::mem::zeroed();
-                sa.sin_family = libc::AF_INET as u16;
-                sa.sin_port = a.port().to_be();
-                sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                libc::bind(
-                    fd,
-                    &sa as *const _ as *const libc::sockaddr,
-                    size_of_val(&sa) as u32,
-                )
-            }
-            SocketAddr::V6(a) => {
-                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
-                sa.sin6_family = libc::AF_INET6 as u16;
-                sa.sin6_port = a.port().to_be();
-                sa.sin6_addr.s6_addr = a.ip().octets();
-                libc::bind(
-                    fd,
-                    &sa as *const _ as *const libc::sockaddr,
-                    size_of_val(&sa) as u32,
-                )
-            }
-        };
-        assert_eq!(rc, 0, "bind {addr}");
-        assert_eq!(libc::listen(fd, 64), 0);
-    }
+    ns.enter(move || listen_with(ipv6, port, settings))
+        .unwrap()
+        .expect("a listener with those settings")
 }
 
 /// What TCP_INFO says on one end.

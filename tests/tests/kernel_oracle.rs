@@ -22,7 +22,7 @@ use std::{
 
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TcpHeader, TransportHeader};
 use synguard_lab::{Lab, Netns, Synguard};
-use synguard_tests::{cookie_lab, succeeded, synguard_cli};
+use synguard_tests::{cookie_lab, listen_with, succeeded, synguard_cli};
 
 const ISN: u32 = 0x5a5a_1234;
 
@@ -213,63 +213,6 @@ const LISTENERS: &[ListenerKind] = &[
 ];
 
 const FIRST_PORT: u16 = 8100;
-
-/// Creates a listener of `kind` on `port` (IPv6: IPV6_V6ONLY), in the calling thread's
-/// namespace.
-fn listen(ipv6: bool, port: u16, settings: &[(i32, i32, i32)]) -> io::Result<OwnedFd> {
-    let family = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
-    // SAFETY: plain socket calls on a descriptor this function owns.
-    unsafe {
-        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = OwnedFd::from_raw_fd(fd);
-        let set = |level: i32, name: i32, value: i32| -> io::Result<()> {
-            let rc = libc::setsockopt(
-                fd.as_raw_fd(),
-                level,
-                name,
-                &value as *const i32 as *const libc::c_void,
-                size_of::<i32>() as libc::socklen_t,
-            );
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        };
-        set(SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-        if ipv6 {
-            set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
-        }
-        for &(level, name, value) in settings {
-            set(level, name, value)?;
-        }
-        let rc = if ipv6 {
-            let mut addr: libc::sockaddr_in6 = std::mem::zeroed();
-            addr.sin6_family = libc::AF_INET6 as u16;
-            addr.sin6_port = port.to_be();
-            libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const _ as *const libc::sockaddr,
-                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        } else {
-            let mut addr: libc::sockaddr_in = std::mem::zeroed();
-            addr.sin_family = libc::AF_INET as u16;
-            addr.sin_port = port.to_be();
-            libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const _ as *const libc::sockaddr,
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 || libc::listen(fd.as_raw_fd(), 128) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(fd)
-    }
-}
 
 /// An AF_PACKET socket on the client's end of the veth: sends frames as they are, and sees
 /// every frame that arrives there.
@@ -645,13 +588,13 @@ fn synguards_syn_acks_equal_the_kernels_own_cookie_syn_acks() {
     let lab = cookie_lab();
     let server = lab.server.clone();
     // One port per listener kind, IPv4 and IPv6 listeners on it.
-    let listeners: Vec<OwnedFd> = server
+    let listeners: Vec<std::net::TcpListener> = server
         .enter(|| {
             let mut fds = Vec::new();
             for (i, kind) in LISTENERS.iter().enumerate() {
                 let port = FIRST_PORT + i as u16;
-                fds.push(listen(false, port, kind.v4).expect(kind.name));
-                fds.push(listen(true, port, kind.v6).expect(kind.name));
+                fds.push(listen_with(false, port, kind.v4).expect(kind.name));
+                fds.push(listen_with(true, port, kind.v6).expect(kind.name));
             }
             fds
         })
