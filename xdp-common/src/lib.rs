@@ -19,7 +19,8 @@ pub use stats::{Action, Reason, Stats};
 /// Name of the XDP entry point in the BPF object (the `#[xdp]` function).
 pub const PROGRAM_NAME: &str = "synguard";
 
-/// Name of the per-CPU [`Stats`] map (the `#[map]` static in the BPF object).
+/// Name of the per-CPU [`Stats`] map. Each name here is a `#[map]` static's name in
+/// `xdp-ebpf/src/maps.rs`.
 pub const STATS_MAP: &str = "SYNGUARD_STATS";
 
 /// Name of the one-slot array holding the [`Config`].
@@ -91,3 +92,52 @@ pub const ROUTES_V4_MAP: &str = "SYNGUARD_ROUTES_V4";
 pub const ROUTES_V6_MAP: &str = "SYNGUARD_ROUTES_V6";
 pub const ROUTE_CLASSES_MAP: &str = "SYNGUARD_ROUTE_CLASSES";
 pub const ROUTE_TABLE_ENTRIES: u32 = 4096;
+
+/// Name of the per-CPU scratch memory of the SYN and ACK paths (`xdp-ebpf/src/scratch.rs`).
+pub const SCRATCH_MAP: &str = "SYNGUARD_SCRATCH";
+
+/// Every map the XDP program defines (`xdp-ebpf/src/maps.rs`), by the names above: the one
+/// list the controller's pins and the check against the built object work from.
+pub const MAP_NAMES: [&str; 21] = [
+    CONFIG_MAP,
+    PORTS_MAP,
+    LIST_V4_MAP,
+    LIST_V6_MAP,
+    LAYOUT_MAP,
+    HOST_MAP,
+    ROUTES_V4_MAP,
+    ROUTES_V6_MAP,
+    ROUTE_CLASSES_MAP,
+    STATS_MAP,
+    AUTO_STATE_MAP,
+    ATTACK_MAP,
+    EVENTS_MAP,
+    PORT_RATES_MAP,
+    SAMPLES_MAP,
+    CAPS_MAP,
+    SKETCH_MAP,
+    SOURCES_MAP,
+    STAMPS_MAP,
+    LISTENERS_MAP,
+    SCRATCH_MAP,
+];
+
+/// The maps that carry state across a restart, pinned in the BPF filesystem. The rest hold
+/// facts the controller gathers afresh at every start (the listener layout, the host's facts
+/// and routes) or a cache of them (the per-CPU listener table).
+pub const PINNED_MAPS: [&str; 14] = [
+    STATS_MAP,
+    CONFIG_MAP,
+    PORTS_MAP,
+    AUTO_STATE_MAP,
+    ATTACK_MAP,
+    EVENTS_MAP,
+    SAMPLES_MAP,
+    PORT_RATES_MAP,
+    STAMPS_MAP,
+    CAPS_MAP,
+    LIST_V4_MAP,
+    LIST_V6_MAP,
+    SKETCH_MAP,
+    SOURCES_MAP,
+];

@@ -9,9 +9,9 @@ use aya_ebpf::{
 use synguard_common::{Action, Reason};
 
 use crate::{
-    cookie::Scratch,
     count::Verdict,
     parse::{TcpAt, ptr_at},
+    scratch::Scratch,
     sock::{self, Endpoints, Found},
 };
 

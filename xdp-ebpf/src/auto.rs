@@ -9,40 +9,29 @@
 //! (bpf_ringbuf_output, Linux 5.8), so events come once per attack, never per packet. During
 //! an attack, each CPU also samples the sources of its SYNs for the controller's log.
 
-use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
-    maps::{Array, PerCpuArray, RingBuf},
-    programs::XdpContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use synguard_common::{
-    AttackEvent, AttackState, AutoState, Config,
+    AttackEvent, AttackState, Config,
     config::{
-        AUTO_STALE_NS, AUTO_WINDOW_NS, PORT_WINDOW_NS, PORT_WINDOW_SHIFT, SAMPLE_SLOTS,
-        SourceSamples, event, port_window_threshold,
+        AUTO_STALE_NS, AUTO_WINDOW_NS, PORT_WINDOW_NS, PORT_WINDOW_SHIFT, SAMPLE_SLOTS, event,
+        port_window_threshold,
     },
 };
 
-use crate::{atomic, limit, parse::IpAt, percpu};
-
-/// The maps `auto` works on; defined with the entry point.
-pub struct AutoMaps {
-    pub states: &'static PerCpuArray<AutoState>,
-    pub attack: &'static Array<AttackState>,
-    pub events: &'static RingBuf,
-    pub samples: &'static PerCpuArray<SourceSamples>,
-    pub port_rates: &'static Array<u64>,
-}
+use crate::{
+    bpf::{atomic, percpu},
+    limit,
+    maps::{
+        SYNGUARD_ATTACK, SYNGUARD_AUTO, SYNGUARD_EVENTS, SYNGUARD_PORT_RATES, SYNGUARD_SAMPLES,
+    },
+    parse::IpAt,
+};
 
 /// Counts one SYN to `port` and returns whether it is to be answered with a cookie.
 #[inline(always)]
-pub fn observe_syn(
-    ctx: &XdpContext,
-    ip: &IpAt,
-    port: u16,
-    maps: &AutoMaps,
-    config: &Config,
-) -> bool {
-    let (Some(state), Some(attack)) = (maps.states.get_ptr_mut(0), maps.attack.get_ptr_mut(0))
+pub fn observe_syn(ctx: &XdpContext, ip: &IpAt, port: u16, config: &Config) -> bool {
+    let (Some(state), Some(attack)) =
+        (SYNGUARD_AUTO.get_ptr_mut(0), SYNGUARD_ATTACK.get_ptr_mut(0))
     else {
         return false;
     };
@@ -53,11 +42,11 @@ pub fn observe_syn(
     // SAFETY: the shared state's fields are aligned u64s of an array map value.
     let active = unsafe { atomic::load(&raw const (*attack).active) } != 0;
     if active {
-        sample(ctx, ip, maps.samples, config);
+        sample(ctx, ip, config);
     }
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let port_hot = config.auto_port_threshold_pps != 0 && observe_port(maps, config, port, now);
+    let port_hot = config.auto_port_threshold_pps != 0 && observe_port(config, port, now);
     let elapsed = now.wrapping_sub(state.window_start_ns);
     if elapsed < AUTO_WINDOW_NS {
         return active || port_hot;
@@ -67,19 +56,19 @@ pub fn observe_syn(
     state.rate_at_ns = now;
     state.window_syns = 0;
     state.window_start_ns = now;
-    let total = total_rate(maps.states, now);
+    let total = total_rate(now);
     state.total_rate_pps = total;
-    decide(attack, maps.events, config, total, now) || port_hot
+    decide(attack, config, total, now) || port_hot
 }
 
 /// Counts the SYN in its port's cell and starts an attack, or keeps it going, if that port
 /// alone is over the per-port threshold (at half of it, for the hysteresis). Returns whether
 /// it did either.
 #[inline(always)]
-fn observe_port(maps: &AutoMaps, config: &Config, port: u16, now: u64) -> bool {
+fn observe_port(config: &Config, port: u16, now: u64) -> bool {
     let (Some(cell), Some(attack)) = (
-        maps.port_rates.get_ptr_mut(u32::from(port)),
-        maps.attack.get_ptr_mut(0),
+        SYNGUARD_PORT_RATES.get_ptr_mut(u32::from(port)),
+        SYNGUARD_ATTACK.get_ptr_mut(0),
     ) else {
         return false;
     };
@@ -98,7 +87,7 @@ fn observe_port(maps: &AutoMaps, config: &Config, port: u16, now: u64) -> bool {
         }
         let rate = count * 1_000_000_000 / PORT_WINDOW_NS;
         let threshold = config.auto_port_threshold_pps;
-        start(attack, maps.events, threshold, u32::from(port), rate, now);
+        start(attack, threshold, u32::from(port), rate, now);
     }
     true
 }
@@ -111,7 +100,6 @@ fn observe_port(maps: &AutoMaps, config: &Config, port: u16, now: u64) -> bool {
 #[inline(always)]
 unsafe fn start(
     attack: *mut AttackState,
-    events: &RingBuf,
     threshold_pps: u32,
     port: u32,
     rate: u64,
@@ -135,7 +123,7 @@ unsafe fn start(
         peak_pps: rate,
         started_ns: now,
     };
-    let _ = events.output::<AttackEvent>(&event, 0);
+    let _ = SYNGUARD_EVENTS.output::<AttackEvent>(&event, 0);
     true
 }
 
@@ -143,8 +131,8 @@ unsafe fn start(
 /// (ACKs). Ends an attack whose hold time has passed: after a flood that stops dead no window
 /// closes, and the ACKs of real clients are what still arrives.
 #[inline(always)]
-pub fn under_attack(maps: &AutoMaps, config: &Config) -> bool {
-    let Some(attack) = maps.attack.get_ptr_mut(0) else {
+pub fn under_attack(config: &Config) -> bool {
+    let Some(attack) = SYNGUARD_ATTACK.get_ptr_mut(0) else {
         return false;
     };
     // SAFETY: as in `observe_syn`.
@@ -153,19 +141,13 @@ pub fn under_attack(maps: &AutoMaps, config: &Config) -> bool {
     }
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    settle(attack, maps.events, config, 0, now)
+    settle(attack, config, 0, now)
 }
 
 /// Starts an attack at or above the threshold, keeps it going at or above half of it, and
 /// ends it after the hold time below that.
 #[inline(always)]
-fn decide(
-    attack: *mut AttackState,
-    events: &RingBuf,
-    config: &Config,
-    total: u64,
-    now: u64,
-) -> bool {
+fn decide(attack: *mut AttackState, config: &Config, total: u64, now: u64) -> bool {
     let threshold = u64::from(config.auto_threshold_pps);
     // SAFETY (all blocks below): `attack` points at the array map's one value, whose fields
     // are aligned u64s; every write that others may race with is atomic.
@@ -174,9 +156,9 @@ fn decide(
             core::ptr::write_volatile(&raw mut (*attack).last_busy_ns, now);
         }
         if total < threshold {
-            return settle(attack, events, config, total, now);
+            return settle(attack, config, total, now);
         }
-        if !start(attack, events, config.auto_threshold_pps, 0, total, now) {
+        if !start(attack, config.auto_threshold_pps, 0, total, now) {
             raise_peak(&raw mut (*attack).peak_pps, total);
         }
     }
@@ -185,13 +167,7 @@ fn decide(
 
 /// Ends the attack if the rate has been low for the hold time; returns whether it goes on.
 #[inline(always)]
-fn settle(
-    attack: *mut AttackState,
-    events: &RingBuf,
-    config: &Config,
-    total: u64,
-    now: u64,
-) -> bool {
+fn settle(attack: *mut AttackState, config: &Config, total: u64, now: u64) -> bool {
     let hold = u64::from(config.auto_hold_ms) * 1_000_000;
     // SAFETY: as in `decide`.
     unsafe {
@@ -206,7 +182,7 @@ fn settle(
         if atomic::compare_exchange(active, 1, 0) == 1 {
             let peak = atomic::load(&raw const (*attack).peak_pps);
             let started = atomic::load(&raw const (*attack).started_ns);
-            report_stop(events, config, now, total, peak, started);
+            report_stop(config, now, total, peak, started);
         }
     }
     false
@@ -230,7 +206,7 @@ unsafe fn raise_peak(peak: *mut u64, rate: u64) {
 
 /// Reports an attack's end.
 #[inline(always)]
-fn report_stop(events: &RingBuf, config: &Config, now: u64, rate: u64, peak: u64, started: u64) {
+fn report_stop(config: &Config, now: u64, rate: u64, peak: u64, started: u64) {
     let event = AttackEvent {
         kind: event::STOP,
         threshold_pps: config.auto_threshold_pps,
@@ -242,14 +218,16 @@ fn report_stop(events: &RingBuf, config: &Config, now: u64, rate: u64, peak: u64
         started_ns: started,
     };
     // A full ring loses the event; the controller also reads the state itself and notices.
-    let _ = events.output::<AttackEvent>(&event, 0);
+    let _ = SYNGUARD_EVENTS.output::<AttackEvent>(&event, 0);
 }
 
 /// Records the SYN's source (by the per-source limit's prefixes) in this CPU's sample ring.
 #[inline(always)]
-fn sample(ctx: &XdpContext, ip: &IpAt, samples: &PerCpuArray<SourceSamples>, config: &Config) {
-    let (Some(ring), Some(key)) = (samples.get_ptr_mut(0), limit::source_key(ctx, ip, config))
-    else {
+fn sample(ctx: &XdpContext, ip: &IpAt, config: &Config) {
+    let (Some(ring), Some(key)) = (
+        SYNGUARD_SAMPLES.get_ptr_mut(0),
+        limit::source_key(ctx, ip, config),
+    ) else {
         return;
     };
     // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
@@ -274,9 +252,9 @@ fn per_second(count: u64, elapsed_ns: u64) -> u64 {
 
 /// The sum of every CPU's latest rate, leaving out rates older than `AUTO_STALE_NS`.
 #[inline(always)]
-fn total_rate(states: &PerCpuArray<AutoState>, now: u64) -> u64 {
+fn total_rate(now: u64) -> u64 {
     let mut total = 0u64;
-    percpu::for_each_cpu(states, 0, |value| {
+    percpu::for_each_cpu(&SYNGUARD_AUTO, 0, |value| {
         // SAFETY: that CPU's slot. A torn read of two u64s costs at most one window's accuracy.
         let (rate, at) = unsafe { ((*value).rate_pps, (*value).rate_at_ns) };
         if now.wrapping_sub(at) <= AUTO_STALE_NS {

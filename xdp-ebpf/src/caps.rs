@@ -6,19 +6,19 @@
 //! own demand plus a share of the slack when it does not, so that traffic under the cap is
 //! never dropped because it moved to a CPU idle in the last window.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::PerCpuArray};
-use synguard_common::config::{CAP_WINDOW_NS, CapState, cpu_budget, window_budget};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use synguard_common::config::{CAP_WINDOW_NS, cpu_budget, window_budget};
 
-use crate::percpu;
+use crate::{bpf::percpu, maps::SYNGUARD_CAPS};
 
 /// Counts one event against cap `index` (`synguard_common::config::cap`), limited to `cap_pps`
 /// per second (0: no cap), and says whether it is admitted.
 #[inline(always)]
-pub fn admit(states: &PerCpuArray<CapState>, index: u32, cap_pps: u32) -> bool {
+pub fn admit(index: u32, cap_pps: u32) -> bool {
     if cap_pps == 0 {
         return true;
     }
-    let Some(state) = states.get_ptr_mut(index) else {
+    let Some(state) = SYNGUARD_CAPS.get_ptr_mut(index) else {
         return true;
     };
     // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
@@ -35,7 +35,7 @@ pub fn admit(states: &PerCpuArray<CapState>, index: u32, cap_pps: u32) -> bool {
         state.window_start_ns = now - elapsed % CAP_WINDOW_NS;
         state.demand = 0;
         state.used = 0;
-        let (total, cpus) = total_demand(states, index, now);
+        let (total, cpus) = total_demand(index, now);
         state.budget = cpu_budget(window_budget(cap_pps), state.last_demand, total, cpus);
     }
     state.demand += 1;
@@ -50,9 +50,9 @@ pub fn admit(states: &PerCpuArray<CapState>, index: u32, cap_pps: u32) -> bool {
 /// Every CPU's demand in its last window, leaving out windows that closed two windows ago or
 /// earlier (that CPU has gone quiet); and how many CPUs there are.
 #[inline(always)]
-fn total_demand(states: &PerCpuArray<CapState>, index: u32, now: u64) -> (u64, u64) {
+fn total_demand(index: u32, now: u64) -> (u64, u64) {
     let mut total = 0u64;
-    let cpus = percpu::for_each_cpu(states, index, |value| {
+    let cpus = percpu::for_each_cpu(&SYNGUARD_CAPS, index, |value| {
         // SAFETY: that CPU's slot; a torn read costs one window's accuracy at most.
         let (demand, at) = unsafe { ((*value).last_demand, (*value).last_at_ns) };
         if now.wrapping_sub(at) <= 2 * CAP_WINDOW_NS {

@@ -14,17 +14,16 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{bpf_sock_tuple, iphdr, ipv6hdr, tcphdr},
+    bindings::{iphdr, ipv6hdr, tcphdr},
     helpers::generated::{
         bpf_ktime_get_coarse_ns, bpf_loop, bpf_tcp_gen_syncookie, bpf_tcp_raw_gen_syncookie_ipv4,
         bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
     },
-    maps::PerCpuArray,
     programs::XdpContext,
 };
 use synguard_common::{
     Action, Config, Reason, STAMP_SLOTS, checksum,
-    config::{CapState, cap},
+    config::cap,
     promise::{cookie_mss, synack_tos},
     tcp::{
         self, Declined, MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SYNACK_TCP_LEN_NO_WSCALE,
@@ -36,37 +35,12 @@ use synguard_common::{
 use crate::{
     caps,
     count::Verdict,
-    listener::{self, ListenerMaps, NoPromise},
-    mem::Words,
+    listener::{self, NoPromise},
+    maps::SYNGUARD_STAMPS,
     parse::{TcpAt, frame_len, ptr_at, ptr_at_mut},
+    scratch::Scratch,
     sock::{self, Endpoints, Found},
 };
-
-/// The maps the SYN path reads; defined with the entry point.
-pub struct SynMaps {
-    pub stamps: &'static PerCpuArray<StampSlot>,
-    pub caps: &'static PerCpuArray<CapState>,
-    pub listeners: ListenerMaps,
-}
-
-/// Per-CPU scratch space for the SYN and ACK paths, kept in a map because the BPF stack (512
-/// bytes) cannot hold it next to the rest.
-#[repr(C)]
-pub struct Scratch {
-    pub ends: Endpoints,
-    pub tuple: bpf_sock_tuple,
-    /// The header handed to the cookie helpers (`tcp::write_cookie_probe`).
-    pub probe: Words<24>,
-    /// The SYN's options, and the parse cursor: see `read_syn_options`.
-    pub options: [u8; MAX_OPTIONS_LEN],
-    pub options_len: u64,
-    pub options_at: u64,
-    pub parsed: SynOptions,
-    /// The SYN-ACK's TCP header, built here before it is copied into the frame.
-    pub synack: Words<SYNACK_TCP_LEN>,
-    /// The listener's address as a plain number (`listener::promise_for`).
-    pub listener_addr: u64,
-}
 
 /// One slot of the stamp table (`STAMPS_MAP`, `STAMP_SLOTS` per CPU): a destination (address
 /// words, then port and family) and when this CPU last stamped its listener.
@@ -102,25 +76,44 @@ const _: () = assert!(STAMP_SLOTS.is_power_of_two() && size_of::<StampSlot>() ==
 
 const STAMP_INTERVAL_NS: u64 = 1_000_000_000;
 
+/// A SYN answered with a cookie: the SYN-ACK's TCP header is built in the scratch slot, and
+/// [`send`] turns the frame into the reply.
+pub struct Answer {
+    at: TcpAt,
+    ip: SynAckIp,
+    /// The SYN-ACK's TCP header length (one of the three layouts).
+    len: usize,
+    reason: Reason,
+    /// This CPU's scratch slot, which holds the header.
+    scratch: *const Scratch,
+}
+
+impl Answer {
+    /// What the answer counts as once sent.
+    #[inline(always)]
+    pub fn verdict(&self) -> Verdict {
+        Verdict::new(Action::Tx, self.reason)
+    }
+}
+
+/// Answers a SYN to a protected port, or says why not (`Err`: what happens to it instead).
 #[inline(always)]
 pub fn answer_syn(
     ctx: &XdpContext,
     at: &TcpAt,
     config: &Config,
-    maps: &SynMaps,
     scratch: &mut Scratch,
     monitor: bool,
-    rewrite: bool,
-) -> Verdict {
+) -> Result<Answer, Verdict> {
     // The rewrite builds a 20-byte IPv4 header; a SYN with IP options is left to the kernel.
     if at.ip_options {
-        return Verdict::pass(Reason::SynIpOptions);
+        return Err(Verdict::pass(Reason::SynIpOptions));
     }
     let Some(syn) = ptr_at::<[u8; 20]>(ctx, at.l4) else {
-        return Verdict::PASS;
+        return Err(Verdict::PASS);
     };
     let Some(ip_start) = ptr_at::<[u8; 2]>(ctx, at.l3) else {
-        return Verdict::PASS;
+        return Err(Verdict::PASS);
     };
     // SAFETY: bounds checked by `ptr_at`; the arrays have alignment 1.
     let (syn, ip_start) = unsafe { (&*syn, &*ip_start) };
@@ -137,22 +130,22 @@ pub fn answer_syn(
         ip_tos: syn_tos,
     };
     if Endpoints::read_into(ctx, at, &mut scratch.ends).is_none() {
-        return Verdict::PASS;
+        return Err(Verdict::PASS);
     }
     let listener = match sock::lookup(ctx, &scratch.ends, &mut scratch.tuple) {
-        Found::Nothing => return Verdict::pass(Reason::SynNoListener),
-        Found::Connection => return Verdict::pass(Reason::SynExistingSocket),
+        Found::Nothing => return Err(Verdict::pass(Reason::SynNoListener)),
+        Found::Connection => return Err(Verdict::pass(Reason::SynExistingSocket)),
         Found::Listener(sk) => sk,
     };
     if monitor {
         sock::release(listener);
-        return Verdict::pass(Reason::MonitorWouldAnswer);
+        return Err(Verdict::pass(Reason::MonitorWouldAnswer));
     }
     // Over the SYN-ACK cap the SYN is dropped, not passed: the kernel would answer it instead,
     // and the point of the cap is to bound the replies sent to spoofed sources.
-    if !caps::admit(maps.caps, cap::SYNACK, config.synack_cap_pps) {
+    if !caps::admit(cap::SYNACK, config.synack_cap_pps) {
         sock::release(listener);
-        return Verdict::new(Action::Drop, Reason::SynAckCapped);
+        return Err(Verdict::new(Action::Drop, Reason::SynAckCapped));
     }
     // The coarse clock (a tick's resolution) is enough for every use here: the listener
     // cache's 10 ms, the 1 s stamp interval and the SYN-ACK's TSval, whose low 6 bits carry
@@ -168,16 +161,15 @@ pub fn answer_syn(
         &scratch.ends.src,
         at.ipv6,
         now,
-        &maps.listeners,
         &mut scratch.listener_addr,
     ) {
         Ok(found) => found,
         Err(why) => {
             sock::release(listener);
-            return Verdict::pass(match why {
+            return Err(Verdict::pass(match why {
                 NoPromise::Host => Reason::SynHostUnknown,
                 NoPromise::Listener => Reason::SynListenerUnknown,
-            });
+            }));
         }
     };
     // Options only now: a SYN the kernel gets anyway does not pay for them (about 80 ns, in
@@ -194,10 +186,10 @@ pub fn answer_syn(
         Ok(options) => options,
         Err(why) => {
             sock::release(listener);
-            return Verdict::pass(match why {
+            return Err(Verdict::pass(match why {
                 Declined::TimestampOffset => Reason::SynTimestampOffset,
                 Declined::AccurateEcn => Reason::SynAccurateEcn,
-            });
+            }));
         }
     };
     let mss = cookie_mss(offered.mss, promise);
@@ -205,9 +197,9 @@ pub fn answer_syn(
     let ends = &scratch.ends;
 
     let (dst, slot) = StampSlot::key(ends);
-    let Some(stamp) = maps.stamps.get_ptr_mut(slot) else {
+    let Some(stamp) = SYNGUARD_STAMPS.get_ptr_mut(slot) else {
         sock::release(listener);
-        return Verdict::PASS;
+        return Err(Verdict::PASS);
     };
     // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
     let stamp = unsafe { &mut *stamp };
@@ -225,7 +217,7 @@ pub fn answer_syn(
     let value = if ends.ipv6 {
         let Some(ip) = ptr_at::<[u8; 40]>(ctx, at.l3) else {
             sock::release(listener);
-            return Verdict::PASS;
+            return Err(Verdict::PASS);
         };
         // SAFETY: `ip` is checked for 40 bytes, `probe` is 24 bytes of this CPU's scratch
         // slot, and the listener reference is live. The helpers only read through them.
@@ -245,7 +237,7 @@ pub fn answer_syn(
     } else {
         let Some(ip) = ptr_at::<[u8; 20]>(ctx, at.l3) else {
             sock::release(listener);
-            return Verdict::PASS;
+            return Err(Verdict::PASS);
         };
         // SAFETY: as above, with 20 bytes of IPv4 header.
         unsafe {
@@ -266,7 +258,7 @@ pub fn answer_syn(
     // -ENOENT: tcp_syncookies is 0, or 1 with the SYN queue not full; -EINVAL: the listener
     // refuses this family. Either way the kernel decides.
     if value < 0 {
-        return Verdict::pass(Reason::SynHelperDeclined);
+        return Err(Verdict::pass(Reason::SynHelperDeclined));
     }
     if stamp_due {
         stamp.dst = dst;
@@ -306,24 +298,33 @@ pub fn answer_syn(
     } else {
         Reason::CookieRaw
     };
-    // Only `cargo xtask bench prog` stops here (`rewrite` is a constant `true` in the product):
-    // BPF_PROG_TEST_RUN repeats a program on one buffer without restoring it, so a warm
-    // measurement of this path needs the frame left as it came.
-    if !rewrite {
-        return Verdict::new(Action::Tx, reason);
-    }
-    // Grow or shrink by exactly what the reply needs: on veth a frame has no tailroom to
-    // spare, and a failed resize leaves the SYN intact for the kernel (docs/design.md).
-    let delta = (at.l4 + len) as i32 - frame_len(ctx) as i32;
+    Ok(Answer {
+        at: *at,
+        ip,
+        len,
+        reason,
+        scratch: scratch as *const Scratch,
+    })
+}
+
+/// Turns the answered SYN into its SYN-ACK, in place: resized to exactly what the reply needs
+/// (on veth a frame has no tailroom to spare, and a failed resize leaves the SYN intact for the
+/// kernel, docs/design.md), then written.
+#[inline(always)]
+pub fn send(ctx: &XdpContext, answer: &Answer) -> Verdict {
+    let at = &answer.at;
+    let delta = (at.l4 + answer.len) as i32 - frame_len(ctx) as i32;
     // SAFETY: the context is the program's own.
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         return Verdict::pass(Reason::SynResizeFailed);
     }
+    // SAFETY: this CPU's scratch slot, which `answer_syn` filled during this run.
+    let scratch = unsafe { &*answer.scratch };
     // From here the frame is resized: it must be sent or dropped, never passed half-written.
-    if write_reply(ctx, at, scratch, ip, len).is_none() {
-        return Verdict::new(Action::Aborted, reason);
+    if write_reply(ctx, at, scratch, answer.ip, answer.len).is_none() {
+        return Verdict::new(Action::Aborted, answer.reason);
     }
-    Verdict::new(Action::Tx, reason)
+    answer.verdict()
 }
 
 /// Reads the SYN's options: one `bpf_xdp_load_bytes` copies them into scratch memory, then

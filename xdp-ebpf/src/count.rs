@@ -2,8 +2,10 @@
 //! ACKs to protected ports, the reason; then return the action's XDP code. Every exit of the
 //! program goes through `finish`.
 
-use aya_ebpf::{maps::PerCpuArray, programs::XdpContext};
-use synguard_common::{Action, Class, Reason, Stats};
+use aya_ebpf::programs::XdpContext;
+use synguard_common::{Action, Class, Reason};
+
+use crate::maps::SYNGUARD_STATS;
 
 /// What to do with a packet, and why (when there is a decision to explain).
 #[derive(Clone, Copy)]
@@ -36,10 +38,10 @@ impl Verdict {
 }
 
 #[inline(always)]
-pub fn finish(stats: &PerCpuArray<Stats>, ctx: &XdpContext, class: Class, verdict: Verdict) -> u32 {
+pub fn finish(ctx: &XdpContext, class: Class, verdict: Verdict) -> u32 {
     // Slot 0 of a one-slot array always exists, so the lookup cannot miss. If it ever did,
     // losing a count is better than changing what happens to the packet.
-    if let Some(stats) = stats.get_ptr_mut(0) {
+    if let Some(stats) = SYNGUARD_STATS.get_ptr_mut(0) {
         // After a SYN-ACK rewrite this is the reply's length: what was transmitted.
         let len = (ctx.data_end() - ctx.data()) as u64;
         // SAFETY: per-CPU slot, and XDP runs with preemption disabled, so no one else writes it.

@@ -2,39 +2,28 @@
 //! and its reasons are in `synguard_common::limit`). Every update to shared state is an atomic
 //! add or a compare-and-swap (`atomic`), so all CPUs may meter the same source at once.
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_ns,
-    maps::{Array, LruHashMap, PerCpuArray},
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use synguard_common::{
-    Config, Stats,
+    Config,
     limit::{
         Charge, SKETCH_ROWS, SourceKey, cell_count, cell_value, gcra, sketch_cell, sketch_window,
     },
 };
 
 use crate::{
-    atomic,
-    parse::{IpAt, ptr_at},
+    bpf::atomic,
+    maps::{SYNGUARD_SKETCH, SYNGUARD_SOURCES, SYNGUARD_STATS},
+    parse::{Addresses, IpAt, addresses},
 };
 
 /// How often a bucket update may lose the race to another CPU before the SYN is treated as
 /// over the limit: each lost race means another SYN from the same source was just admitted.
 const CAS_ATTEMPTS: u32 = 4;
 
-/// The maps the limiter works on; defined with the entry point.
-pub struct LimitMaps {
-    pub sketch: &'static Array<u64>,
-    pub buckets: &'static LruHashMap<SourceKey, u64>,
-    pub stats: &'static PerCpuArray<Stats>,
-}
-
 /// Whether the SYN's source is within its rate limit; always true when no limit is set. The
 /// SYN is counted towards its source either way.
 #[inline(always)]
-pub fn admit(ctx: &XdpContext, ip: &IpAt, config: &Config, maps: &LimitMaps) -> bool {
+pub fn admit(ctx: &XdpContext, ip: &IpAt, config: &Config) -> bool {
     let interval = u64::from(config.source_interval_ns);
     if interval == 0 {
         return true;
@@ -44,23 +33,22 @@ pub fn admit(ctx: &XdpContext, ip: &IpAt, config: &Config, maps: &LimitMaps) -> 
     };
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let estimate = sketch_count(maps.sketch, &key, config.sketch_seed, now);
+    let estimate = sketch_count(&key, config.sketch_seed, now);
     if estimate < config.source_promote {
         // Too few SYNs lately to be anywhere near the limit: no bucket needed.
         return true;
     }
-    if let Some(tat) = maps.buckets.get_ptr_mut(key) {
+    if let Some(tat) = SYNGUARD_SOURCES.get_ptr_mut(key) {
         return charge(tat, now, interval, config.source_burst_ns);
     }
     // A new heavy source. Its bucket starts charged with what the sketch saw, capped at the
     // burst, so the SYNs it sent before it was metered count against it.
     let seen = (u64::from(estimate) * interval).min(config.source_burst_ns);
     let tat = now + seen;
-    if maps
-        .buckets
+    if SYNGUARD_SOURCES
         .insert(key, tat, u64::from(BPF_NOEXIST))
         .is_ok()
-        && let Some(stats) = maps.stats.get_ptr_mut(0)
+        && let Some(stats) = SYNGUARD_STATS.get_ptr_mut(0)
     {
         // SAFETY: this CPU's slot; XDP runs with preemption disabled.
         unsafe { (*stats).sources_metered += 1 };
@@ -73,32 +61,23 @@ pub fn admit(ctx: &XdpContext, ip: &IpAt, config: &Config, maps: &LimitMaps) -> 
 /// The packet's source prefix, by the configured prefix lengths.
 #[inline(always)]
 pub fn source_key(ctx: &XdpContext, ip: &IpAt, config: &Config) -> Option<SourceKey> {
-    // SAFETY: `ptr_at` checked the header against the frame; the arrays have alignment 1.
-    unsafe {
-        if ip.ipv6 {
-            let header = &*ptr_at::<[u8; 40]>(ctx, ip.l3)?;
-            let mut src = [0u8; 16];
-            src.copy_from_slice(&header[8..24]);
-            Some(SourceKey::v6(src, config.source_prefix_v6))
-        } else {
-            let header = &*ptr_at::<[u8; 20]>(ctx, ip.l3)?;
-            let src = [header[12], header[13], header[14], header[15]];
-            Some(SourceKey::v4(src, config.source_prefix_v4))
-        }
-    }
+    Some(match addresses(ctx, ip)? {
+        Addresses::V4 { src, .. } => SourceKey::v4(*src, config.source_prefix_v4),
+        Addresses::V6 { src, .. } => SourceKey::v6(*src, config.source_prefix_v6),
+    })
 }
 
 /// Counts one SYN for `key` in the current window and returns the sketch's estimate of its
 /// SYNs over the current and previous windows: the smallest sum over the rows.
 #[inline(always)]
-fn sketch_count(sketch: &Array<u64>, key: &SourceKey, seed: u32, now: u64) -> u32 {
+fn sketch_count(key: &SourceKey, seed: u32, now: u64) -> u32 {
     let window = sketch_window(now);
     let previous = window.wrapping_sub(1) & 0xffff_ffff;
     let mut estimate = u32::MAX;
     for row in 0..SKETCH_ROWS {
         let (Some(current), Some(last)) = (
-            sketch.get_ptr_mut(sketch_cell(key, seed, row, window)),
-            sketch.get_ptr(sketch_cell(key, seed, row, previous)),
+            SYNGUARD_SKETCH.get_ptr_mut(sketch_cell(key, seed, row, window)),
+            SYNGUARD_SKETCH.get_ptr(sketch_cell(key, seed, row, previous)),
         ) else {
             return 0;
         };

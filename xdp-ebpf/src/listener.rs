@@ -16,7 +16,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::bpf_sock,
     helpers::generated::{bpf_loop, bpf_probe_read_kernel},
-    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::lpm_trie::Key,
 };
 use synguard_common::{
     LISTENER_SLOTS,
@@ -25,7 +25,13 @@ use synguard_common::{
     },
 };
 
-use crate::mem::Words;
+use crate::{
+    bpf::mem::Words,
+    maps::{
+        SYNGUARD_HOST, SYNGUARD_LAYOUT, SYNGUARD_LISTENERS, SYNGUARD_ROUTE_CLASSES,
+        SYNGUARD_ROUTES_V4, SYNGUARD_ROUTES_V6,
+    },
+};
 
 /// How long a CPU trusts what it read of a listener.
 pub const REFRESH_NS: u64 = 10_000_000;
@@ -51,16 +57,6 @@ pub struct ListenerSlot {
 
 const _: () = assert!(size_of::<ListenerSlot>() == 48 && LISTENER_SLOTS.is_power_of_two());
 
-/// The maps the listener stage reads; defined with the entry point.
-pub struct ListenerMaps {
-    pub layout: &'static Array<KernelLayout>,
-    pub host: &'static Array<HostFacts>,
-    pub routes_v4: &'static LpmTrie<[u8; 4], u32>,
-    pub routes_v6: &'static LpmTrie<[u8; 16], u32>,
-    pub route_classes: &'static Array<RouteFacts>,
-    pub slots: &'static PerCpuArray<ListenerSlot>,
-}
-
 /// Why a SYN's listener gets no promise.
 pub enum NoPromise {
     /// The host's facts are not in, or differ between clients.
@@ -75,23 +71,22 @@ fn route_to(
     client: &Words<16>,
     ipv6: bool,
     host: &'static HostFacts,
-    maps: &ListenerMaps,
 ) -> Option<(&'static RouteFacts, u32)> {
     let family = host.route(ipv6);
     match family.known {
         route::UNIFORM => Some((family, 0)),
         route::PER_CLIENT => {
             let class = if ipv6 {
-                *maps.routes_v6.get(Key::new(128, client.0))?
+                *SYNGUARD_ROUTES_V6.get(Key::new(128, client.0))?
             } else {
                 let c = &client.0;
-                *maps.routes_v4.get(Key::new(32, [c[0], c[1], c[2], c[3]]))?
+                *SYNGUARD_ROUTES_V4.get(Key::new(32, [c[0], c[1], c[2], c[3]]))?
             };
             if class >= ROUTE_CLASSES {
                 return None;
             }
             let index = class + if ipv6 { ROUTE_CLASSES } else { 0 };
-            Some((maps.route_classes.get(index)?, class + 1))
+            Some((SYNGUARD_ROUTE_CLASSES.get(index)?, class + 1))
         }
         _ => None,
     }
@@ -109,11 +104,10 @@ pub fn promise_for(
     client: &Words<16>,
     ipv6: bool,
     now: u64,
-    maps: &ListenerMaps,
     addr_cell: &mut u64,
 ) -> Result<(&'static Promise, &'static HostFacts), NoPromise> {
-    let host = maps.host.get(0).ok_or(NoPromise::Host)?;
-    let (route, class) = route_to(client, ipv6, host, maps).ok_or(NoPromise::Host)?;
+    let host = SYNGUARD_HOST.get(0).ok_or(NoPromise::Host)?;
+    let (route, class) = route_to(client, ipv6, host).ok_or(NoPromise::Host)?;
     // SAFETY: `addr_cell` is valid map memory; volatile, so the value really goes through it.
     let addr = unsafe {
         core::ptr::write_volatile(addr_cell, listener as u64);
@@ -122,7 +116,9 @@ pub fn promise_for(
     let key = addr | u64::from(ipv6);
     // Kernel objects are at least 8-byte aligned: the low bits carry no information.
     let slot = ((addr >> 6) ^ (addr >> 16)) as u32 & (LISTENER_SLOTS - 1);
-    let slot = maps.slots.get_ptr_mut(slot).ok_or(NoPromise::Listener)?;
+    let slot = SYNGUARD_LISTENERS
+        .get_ptr_mut(slot)
+        .ok_or(NoPromise::Listener)?;
     // SAFETY: this CPU's own slot; XDP runs with preemption disabled. The promise is handed
     // out by reference: it stays put for the rest of this run, and copying it costs a few
     // dozen instructions per SYN.
@@ -137,7 +133,7 @@ pub fn promise_for(
         slot.generation = host.generation;
         slot.class = class;
         slot.valid = 0;
-        let layout = maps.layout.get(0).ok_or(NoPromise::Listener)?;
+        let layout = SYNGUARD_LAYOUT.get(0).ok_or(NoPromise::Listener)?;
         let mut step_ctx = RefreshCtx {
             slot: slot as *mut ListenerSlot,
             layout: layout as *const KernelLayout,

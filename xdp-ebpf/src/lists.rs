@@ -2,32 +2,18 @@
 //! allow or deny. The trie returns the longest matching prefix, so an address allowed inside a
 //! denied network passes, and the other way round.
 
-use aya_ebpf::{
-    maps::{LpmTrie, lpm_trie::Key},
-    programs::XdpContext,
-};
+use aya_ebpf::{maps::lpm_trie::Key, programs::XdpContext};
 
-use crate::parse::{IpAt, ptr_at};
+use crate::{
+    maps::{SYNGUARD_LIST_V4, SYNGUARD_LIST_V6},
+    parse::{Addresses, IpAt, addresses},
+};
 
 /// The verdict for the packet's source (`synguard_common::config::list`), if it is listed.
 #[inline(always)]
-pub fn lookup(
-    ctx: &XdpContext,
-    ip: &IpAt,
-    v4: &LpmTrie<[u8; 4], u32>,
-    v6: &LpmTrie<[u8; 16], u32>,
-) -> Option<u32> {
-    // SAFETY: `ptr_at` checked the header against the frame; the arrays have alignment 1.
-    unsafe {
-        if ip.ipv6 {
-            let header = &*ptr_at::<[u8; 40]>(ctx, ip.l3)?;
-            let mut src = [0u8; 16];
-            src.copy_from_slice(&header[8..24]);
-            v6.get(Key::new(128, src)).copied()
-        } else {
-            let header = &*ptr_at::<[u8; 20]>(ctx, ip.l3)?;
-            let src = [header[12], header[13], header[14], header[15]];
-            v4.get(Key::new(32, src)).copied()
-        }
+pub fn lookup(ctx: &XdpContext, ip: &IpAt) -> Option<u32> {
+    match addresses(ctx, ip)? {
+        Addresses::V4 { src, .. } => SYNGUARD_LIST_V4.get(Key::new(32, *src)).copied(),
+        Addresses::V6 { src, .. } => SYNGUARD_LIST_V6.get(Key::new(128, *src)).copied(),
     }
 }

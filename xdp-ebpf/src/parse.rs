@@ -36,6 +36,17 @@ pub struct TcpAt {
     pub tcp_len: usize,
 }
 
+impl TcpAt {
+    /// Where the segment's IP header is.
+    #[inline(always)]
+    pub fn ip(&self) -> IpAt {
+        IpAt {
+            l3: self.l3,
+            ipv6: self.ipv6,
+        }
+    }
+}
+
 /// Where a well-formed IP header is.
 #[derive(Clone, Copy)]
 pub struct IpAt {
@@ -94,6 +105,41 @@ pub fn ptr_at_mut<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
 #[inline(always)]
 pub fn frame_len(ctx: &XdpContext) -> usize {
     ctx.data_end() - ctx.data()
+}
+
+/// A packet's source and destination addresses, in its IP header (network byte order).
+#[derive(Clone, Copy)]
+pub enum Addresses<'a> {
+    V4 {
+        src: &'a [u8; 4],
+        dst: &'a [u8; 4],
+    },
+    V6 {
+        src: &'a [u8; 16],
+        dst: &'a [u8; 16],
+    },
+}
+
+/// The one place addresses are read out of a packet's IP header.
+#[inline(always)]
+pub fn addresses<'a>(ctx: &'a XdpContext, ip: &IpAt) -> Option<Addresses<'a>> {
+    // SAFETY: `ptr_at` checked the header against the frame, which outlives `ctx`'s borrow;
+    // byte arrays have alignment 1, and the address fields lie inside the header.
+    unsafe {
+        Some(if ip.ipv6 {
+            let header = &*ptr_at::<[u8; 40]>(ctx, ip.l3)?;
+            Addresses::V6 {
+                src: &*(header.as_ptr().add(8) as *const [u8; 16]),
+                dst: &*(header.as_ptr().add(24) as *const [u8; 16]),
+            }
+        } else {
+            let header = &*ptr_at::<[u8; 20]>(ctx, ip.l3)?;
+            Addresses::V4 {
+                src: &*(header.as_ptr().add(12) as *const [u8; 4]),
+                dst: &*(header.as_ptr().add(16) as *const [u8; 4]),
+            }
+        })
+    }
 }
 
 /// Parses and classifies the frame in `ctx`. Never fails: anything that cannot be read is

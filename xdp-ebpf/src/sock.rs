@@ -14,8 +14,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    mem::Words,
-    parse::{TcpAt, ptr_at},
+    bpf::mem::Words,
+    parse::{Addresses, TcpAt, addresses, ptr_at},
 };
 
 /// TCP_LISTEN in include/net/tcp_states.h.
@@ -39,21 +39,21 @@ impl Endpoints {
         ends.ipv6 = at.ipv6;
         ends.src.zero();
         ends.dst.zero();
-        // SAFETY: every pointer comes from `ptr_at`, which checked it against the frame.
-        unsafe {
-            if at.ipv6 {
-                let ip = &*ptr_at::<[u8; 40]>(ctx, at.l3)?;
-                ends.src.0.copy_from_slice(&ip[8..24]);
-                ends.dst.0.copy_from_slice(&ip[24..40]);
-            } else {
-                let ip = &*ptr_at::<[u8; 20]>(ctx, at.l3)?;
-                ends.src.0[..4].copy_from_slice(&ip[12..16]);
-                ends.dst.0[..4].copy_from_slice(&ip[16..20]);
+        match addresses(ctx, &at.ip())? {
+            Addresses::V6 { src, dst } => {
+                ends.src.0.copy_from_slice(src);
+                ends.dst.0.copy_from_slice(dst);
             }
-            let ports = ptr_at::<[u8; 4]>(ctx, at.l4)?;
-            ends.src_port = [(*ports)[0], (*ports)[1]];
-            ends.dst_port = [(*ports)[2], (*ports)[3]];
+            Addresses::V4 { src, dst } => {
+                ends.src.0[..4].copy_from_slice(src);
+                ends.dst.0[..4].copy_from_slice(dst);
+            }
         }
+        let ports = ptr_at::<[u8; 4]>(ctx, at.l4)?;
+        // SAFETY: bounds checked by `ptr_at`; alignment 1.
+        let ports = unsafe { &*ports };
+        ends.src_port = [ports[0], ports[1]];
+        ends.dst_port = [ports[2], ports[3]];
         Some(())
     }
 

@@ -19,7 +19,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use synguard_common::{Config, Mode, PROGRAM_NAME};
+use synguard_common::{Config, Mode, PINNED_MAPS, PROGRAM_NAME};
 use tracing::debug;
 
 use crate::{
@@ -29,7 +29,7 @@ use crate::{
     host_facts::HostPoller,
     maps::{ControlMaps, FactsMaps, ListMaps, SourceBuckets, StatsMap},
     objects,
-    pins::{PINNED_MAPS, PinDir},
+    pins::PinDir,
     preflight,
     settings::Settings,
 };

@@ -16,33 +16,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use synguard_common::{
-    ATTACK_MAP, AUTO_STATE_MAP, CAPS_MAP, CONFIG_MAP, EVENTS_MAP, LIST_V4_MAP, LIST_V6_MAP,
-    PORT_RATES_MAP, PORTS_MAP, SAMPLES_MAP, SKETCH_MAP, SOURCES_MAP, STAMPS_MAP, STATS_MAP,
-};
+use synguard_common::PINNED_MAPS;
 
 use crate::{Error, state};
 
 /// statfs(2) f_type of a BPF filesystem (include/uapi/linux/magic.h, BPF_FS_MAGIC).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-/// The maps that carry state across a restart: all of the program's named maps.
-pub const PINNED_MAPS: [&str; 14] = [
-    STATS_MAP,
-    CONFIG_MAP,
-    PORTS_MAP,
-    AUTO_STATE_MAP,
-    ATTACK_MAP,
-    EVENTS_MAP,
-    SAMPLES_MAP,
-    PORT_RATES_MAP,
-    STAMPS_MAP,
-    CAPS_MAP,
-    LIST_V4_MAP,
-    LIST_V6_MAP,
-    SKETCH_MAP,
-    SOURCES_MAP,
-];
 
 /// One interface's pin directory.
 #[derive(Clone, Debug)]

@@ -15,8 +15,10 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use synguard_ebpf::{
-    limit::{self, LimitMaps},
+    count, limit,
+    maps::SYNGUARD_CONFIG,
     parse::{parse, ptr_at},
+    policy::{self, Decision},
 };
 
 /// Attached to the client end of the lab's veth pair by tests that need a "foreign" program.
@@ -174,11 +176,20 @@ fn kernel_part(ctx: &XdpContext, lookup: bool, cookie: bool) -> u32 {
     xdp_action::XDP_TX
 }
 
-// synguard's pipeline, line for line, except that an answered SYN is not rewritten into a
-// SYN-ACK: the frame stays as it came, so BPF_PROG_TEST_RUN can repeat the cookie path a
-// million times on it for `cargo xtask bench prog`. Its maps are named as the product's, so
-// the controller's typed access works on them.
-synguard_ebpf::synguard_program!(bench_synguard, rewrite: false);
+/// synguard's pipeline (`pipeline::run`) but for its last write: an answered SYN is counted as
+/// sent, not rewritten into a SYN-ACK, so the frame stays as it came and BPF_PROG_TEST_RUN can
+/// repeat the cookie path on it for `cargo xtask bench prog` (which measures that write apart).
+/// Its maps are the product's (`synguard_ebpf::maps`), so the controller's typed access works
+/// on them.
+#[xdp]
+pub fn bench_synguard(ctx: XdpContext) -> u32 {
+    let packet = parse(&ctx);
+    let verdict = match policy::decide(&ctx, &packet) {
+        Decision::Verdict(verdict) => verdict,
+        Decision::Answer(answer) => answer.verdict(),
+    };
+    count::finish(&ctx, packet.class, verdict)
+}
 
 /// `bench_limiter`'s spread: [0] how many sources (1 to 2^17) its frames come from, set by the
 /// benchmark.
@@ -219,12 +230,7 @@ pub fn bench_limiter(ctx: XdpContext) -> u32 {
     let Some(config) = SYNGUARD_CONFIG.get(0) else {
         return xdp_action::XDP_PASS;
     };
-    let maps = LimitMaps {
-        sketch: &SYNGUARD_SKETCH,
-        buckets: &SYNGUARD_SOURCES,
-        stats: &SYNGUARD_STATS,
-    };
-    if limit::admit(&ctx, &ip, config, &maps) {
+    if limit::admit(&ctx, &ip, config) {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP

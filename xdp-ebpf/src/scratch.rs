@@ -1,0 +1,25 @@
+//! Per-CPU scratch memory for the SYN and ACK paths.
+
+use aya_ebpf::bindings::bpf_sock_tuple;
+use synguard_common::tcp::{MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SynOptions};
+
+use crate::{bpf::mem::Words, sock::Endpoints};
+
+/// Per-CPU scratch space for the SYN and ACK paths, kept in a map because the BPF stack (512
+/// bytes) cannot hold it next to the rest.
+#[repr(C)]
+pub struct Scratch {
+    pub ends: Endpoints,
+    pub tuple: bpf_sock_tuple,
+    /// The header handed to the cookie helpers (`tcp::write_cookie_probe`).
+    pub probe: Words<24>,
+    /// The SYN's options, and the parse cursor: see `read_syn_options`.
+    pub options: [u8; MAX_OPTIONS_LEN],
+    pub options_len: u64,
+    pub options_at: u64,
+    pub parsed: SynOptions,
+    /// The SYN-ACK's TCP header, built here before it is copied into the frame.
+    pub synack: Words<SYNACK_TCP_LEN>,
+    /// The listener's address as a plain number (`listener::promise_for`).
+    pub listener_addr: u64,
+}
