@@ -351,7 +351,8 @@ pub const LAB_BPFFS: &str = "/run/synguard-lab/bpf";
 
 /// Mounts the lab's BPF filesystem unless it is mounted.
 pub fn ensure_lab_bpffs() -> Result<()> {
-    synguard::pins::ensure_bpffs(std::path::Path::new(LAB_BPFFS)).map_err(anyhow::Error::msg)
+    synguard::datapath::pins::ensure_bpffs(std::path::Path::new(LAB_BPFFS))
+        .map_err(anyhow::Error::msg)
 }
 
 /// A synguard killed inside the lab leaves its program pinned in the BPF filesystem (that is
@@ -373,7 +374,8 @@ fn remove_synguard_pins(matches: impl Fn(&str) -> bool) {
 /// (docs/design.md; veth_xdp_xmit() in drivers/net/veth.c needs the peer's XDP rings, which
 /// exist only while a program is attached).
 fn attach_client_program(client: &Netns) -> Result<Ebpf> {
-    let mut ebpf = Ebpf::load(synguard::objects::LAB).context("loading the lab's BPF object")?;
+    let mut ebpf =
+        Ebpf::load(synguard::datapath::objects::LAB).context("loading the lab's BPF object")?;
     let program: &mut Xdp = ebpf
         .program_mut("lab_client")
         .context("lab_client missing from the lab object")?

@@ -8,7 +8,7 @@ use aya::{
 };
 use std::net::TcpListener;
 
-use synguard::maps::{ControlMaps, FactsMaps, ListMaps, StatsMap};
+use synguard::datapath::maps::{ControlMaps, FactsMaps, ListMaps, StatsMap};
 use synguard_common::{Action, Config, PROGRAM_NAME, Reason, Stats};
 
 /// XDP return codes, as `Outcome::code` holds them.
@@ -54,7 +54,8 @@ impl InKernel {
     /// root: these tests never skip themselves.
     pub fn load(config: &Config) -> InKernel {
         synguard_lab::require_root().unwrap();
-        let mut ebpf = Ebpf::load(synguard::objects::SYNGUARD).expect("loading the object");
+        let mut ebpf =
+            Ebpf::load(synguard::datapath::objects::SYNGUARD).expect("loading the object");
         let (facts, _) =
             FactsMaps::take_filled(&mut ebpf, &namespace_interface()).expect("the host's facts");
         let stats = StatsMap::take(&mut ebpf).expect("stats map");

@@ -108,7 +108,7 @@ fn missing_privileges() {
 
 /// Attaches the lab's XDP_PASS program to the server's interface, as "someone else" would.
 fn attach_foreign_program(ns: &Netns, mode: XdpMode) -> Ebpf {
-    let mut ebpf = Ebpf::load(synguard::objects::LAB).unwrap();
+    let mut ebpf = Ebpf::load(synguard::datapath::objects::LAB).unwrap();
     let program: &mut Xdp = ebpf.program_mut("lab_pass").unwrap().try_into().unwrap();
     program.load().unwrap();
     let iface = ns.iface.clone();

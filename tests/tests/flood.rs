@@ -521,7 +521,7 @@ fn a_well_behaved_client_keeps_all_its_connections_under_a_random_source_flood_w
 #[test]
 fn kill_9_during_a_flood_leaves_protection_on_and_the_next_run_takes_over() {
     use aya::maps::{Map, MapData, PerCpuArray};
-    use synguard::pins::PinDir;
+    use synguard::datapath::pins::PinDir;
     use synguard_common::{Action, Class, STATS_MAP, Stats};
 
     let _flood = one_flood_at_a_time();

@@ -2,7 +2,7 @@
 //! decides, on IPv4 and IPv6, for every IP packet, and changes apply to the next packet.
 
 use etherparse::PacketBuilder;
-use synguard::lists::{Cidr, Lists};
+use synguard::config::lists::{Cidr, Lists};
 use synguard_common::{
     Config, Mode, Reason,
     config::{flags, list},

@@ -5,8 +5,8 @@
 use std::{net::IpAddr, thread::sleep, time::Duration};
 
 use synguard::{
-    lists::{Cidr, Lists},
-    settings::SourceLimit,
+    config::lists::{Cidr, Lists},
+    config::settings::SourceLimit,
 };
 use synguard_common::{Config, Mode, Reason, config::flags};
 use synguard_tests::{InKernel, XDP_DROP, XDP_PASS, XDP_TX, in_lab, syn_from};

@@ -1,6 +1,6 @@
 //! Errors an operator can act on: each says what failed, where, and what to do next.
 
-use std::{io, net::SocketAddr};
+use std::{io, net::SocketAddr, path::PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -62,6 +62,23 @@ pub enum Error {
     #[error("sysctl {key}: {reason}")]
     Sysctl { key: String, reason: String },
 
+    /// A verb or value that cannot be carried out as given (`synguard set`, lists).
+    #[error("{0}")]
+    Usage(String),
+
+    /// A running synguard refused a request or a reload: the reason says what to change.
+    #[error("{0}")]
+    Refused(String),
+
+    /// The control socket could not be reached or spoken to.
+    #[error("{path}: {reason}")]
+    Control { path: PathBuf, reason: String },
+
+    /// The config file is missing, unreadable or invalid.
+    #[error("{path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+
+    /// Something this host does not provide, or a step synguard could not take on it.
     #[error("{0}")]
     Other(String),
 }

@@ -1,36 +1,27 @@
 //! synguard's controller, as a library: the `synguard` binary is a thin CLI over it, and the
 //! integration tests and the lab use the same pieces.
 //!
-//! A run goes through the modules in this order:
-//! `cli` (what to do) -> `preflight` (can we?) -> `settings` and `sysctl` (what the namespace
-//! needs and allows) -> `loader` (load, configure, attach) -> `maps` (typed access) ->
-//! `metrics` (Prometheus over HTTP).
+//! By job, in the order a run goes through them:
+//! - `cli`: what the operator asked for (clap types, the config file under the flags, the
+//!   verbs that talk to a running synguard);
+//! - `config`: what the tunables mean, pure and checked (ports, CIDR lists, the data path's
+//!   settings);
+//! - `host`: what this host allows and has (capabilities, interfaces, sysctls, the state
+//!   directory, the facts a SYN-ACK depends on);
+//! - `datapath`: the XDP program (embedded objects, load and attach, typed maps, pins);
+//! - `daemon`: a running synguard (the run loop, one instance per interface, `auto`'s
+//!   follower and baseline, attack events);
+//! - `control`: the control socket's protocol, shared by the daemon and the verbs;
+//! - `telemetry`: Prometheus metrics and the operational events they count.
 
-pub mod attack;
-pub mod baseline;
-pub mod btf;
 pub mod cli;
-pub mod config_file;
+pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod datapath;
 pub mod error;
-pub mod events;
-pub mod follow;
-pub mod host_facts;
-pub mod lists;
-pub mod loader;
-pub mod maps;
-pub mod metrics;
-pub mod metrics_ops;
-pub mod objects;
-pub mod pins;
-pub mod ports;
-pub mod preflight;
-pub mod run;
-pub mod settings;
-pub mod state;
-pub mod sysctl;
-pub mod tune;
-pub mod verbs;
+pub mod host;
+pub mod sync;
+pub mod telemetry;
 
 pub use error::Error;

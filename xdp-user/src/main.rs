@@ -1,16 +1,18 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use synguard::{
+    cli::config_file::{self, ParseError},
+    cli::verbs,
     cli::{Command, LogFormat},
-    config_file::{self, ParseError},
     control::ListKind,
-    run, verbs,
+    daemon::run,
 };
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     // The config file's values are the defaults of `run`'s flags (config_file.rs).
-    let cli = match config_file::parse_cli(std::env::args_os().collect()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match config_file::parse_cli(argv.clone()) {
         Ok(cli) => cli,
         Err(ParseError::Usage(e)) => e.exit(),
         Err(ParseError::Config(e)) => {
@@ -38,7 +40,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
-        Command::Run(args) => runtime.block_on(run::run(args)),
+        Command::Run(args) => runtime.block_on(run::run(args, &argv)),
         Command::Status { target, json } => verbs::status(target, *json),
         Command::Set { target, pairs } => verbs::set(target, pairs),
         Command::Top { target, count } => verbs::top(target, *count),

@@ -190,7 +190,7 @@ fn set_up(lab: &Lab, contender: Contender) -> Result<Setup> {
 }
 
 fn attach(lab: &Lab, name: &str) -> Result<Ebpf> {
-    let mut ebpf = Ebpf::load(synguard::objects::LAB)?;
+    let mut ebpf = Ebpf::load(synguard::datapath::objects::LAB)?;
     let program: &mut Xdp = ebpf
         .program_mut(name)
         .context(name.to_string())?
@@ -204,7 +204,7 @@ fn attach(lab: &Lab, name: &str) -> Result<Ebpf> {
 
 /// Attaches the lab object's tc classifier `name` at the server end's ingress.
 fn attach_tc(lab: &Lab, name: &str) -> Result<Ebpf> {
-    let mut ebpf = Ebpf::load(synguard::objects::LAB)?;
+    let mut ebpf = Ebpf::load(synguard::datapath::objects::LAB)?;
     let program: &mut SchedClassifier = ebpf
         .program_mut(name)
         .context(name.to_string())?

@@ -20,8 +20,8 @@ use aya::{
 };
 use etherparse::PacketBuilder;
 use synguard::{
-    maps::{ControlMaps, StatsMap},
-    settings::SourceLimit,
+    config::settings::SourceLimit,
+    datapath::maps::{ControlMaps, StatsMap},
 };
 use synguard_common::{Config, Mode, SOURCE_BUCKETS, limit::SKETCH_WINDOW_NS};
 
@@ -44,7 +44,7 @@ struct Scenario {
 
 pub fn run() -> Result<()> {
     synguard_lab::require_root()?;
-    let mut ebpf = Ebpf::load(synguard::objects::LAB)?;
+    let mut ebpf = Ebpf::load(synguard::datapath::objects::LAB)?;
     // Taken maps must stay alive: their fds are what the program is loaded against.
     let mut control = ControlMaps::take(&mut ebpf)?;
     let stats = StatsMap::take(&mut ebpf)?;

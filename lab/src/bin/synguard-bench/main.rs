@@ -26,7 +26,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use etherparse::{PacketBuilder, TcpOptionElement};
-use synguard::maps::{ControlMaps, FactsMaps};
+use synguard::datapath::maps::{ControlMaps, FactsMaps};
 use synguard_common::{
     Action, Config, Mode, PROGRAM_NAME, Reason, STAMP_SLOTS, STAMPS_MAP, config::flags,
 };
@@ -143,8 +143,8 @@ fn run(iface: &str) -> Result<()> {
         ..Config::DEFAULT
     };
     let mut programs = Programs {
-        synguard: Ebpf::load(synguard::objects::SYNGUARD)?,
-        lab: Ebpf::load(synguard::objects::LAB)?,
+        synguard: Ebpf::load(synguard::datapath::objects::SYNGUARD)?,
+        lab: Ebpf::load(synguard::datapath::objects::LAB)?,
     };
     // Taken maps must stay alive: their fds are what the programs are loaded against.
     let mut synguard_control = ControlMaps::take(&mut programs.synguard)?;
@@ -158,7 +158,7 @@ fn run(iface: &str) -> Result<()> {
     let mut stamps: PerCpuArray<MapData, [u64; 4]> =
         PerCpuArray::try_from(programs.synguard.take_map(STAMPS_MAP).context("stamps")?)?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-    let synguard_stats = synguard::maps::StatsMap::take(&mut programs.synguard)?;
+    let synguard_stats = synguard::datapath::maps::StatsMap::take(&mut programs.synguard)?;
     for which in [
         Prog::Synguard,
         Prog::BenchSynguard,
@@ -372,19 +372,20 @@ fn run(iface: &str) -> Result<()> {
     );
 
     // Allow/deny lists: load time, and what a lookup adds per packet.
-    let mut lists = synguard::maps::ListMaps::take(&mut programs.lab)?;
+    let mut lists = synguard::datapath::maps::ListMaps::take(&mut programs.lab)?;
     let (mut allow, mut deny) = (Vec::new(), Vec::new());
     for i in 0..10_000u32 {
-        let cidr: synguard::lists::Cidr = format!("198.18.{}.{}/32", 128 + i / 256, i % 256)
-            .parse()
-            .map_err(anyhow::Error::msg)?;
+        let cidr: synguard::config::lists::Cidr =
+            format!("198.18.{}.{}/32", 128 + i / 256, i % 256)
+                .parse()
+                .map_err(anyhow::Error::msg)?;
         if i % 3 == 0 {
             allow.push(cidr);
         } else {
             deny.push(cidr);
         }
     }
-    let lists_config = synguard::lists::Lists::new(allow, deny)?;
+    let lists_config = synguard::config::lists::Lists::new(allow, deny)?;
     let started = std::time::Instant::now();
     lists.load(&lists_config)?;
     let load_time = started.elapsed();

@@ -26,7 +26,7 @@ use synguard_common::{
     promise::{HostFacts, ROUTE_CLASSES, RouteFacts, route},
 };
 
-use crate::{Error, sysctl};
+use crate::{Error, host::sysctl};
 
 /// How often the controller looks again. A change is honoured at most this long after it is
 /// made; the kernel itself has a window of one round trip, between its SYN-ACK and its cookie
@@ -134,7 +134,7 @@ pub fn gather(iface: &str) -> Result<HostSnapshot, Error> {
     };
     let tcp_rmem = sysctl::read_numbers("net.ipv4.tcp_rmem")?;
     let mtu = interface_mtu(iface)?;
-    let index = crate::preflight::interface_index(iface)?;
+    let index = crate::host::preflight::interface_index(iface)?;
     let (v4_routes, v6_routes) = (routes(index, false)?, routes(index, true)?);
     // The interface's own hop limit (ip6_dst_hoplimit() reads the egress device's); absent
     // when IPv6 is off on it, and then no IPv6 SYN-ACK can be promised.

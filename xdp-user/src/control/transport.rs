@@ -1,8 +1,5 @@
-//! The local control API: a unix socket per protected interface, in the state directory
-//! (root-owned, the socket mode 0660), speaking one JSON request and one JSON response per
-//! connection, each a line. The daemon's side hands every request to its main loop, which owns
-//! the attachment, the sysctls and `auto`'s follower; the CLI verbs (`status`, `set`,
-//! `allow`/`deny`, `detach`) are the client side.
+//! The control socket: the daemon's server, which reads one request line per connection and
+//! hands it to the main loop, and the client the CLI verbs use.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -11,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as AsyncBufReader},
     net::UnixListener,
@@ -19,78 +16,14 @@ use tokio::{
 };
 use tracing::warn;
 
+use super::protocol::{Envelope, PROTOCOL_VERSION, Reply, Request, Response, decode_request};
 use crate::Error;
 
 /// The longest request the daemon reads: CIDR lists are sent in chunks well under it.
 const MAX_REQUEST: usize = 1 << 20;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ListKind {
-    Allow,
-    Deny,
-}
-
-impl ListKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ListKind::Allow => "allow",
-            ListKind::Deny => "deny",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Request {
-    Status,
-    /// `KEY=VALUE` pairs, applied all or none.
-    Set {
-        pairs: Vec<String>,
-    },
-    ListShow {
-        list: ListKind,
-    },
-    ListAdd {
-        list: ListKind,
-        cidrs: Vec<String>,
-    },
-    ListDel {
-        list: ListKind,
-        cidrs: Vec<String>,
-    },
-    Detach,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub data: serde_json::Value,
-}
-
-impl Response {
-    pub fn ok(data: serde_json::Value) -> Response {
-        Response {
-            ok: true,
-            error: None,
-            data,
-        }
-    }
-
-    pub fn error(message: impl Into<String>) -> Response {
-        Response {
-            ok: false,
-            error: Some(message.into()),
-            data: serde_json::Value::Null,
-        }
-    }
-}
-
 /// A request for the main loop, with the channel its response goes back on.
-pub type Pending = (Request, oneshot::Sender<Response>);
+pub type Pending = (Request, oneshot::Sender<Response<Reply>>);
 
 /// The control socket of `iface`.
 pub fn socket_path(state_dir: &Path, iface: &str) -> PathBuf {
@@ -129,8 +62,8 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Pending>) {
             let mut reader = AsyncBufReader::new(read.take(MAX_REQUEST as u64));
             let response = match reader.read_line(&mut line).await {
                 Err(e) => Response::error(format!("reading the request failed: {e}")),
-                Ok(_) => match serde_json::from_str::<Request>(&line) {
-                    Err(e) => Response::error(format!("malformed request: {e}")),
+                Ok(_) => match decode_request(&line) {
+                    Err(e) => Response::error(e),
                     Ok(request) => {
                         let (reply, response) = oneshot::channel();
                         if requests.send((request, reply)).await.is_err() {
@@ -151,12 +84,13 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Pending>) {
 }
 
 /// Sends one request to the daemon on `iface` (or the only one running, without `iface`) and
-/// returns its response.
-pub fn request(
+/// returns its reply, of the type the request implies; a refusal is an error with the
+/// daemon's reason.
+pub fn request<T: DeserializeOwned>(
     state_dir: &Path,
     iface: Option<&str>,
     request: &Request,
-) -> Result<Response, Error> {
+) -> Result<T, Error> {
     let path = match iface {
         Some(iface) => socket_path(state_dir, iface),
         None => only_socket(state_dir)?,
@@ -176,7 +110,11 @@ pub fn request(
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| Error::Other(e.to_string()))?;
-    let mut text = serde_json::to_string(request).map_err(|e| Error::Other(e.to_string()))?;
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        request: request.clone(),
+    };
+    let mut text = serde_json::to_string(&envelope).map_err(|e| Error::Other(e.to_string()))?;
     text.push('\n');
     stream
         .write_all(text.as_bytes())
@@ -185,8 +123,18 @@ pub fn request(
     BufReader::new(stream)
         .read_line(&mut line)
         .map_err(|e| Error::Other(format!("reading from {} failed: {e}", path.display())))?;
-    serde_json::from_str(&line)
-        .map_err(|e| Error::Other(format!("malformed response from {}: {e}", path.display())))
+    let response: Response<T> = serde_json::from_str(&line)
+        .map_err(|e| Error::Other(format!("malformed response from {}: {e}", path.display())))?;
+    match (response.ok, response.data) {
+        (true, Some(data)) => Ok(data),
+        (true, None) => Err(Error::Other(format!(
+            "empty response from {}",
+            path.display()
+        ))),
+        (false, _) => Err(Error::Other(
+            response.error.unwrap_or_else(|| "refused".into()),
+        )),
+    }
 }
 
 /// The one control socket in `state_dir`; an error naming the choices if there are several.

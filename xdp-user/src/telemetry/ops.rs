@@ -12,9 +12,10 @@ use prometheus::{
 use synguard_common::{Config, LIST_MAX_ENTRIES, SOURCE_BUCKETS, config::list};
 
 use crate::{
-    events::{Event, Events},
-    maps::{ControlMaps, ListMaps, SourceBuckets},
-    sysctl,
+    datapath::maps::{ControlMaps, ListMaps, SourceBuckets},
+    host::sysctl,
+    sync::lock,
+    telemetry::events::{Event, Events},
 };
 
 /// One metric family: how to describe it, and a fresh copy with a value on each scrape.
@@ -219,22 +220,11 @@ impl OperationsCollector {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let config = self
-            .control
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .config()
-            .ok();
-        let lists = self
-            .lists
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entries()
-            .ok()
-            .map(|entries| {
-                let count = |v| entries.iter().filter(|(_, verdict)| *verdict == v).count();
-                (count(list::ALLOW), count(list::DENY))
-            });
+        let config = lock(&self.control).config().ok();
+        let lists = lock(&self.lists).entries().ok().map(|entries| {
+            let count = |v| entries.iter().filter(|(_, verdict)| *verdict == v).count();
+            (count(list::ALLOW), count(list::DENY))
+        });
         let (run_seconds, runs) = aya::programs::loaded_programs()
             .filter_map(Result::ok)
             .find(|info| info.id() == self.program_id)

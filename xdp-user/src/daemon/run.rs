@@ -22,19 +22,23 @@ use tracing::{debug, info, warn};
 
 use crate::{
     Error,
-    cli::RunArgs,
-    config_file,
-    control::{self, Request, Response},
-    daemon::Daemon,
-    events::{Event, Events},
-    follow::AutoFollower,
-    host_facts,
-    loader::Attachment,
-    metrics,
-    pins::{InterfaceLock, NamespaceLock, PinDir},
-    preflight,
-    settings::Settings,
-    sysctl::NamespaceSysctls,
+    cli::{RunArgs, config_file},
+    config::settings::Settings,
+    control::{
+        self,
+        protocol::{Detached, Reply, Request, Response},
+    },
+    daemon::{
+        follow::{AutoFollower, Live},
+        instance::Instance,
+    },
+    datapath::loader::Attachment,
+    datapath::pins::{InterfaceLock, NamespaceLock, PinDir},
+    host::facts,
+    host::preflight,
+    host::sysctl::NamespaceSysctls,
+    telemetry::events::{Event, Events},
+    telemetry::metrics,
 };
 
 /// How often the sources sampled during an attack are read: often enough that a CPU's ring of
@@ -43,14 +47,16 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// How often the baseline of a relative threshold is fed.
 const BASELINE_EVERY: Duration = Duration::from_secs(1);
 
-pub async fn run(args: &RunArgs) -> Result<(), Error> {
+/// `argv` is the command line `args` came from: SIGHUP parses it again over the re-read file.
+pub async fn run(args: &RunArgs, argv: &[OsString]) -> Result<(), Error> {
     // Everything that can fail without side effects comes first, so a bad invocation leaves the
     // interfaces as it found them.
     preflight::check_capabilities()?;
     let ifaces = interfaces(&args.iface)?;
+    let (tunables, sources) = (args.tunables(), args.list_sources());
     let settings = ifaces
         .iter()
-        .map(|iface| Settings::derive(args, iface))
+        .map(|iface| Settings::derive(&tunables, &sources, args.cookie_timestamps, iface))
         .collect::<Result<Vec<_>, _>>()?;
     let listener = TcpListener::bind(args.metrics_addr)
         .await
@@ -114,19 +120,24 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
             Duration::from_secs(args.auto_baseline_secs),
         );
         let claim = sysctls.claim(attachment.iface());
-        let mut daemon = Daemon {
-            args: args.clone(),
+        let mut instance = Instance {
+            tunables: tunables.clone(),
+            cookie_timestamps: args.cookie_timestamps,
             attachment,
             sysctls: claim,
             follower,
             started: Instant::now(),
             events: counters,
         };
-        if daemon.attachment.adopted() {
-            daemon.follower.resume(&daemon.attachment, &daemon.sysctls);
+        if instance.attachment.adopted() {
+            let plant = Live {
+                attachment: &instance.attachment,
+                sysctls: &instance.sysctls,
+            };
+            instance.follower.resume(&plant);
         }
         guards.push(Guard {
-            daemon,
+            instance,
             control_listener,
             socket,
             _lock: lock,
@@ -135,7 +146,7 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
     let registry = metrics::registry(
         &guards
             .iter()
-            .map(|g| (&g.daemon.attachment, Arc::clone(&g.daemon.events)))
+            .map(|g| (&g.instance.attachment, Arc::clone(&g.instance.events)))
             .collect::<Vec<_>>(),
     )?;
     info!("serving metrics on http://{}/metrics", args.metrics_addr);
@@ -145,6 +156,7 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
         let _ = server_stopped.await;
     }));
     let (orders, order) = watch::channel(Order::Run);
+    let startup = args.startup();
     let guarding = join_all(guards.into_iter().map(|guard| guard.serve(order.clone())));
     tokio::pin!(guarding);
     let mut outcome: Result<&'static str, Error> = Ok("every interface was detached");
@@ -159,7 +171,16 @@ pub async fn run(args: &RunArgs) -> Result<(), Error> {
             _ = sigterm.recv() => { outcome = Ok("SIGTERM"); stop("SIGTERM") }
             _ = sigquit.recv() => { outcome = Ok("SIGQUIT"); stop("SIGQUIT") }
             _ = sighup.recv() => {
-                orders.send_replace(Order::Reload(Arc::new(reread_config())));
+                let (file, _) = config_file::config_path(argv);
+                let args = reread_config(argv).and_then(|new| {
+                    match startup.restart_needed(&new.startup()) {
+                        Some(key) => Err(Error::Refused(format!(
+                            "'{key}' changed; it takes a restart of synguard to apply"
+                        ))),
+                        None => Ok(new),
+                    }
+                });
+                orders.send_replace(Order::Reload(Arc::new(Reread { file, args })));
             }
             served = &mut server, if server_running => {
                 server_running = false;
@@ -271,13 +292,20 @@ fn undo(attachment: Attachment) {
 enum Order {
     Run,
     Stop(&'static str),
-    /// SIGHUP: the config file read again, with the command line and environment over it.
-    Reload(Arc<Result<RunArgs, Error>>),
+    /// SIGHUP: the config file read again, with the command line and environment over it,
+    /// or why it cannot apply.
+    Reload(Arc<Reread>),
 }
 
-/// One protected interface: its daemon state, control socket and lock.
+/// The configuration SIGHUP read again, from `file`.
+struct Reread {
+    file: PathBuf,
+    args: Result<RunArgs, Error>,
+}
+
+/// One protected interface: its instance, control socket and lock.
 struct Guard {
-    daemon: Daemon,
+    instance: Instance,
     control_listener: UnixListener,
     socket: PathBuf,
     _lock: InterfaceLock,
@@ -289,7 +317,7 @@ impl Guard {
     /// when pinned). Says whether it was left attached.
     async fn serve(self, mut order: watch::Receiver<Order>) -> bool {
         let Guard {
-            mut daemon,
+            mut instance,
             control_listener,
             socket,
             _lock,
@@ -298,7 +326,7 @@ impl Guard {
         let control_server = tokio::spawn(control::serve(control_listener, request_tx));
         let mut sample_tick = tokio::time::interval(SAMPLE_EVERY);
         let mut baseline_tick = tokio::time::interval(BASELINE_EVERY);
-        let mut host_tick = tokio::time::interval(host_facts::POLL_EVERY);
+        let mut host_tick = tokio::time::interval(facts::POLL_EVERY);
         host_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The sample tick is idle between attacks: no catching up on the ticks it missed.
         sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -306,7 +334,7 @@ impl Guard {
         let ending = loop {
             // What woke the loop is decided first and acted on after, so that the arms'
             // futures (one of which borrows the follower) are gone when it acts.
-            let attacked = daemon.follower.attacked();
+            let attacked = instance.follower.attacked();
             let wake = tokio::select! {
                 changed = order.changed() => match changed {
                     Err(_) => Wake::Stop("shutdown"),
@@ -317,42 +345,45 @@ impl Guard {
                     },
                 },
                 Some((request, reply)) = requests.recv() => Wake::Control(request, reply),
-                events = daemon.follower.events().next() => Wake::Events(events),
+                events = instance.follower.events().next() => Wake::Events(events),
                 _ = sample_tick.tick(), if attacked => Wake::Sample,
                 _ = baseline_tick.tick() => Wake::Baseline,
                 _ = host_tick.tick() => Wake::Host,
             };
-            let (attachment, sysctls) = (&daemon.attachment, &daemon.sysctls);
+            let plant = Live {
+                attachment: &instance.attachment,
+                sysctls: &instance.sysctls,
+            };
             match wake {
                 Wake::Nothing => {}
                 Wake::Stop(why) => break why,
                 Wake::Control(Request::Detach, reply) => {
-                    let _ = reply.send(Response::ok(serde_json::json!({"detached": true})));
+                    let _ = reply.send(Response::ok(Reply::Detached(Detached { detached: true })));
                     break "a detach request";
                 }
                 Wake::Control(request, reply) => {
-                    let _ = reply.send(daemon.handle(request));
+                    let _ = reply.send(instance.handle(request));
                 }
-                Wake::Events(Ok(events)) => daemon.follower.on_events(&events, attachment, sysctls),
+                Wake::Events(Ok(events)) => instance.follower.on_events(&events, &plant),
                 Wake::Events(Err(e)) => warn!(error = %e, "reading attack events failed"),
-                Wake::Sample => daemon.follower.on_sample_tick(attachment, sysctls),
-                Wake::Baseline => daemon.follower.on_baseline_tick(attachment),
-                Wake::Host => match daemon.attachment.follow_host() {
-                    Ok(true) => debug!(iface = daemon.attachment.iface(), "host facts changed"),
+                Wake::Sample => instance.follower.on_sample_tick(&plant),
+                Wake::Baseline => instance.follower.on_baseline_tick(&plant),
+                Wake::Host => match instance.attachment.follow_host() {
+                    Ok(true) => debug!(iface = instance.attachment.iface(), "host facts changed"),
                     Ok(false) => {}
                     Err(e) => warn!(error = %e, "reading the host's facts failed"),
                 },
-                Wake::Reload(args) => reload(&mut daemon, &args),
+                Wake::Reload(args) => reload(&mut instance, &args),
             }
         };
         control_server.abort();
         let _ = std::fs::remove_file(&socket);
 
-        let Daemon {
+        let Instance {
             attachment,
             sysctls,
             ..
-        } = daemon;
+        } = instance;
         let iface = attachment.iface().to_string();
         // SIGQUIT hands over: protection stays on, pinned, with its sysctls, for the next
         // start (an upgrade, a restart) to take over without a gap.
@@ -379,8 +410,8 @@ enum Wake {
     Nothing,
     Stop(&'static str),
     Events(Result<Vec<AttackEvent>, Error>),
-    Control(Request, oneshot::Sender<Response>),
-    Reload(Arc<Result<RunArgs, Error>>),
+    Control(Request, oneshot::Sender<Response<Reply>>),
+    Reload(Arc<Reread>),
     Sample,
     Baseline,
     /// Time to look at the host's facts again.
@@ -389,28 +420,27 @@ enum Wake {
 
 /// SIGHUP: the config file read again, with the command line and environment over it as at
 /// start.
-fn reread_config() -> Result<RunArgs, Error> {
-    let argv: Vec<OsString> = std::env::args_os().collect();
-    let (path, required) = config_file::config_path(&argv);
-    config_file::read(&path, required).and_then(|settings| config_file::run_args(&argv, &settings))
+fn reread_config(argv: &[OsString]) -> Result<RunArgs, Error> {
+    let (path, required) = config_file::config_path(argv);
+    config_file::read(&path, required).and_then(|settings| config_file::run_args(argv, &settings))
 }
 
-/// Puts a reloaded configuration in force on one interface; a bad file changes nothing.
-fn reload(daemon: &mut Daemon, args: &Result<RunArgs, Error>) {
-    let argv: Vec<OsString> = std::env::args_os().collect();
-    let (path, _) = config_file::config_path(&argv);
-    let iface = daemon.attachment.iface().to_string();
-    let result = match args {
-        Ok(args) => daemon.reload(args.clone()),
-        Err(e) => Err(Error::Other(e.to_string())),
+/// Puts a reloaded configuration in force on one interface; a bad file, or one that changes
+/// what takes a restart, changes nothing.
+fn reload(instance: &mut Instance, reread: &Reread) {
+    let iface = instance.attachment.iface().to_string();
+    let file = reread.file.display();
+    let result = match &reread.args {
+        Ok(args) => instance.reload(args.tunables(), &args.list_sources()),
+        Err(e) => Err(Error::Refused(e.to_string())),
     };
     match result {
-        Ok(()) => info!(%iface, file = %path.display(), "configuration reloaded"),
+        Ok(()) => info!(%iface, %file, "configuration reloaded"),
         Err(e) => {
-            daemon.events.record(Event::ConfigRefused);
+            instance.events.record(Event::ConfigRefused);
             warn!(
                 %iface,
-                file = %path.display(),
+                %file,
                 error = %e,
                 "configuration reload refused; the running configuration stays in force"
             )

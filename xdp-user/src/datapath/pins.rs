@@ -18,7 +18,7 @@ use std::{
 
 use synguard_common::PINNED_MAPS;
 
-use crate::{Error, state};
+use crate::{Error, host::state};
 
 /// statfs(2) f_type of a BPF filesystem (include/uapi/linux/magic.h, BPF_FS_MAGIC).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

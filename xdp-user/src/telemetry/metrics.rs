@@ -23,10 +23,11 @@ use tracing::warn;
 
 use crate::{
     Error,
-    events::Events,
-    loader::Attachment,
-    maps::{ControlMaps, StatsMap},
-    metrics_ops::OperationsCollector,
+    datapath::loader::Attachment,
+    datapath::maps::{ControlMaps, StatsMap},
+    sync::lock,
+    telemetry::events::Events,
+    telemetry::ops::OperationsCollector,
 };
 
 /// Metrics of one attached interface, read from its stats map on every scrape.
@@ -185,7 +186,7 @@ impl Collector for InterfaceCollector {
             sources_metered.collect(),
         ]
         .concat();
-        let control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let control = lock(&self.control);
         if let (Ok(config), Ok(auto)) = (control.config(), control.auto_summary()) {
             for m in Mode::ALL {
                 mode.with_label_values(&[m.name()])

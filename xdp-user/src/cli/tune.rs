@@ -1,12 +1,14 @@
-//! `synguard set KEY=VALUE…`: run-time changes to the tunables, validated by the very parsers
-//! the command line uses (the keys are `run`'s flag names), and applied all or none.
+//! `synguard set KEY=VALUE…`: run-time changes to the tunables, parsed on the client by the
+//! very parsers the command line uses (the keys are `run`'s flag names) into a typed
+//! [`TunablesChange`], which the daemon checks again and applies all or none.
 
-use clap::FromArgMatches;
+use clap::ArgMatches;
 
 use crate::{
-    Error,
-    cli::{self, RunArgs},
+    Error, cli,
+    config::{ports::PortSet, threshold::Threshold, tunables::TunablesChange},
 };
+use synguard_common::Mode;
 
 /// The flags of `run` that can change while it runs. The others (interface, attach mode,
 /// addresses, directories, timestamps) need a restart; the lists have their own verbs.
@@ -26,23 +28,23 @@ pub const SETTABLE: [&str; 13] = [
     "source-prefix-v6",
 ];
 
-/// Returns `current` with `pairs` applied, or the first problem, leaving `current` as it was.
-pub fn apply(current: &RunArgs, pairs: &[String]) -> Result<RunArgs, Error> {
+/// The change `pairs` ask for, or the first problem with them.
+pub fn parse(pairs: &[String]) -> Result<TunablesChange, Error> {
     if pairs.is_empty() {
-        return Err(Error::Other(
+        return Err(Error::Usage(
             "nothing to set: give KEY=VALUE pairs, e.g. mode=cookie".into(),
         ));
     }
     let mut argv = Vec::new();
     for pair in pairs {
         let Some((key, value)) = pair.split_once('=') else {
-            return Err(Error::Other(format!(
+            return Err(Error::Usage(format!(
                 "'{pair}' is not KEY=VALUE (e.g. syn-rate-per-source=100)"
             )));
         };
         let key = key.trim().replace('_', "-");
         if !SETTABLE.contains(&key.as_str()) {
-            return Err(Error::Other(format!(
+            return Err(Error::Usage(format!(
                 "unknown or fixed key '{key}'; keys that can change while running: {}",
                 SETTABLE.join(", ")
             )));
@@ -52,23 +54,37 @@ pub fn apply(current: &RunArgs, pairs: &[String]) -> Result<RunArgs, Error> {
     }
     let matches = cli::bare_run_command()
         .try_get_matches_from(&argv)
-        .map_err(|e| Error::Other(cli::one_line(&e)))?;
-    let mut tuned = current.clone();
-    tuned
-        .update_from_arg_matches(&matches)
-        .map_err(|e| Error::Other(e.to_string()))?;
-    Ok(tuned)
+        .map_err(|e| Error::Usage(cli::one_line(&e)))?;
+    Ok(TunablesChange {
+        mode: given::<Mode>(&matches, "mode"),
+        ports: given::<PortSet>(&matches, "ports"),
+        auto_threshold: given::<Threshold>(&matches, "auto_threshold"),
+        auto_threshold_min: given(&matches, "auto_threshold_min"),
+        auto_baseline_secs: given(&matches, "auto_baseline_secs"),
+        auto_port_threshold: given(&matches, "auto_port_threshold"),
+        auto_hold_ms: given(&matches, "auto_hold_ms"),
+        max_syn_pass_rate: given(&matches, "max_syn_pass_rate"),
+        max_synack_rate: given(&matches, "max_synack_rate"),
+        syn_rate_per_source: given(&matches, "syn_rate_per_source"),
+        syn_burst_per_source: given(&matches, "syn_burst_per_source"),
+        source_prefix_v4: given(&matches, "source_prefix_v4"),
+        source_prefix_v6: given(&matches, "source_prefix_v6"),
+    })
+}
+
+/// The value given for the flag `id` (clap's id: the field's name), typed by its parser.
+fn given<T: Clone + Send + Sync + 'static>(matches: &ArgMatches, id: &str) -> Option<T> {
+    matches.get_one::<T>(id).cloned()
 }
 
 #[cfg(test)]
 mod tests {
     use clap::Parser;
-    use synguard_common::Mode;
 
     use super::*;
     use crate::{
-        baseline::Threshold,
-        cli::{Cli, Command as CliCommand},
+        cli::{Cli, Command as CliCommand, RunArgs},
+        config::tunables::Tunables,
     };
 
     fn running() -> RunArgs {
@@ -89,11 +105,13 @@ mod tests {
         }
     }
 
-    fn set(pairs: &[&str]) -> Result<RunArgs, Error> {
-        apply(
-            &running(),
-            &pairs.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-        )
+    /// What the client parses, applied as the daemon applies it.
+    fn set(pairs: &[&str]) -> Result<Tunables, Error> {
+        let change = parse(&pairs.iter().map(|p| p.to_string()).collect::<Vec<_>>())?;
+        running()
+            .tunables()
+            .changed(&change)
+            .map_err(Error::Refused)
     }
 
     #[test]
@@ -103,7 +121,7 @@ mod tests {
         assert_eq!(tuned.syn_burst_per_source, Some(20));
         assert!(tuned.ports.as_ref().unwrap().contains(443));
         assert_eq!(tuned.syn_rate_per_source, 100, "kept");
-        assert_eq!(tuned.iface, ["eth0"], "kept");
+        // The interface is not a tunable at all (`Startup`): `set` cannot reach it.
         let tuned = set(&["auto-threshold=8x"]).unwrap();
         assert_eq!(tuned.auto_threshold, Threshold::Relative(8.0));
         assert_eq!(tuned.mode, Mode::Auto, "kept");

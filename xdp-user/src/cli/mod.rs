@@ -1,11 +1,24 @@
 //! The command line. Every flag can also come from the environment (`SYNGUARD_*`); a flag wins.
 
+pub mod config_file;
+pub mod tune;
+pub mod verbs;
+
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use synguard_common::Mode;
 
-use crate::{baseline::Threshold, lists::Cidr, ports::PortSet};
+use crate::{
+    config::lists::Cidr,
+    config::ports::PortSet,
+    config::threshold::Threshold,
+    config::{
+        text::parse_mode,
+        tunables::{ListSources, Tunables},
+    },
+    datapath::loader::AttachMode,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -132,7 +145,7 @@ pub struct RunArgs {
     /// file may be missing; a named one may not. SIGHUP reloads it.
     #[arg(
         long,
-        default_value = crate::config_file::DEFAULT_PATH,
+        default_value = crate::cli::config_file::DEFAULT_PATH,
         env = "SYNGUARD_CONFIG",
         value_name = "FILE"
     )]
@@ -359,6 +372,87 @@ pub struct RunArgs {
     pub state_dir: PathBuf,
 }
 
+impl RunArgs {
+    /// The tunables these arguments set.
+    pub fn tunables(&self) -> Tunables {
+        Tunables {
+            mode: self.mode,
+            ports: self.ports.clone(),
+            auto_threshold: self.auto_threshold,
+            auto_threshold_min: self.auto_threshold_min,
+            auto_baseline_secs: self.auto_baseline_secs,
+            auto_port_threshold: self.auto_port_threshold,
+            auto_hold_ms: self.auto_hold_ms,
+            max_syn_pass_rate: self.max_syn_pass_rate,
+            max_synack_rate: self.max_synack_rate,
+            syn_rate_per_source: self.syn_rate_per_source,
+            syn_burst_per_source: self.syn_burst_per_source,
+            source_prefix_v4: self.source_prefix_v4,
+            source_prefix_v6: self.source_prefix_v6,
+        }
+    }
+
+    /// Where the allow/deny lists come from.
+    pub fn list_sources(&self) -> ListSources {
+        ListSources {
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+            allow_file: self.allow_file.clone(),
+            deny_file: self.deny_file.clone(),
+        }
+    }
+
+    /// What takes a restart to change.
+    pub fn startup(&self) -> Startup {
+        Startup {
+            iface: self.iface.clone(),
+            xdp_mode: self.xdp_mode,
+            metrics_addr: self.metrics_addr,
+            state_dir: self.state_dir.clone(),
+            no_pin: self.no_pin,
+            bpffs: self.bpffs.clone(),
+            cookie_timestamps: self.cookie_timestamps,
+            log_format: self.log_format,
+        }
+    }
+}
+
+/// The settings that take a restart to change: what is attached where, where synguard keeps
+/// its state and serves its metrics, and the sysctls it claims.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Startup {
+    pub iface: Vec<String>,
+    pub xdp_mode: AttachMode,
+    pub metrics_addr: SocketAddr,
+    pub state_dir: PathBuf,
+    pub no_pin: bool,
+    pub bpffs: PathBuf,
+    pub cookie_timestamps: bool,
+    pub log_format: LogFormat,
+}
+
+impl Startup {
+    /// The first setting (by its flag's name) that differs in `new`: a reload that changes it
+    /// is refused, all of it.
+    pub fn restart_needed(&self, new: &Startup) -> Option<&'static str> {
+        [
+            ("iface", self.iface != new.iface),
+            ("xdp-mode", self.xdp_mode != new.xdp_mode),
+            ("metrics-addr", self.metrics_addr != new.metrics_addr),
+            ("state-dir", self.state_dir != new.state_dir),
+            ("no-pin", self.no_pin != new.no_pin),
+            ("bpffs", self.bpffs != new.bpffs),
+            (
+                "cookie-timestamps",
+                self.cookie_timestamps != new.cookie_timestamps,
+            ),
+            ("log-format", self.log_format != new.log_format),
+        ]
+        .into_iter()
+        .find_map(|(key, changed)| changed.then_some(key))
+    }
+}
+
 /// `run`'s flags alone, with nothing required, no defaults and no environment: parsing with it
 /// yields exactly what was given. The run-time `set` and the config file check their values
 /// with it, so a value is valid there exactly when it is valid on the command line.
@@ -375,39 +469,64 @@ pub fn one_line(error: &clap::Error) -> String {
     first.trim_start_matches("error: ").to_string()
 }
 
-fn parse_mode(text: &str) -> Result<Mode, String> {
-    Mode::ALL
-        .into_iter()
-        .find(|m| m.name() == text)
-        .ok_or_else(|| format!("'{text}' is not a mode; use one of: off, monitor, cookie, auto"))
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum AttachMode {
-    /// Driver (native) XDP.
-    Native,
-    /// Generic XDP, in the kernel's network stack.
-    Skb,
-}
-
-impl AttachMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            AttachMode::Native => "native",
-            AttachMode::Skb => "skb",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let argv = ["synguard", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(args) => *args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_reload_is_refused_when_a_startup_setting_changes_and_accepted_otherwise() {
+        let old = run_args(&["--iface", "eth0"]).startup();
+        // Tunables and lists may change.
+        let tuned = run_args(&[
+            "--iface",
+            "eth0",
+            "--mode",
+            "cookie",
+            "--allow",
+            "192.0.2.0/24",
+            "--syn-rate-per-source",
+            "5",
+        ]);
+        assert_eq!(old.restart_needed(&tuned.startup()), None);
+        assert_ne!(tuned.tunables(), run_args(&["--iface", "eth0"]).tunables());
+        for (flags, key) in [
+            (&["--iface", "eth1"][..], "iface"),
+            (&["--iface", "eth0,eth1"], "iface"),
+            (&["--iface", "eth0", "--xdp-mode", "skb"], "xdp-mode"),
+            (
+                &["--iface", "eth0", "--metrics-addr", "127.0.0.1:1"],
+                "metrics-addr",
+            ),
+            (&["--iface", "eth0", "--state-dir", "/tmp/x"], "state-dir"),
+            (&["--iface", "eth0", "--no-pin"], "no-pin"),
+            (&["--iface", "eth0", "--bpffs", "/tmp/bpf"], "bpffs"),
+            (
+                &["--iface", "eth0", "--cookie-timestamps", "false"],
+                "cookie-timestamps",
+            ),
+            (&["--iface", "eth0", "--log-format", "json"], "log-format"),
+        ] {
+            assert_eq!(
+                old.restart_needed(&run_args(flags).startup()),
+                Some(key),
+                "{flags:?}"
+            );
+        }
+    }
 
     #[test]
     fn cli_is_well_formed() {

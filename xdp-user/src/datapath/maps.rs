@@ -19,9 +19,9 @@ use synguard_common::{
 
 use crate::{
     Error,
-    lists::{Cidr, Lists},
-    ports::PortSet,
-    settings::SourceLimit,
+    config::lists::{Cidr, Lists},
+    config::ports::PortSet,
+    config::settings::SourceLimit,
 };
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
@@ -99,7 +99,7 @@ impl FactsMaps {
     /// tables for longer than one write.
     pub fn set_snapshot(
         &mut self,
-        snapshot: &crate::host_facts::HostSnapshot,
+        snapshot: &crate::host::facts::HostSnapshot,
     ) -> Result<(), Error> {
         let entries: Vec<(IpNet, u32)> = [&snapshot.v4, &snapshot.v6]
             .iter()
@@ -170,10 +170,10 @@ impl FactsMaps {
     pub fn take_filled(
         ebpf: &mut Ebpf,
         iface: &str,
-    ) -> Result<(Self, crate::host_facts::HostPoller), Error> {
+    ) -> Result<(Self, crate::host::facts::HostPoller), Error> {
         let mut facts = Self::take(ebpf)?;
-        facts.set_layout(&crate::btf::listener_layout()?)?;
-        let mut poller = crate::host_facts::HostPoller::default();
+        facts.set_layout(&crate::datapath::btf::listener_layout()?)?;
+        let mut poller = crate::host::facts::HostPoller::default();
         if let Some(current) = poller.poll(iface)? {
             facts.set_snapshot(&current)?;
         }

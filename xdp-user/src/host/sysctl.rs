@@ -23,7 +23,7 @@ use std::{
 
 use tracing::{info, warn};
 
-use crate::{Error, state};
+use crate::{Error, host::state, sync::lock};
 
 pub const SYNCOOKIES: &str = "net.ipv4.tcp_syncookies";
 pub const TIMESTAMPS: &str = "net.ipv4.tcp_timestamps";
@@ -207,7 +207,7 @@ impl NamespaceSysctls {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared)
     }
 
     /// Leaves every value as it is, with its state file, for the next start to take over

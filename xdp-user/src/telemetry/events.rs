@@ -10,6 +10,8 @@ use std::{
     time::Instant,
 };
 
+use crate::sync::lock;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     AttackStarted,
@@ -52,7 +54,7 @@ pub struct Events {
 impl Events {
     pub fn record(&self, event: Event) {
         self.counts[event as usize].fetch_add(1, Ordering::Relaxed);
-        let mut since = self.attack_since.lock().unwrap_or_else(|e| e.into_inner());
+        let mut since = lock(&self.attack_since);
         match event {
             Event::AttackStarted => *since = Some(Instant::now()),
             Event::AttackEnded => {
@@ -71,11 +73,7 @@ impl Events {
 
     /// Seconds spent under attack, the one going on included.
     pub fn seconds_under_attack(&self) -> f64 {
-        let ongoing = self
-            .attack_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map_or(0.0, |start| start.elapsed().as_secs_f64());
+        let ongoing = lock(&self.attack_since).map_or(0.0, |start| start.elapsed().as_secs_f64());
         self.attacked_ns.load(Ordering::Relaxed) as f64 / 1e9 + ongoing
     }
 }

@@ -1,15 +1,18 @@
-//! The data path's configuration, derived from the command line. What a SYN-ACK promises is not
+//! The data path's configuration, derived from the tunables. What a SYN-ACK promises is not
 //! configured: it follows each listener and the host (`host_facts`, `btf`).
 
-use synguard_common::{Config, Mode, config::flags, limit};
+use synguard_common::{Config, config::flags, limit};
 use tracing::warn;
 
 use crate::{
     Error,
-    baseline::Threshold,
-    cli::RunArgs,
-    lists::{self, Lists},
-    ports::PortSet,
+    config::{
+        lists::{self, Lists},
+        ports::PortSet,
+        threshold::Threshold,
+        tunables::{ListSources, Tunables},
+    },
+    host::preflight,
 };
 
 /// What the controller writes into the program's maps.
@@ -22,65 +25,72 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The data path's settings for `iface` from `args`.
-    pub fn derive(args: &RunArgs, iface: &str) -> Result<Settings, Error> {
+    /// The data path's settings for `iface`: the interface checked, the list files read, a
+    /// fresh seed for the per-source sketch, then [`Settings::new`].
+    pub fn derive(
+        tunables: &Tunables,
+        sources: &ListSources,
+        cookie_timestamps: bool,
+        iface: &str,
+    ) -> Result<Settings, Error> {
         // The interface must exist: settings for one that does not are an operator's typo.
-        crate::preflight::interface_index(iface)?;
-        let mut allow = args.allow.clone();
-        let mut deny = args.deny.clone();
-        if let Some(path) = &args.allow_file {
+        preflight::interface_index(iface)?;
+        let mut allow = sources.allow.clone();
+        let mut deny = sources.deny.clone();
+        if let Some(path) = &sources.allow_file {
             allow.extend(lists::read_file(path)?);
         }
-        if let Some(path) = &args.deny_file {
+        if let Some(path) = &sources.deny_file {
             deny.extend(lists::read_file(path)?);
         }
         let lists = Lists::new(allow, deny)?;
-        let mut flag_bits = 0;
-        if !lists.is_empty() {
-            flag_bits |= flags::LISTS;
-        }
-        if args.ports.is_none() {
-            flag_bits |= flags::ALL_PORTS;
-        }
-        if args.cookie_timestamps {
-            flag_bits |= flags::TIMESTAMPS;
-        }
-        let config = Config {
-            mode: args.mode as u32,
-            flags: flag_bits,
-            auto_threshold_pps: match args.auto_threshold {
-                Threshold::Absolute(pps) => pps,
-                // Until a baseline is learned (`baseline.rs`).
-                Threshold::Relative(_) => args.auto_threshold_min,
-            },
-            auto_hold_ms: args.auto_hold_ms,
-            auto_port_threshold_pps: args.auto_port_threshold,
-            syn_pass_cap_pps: args.max_syn_pass_rate,
-            synack_cap_pps: args.max_synack_rate,
-            sketch_seed: random_seed(),
-            ..Config::DEFAULT
-        };
-        let source_limit = SourceLimit {
-            rate_pps: args.syn_rate_per_source,
-            burst: args
-                .syn_burst_per_source
-                .unwrap_or(args.syn_rate_per_source.max(1)),
-            prefix_v4: args.source_prefix_v4,
-            prefix_v6: args.source_prefix_v6,
-        };
-        let mut config = config;
-        source_limit.apply(&mut config);
-        if !args.cookie_timestamps && matches!(args.mode, Mode::Cookie | Mode::Auto) {
+        if !cookie_timestamps && tunables.sends_cookies() {
             warn!(
                 "--cookie-timestamps false: connections set up by a cookie get neither window \
                  scaling nor SACK (their receive window is capped at 64 KiB)"
             );
         }
-        Ok(Settings {
-            config,
-            ports: args.ports.clone(),
+        Ok(Settings::new(
+            tunables,
             lists,
-        })
+            cookie_timestamps,
+            random_seed(),
+        ))
+    }
+
+    /// The data path's settings, from what the operator asked for alone.
+    pub fn new(tunables: &Tunables, lists: Lists, cookie_timestamps: bool, seed: u32) -> Settings {
+        let mut flag_bits = 0;
+        if !lists.is_empty() {
+            flag_bits |= flags::LISTS;
+        }
+        if tunables.ports.is_none() {
+            flag_bits |= flags::ALL_PORTS;
+        }
+        if cookie_timestamps {
+            flag_bits |= flags::TIMESTAMPS;
+        }
+        let mut config = Config {
+            mode: tunables.mode as u32,
+            flags: flag_bits,
+            auto_threshold_pps: match tunables.auto_threshold {
+                Threshold::Absolute(pps) => pps,
+                // Until a baseline is learned (`daemon::baseline`).
+                Threshold::Relative(_) => tunables.auto_threshold_min,
+            },
+            auto_hold_ms: tunables.auto_hold_ms,
+            auto_port_threshold_pps: tunables.auto_port_threshold,
+            syn_pass_cap_pps: tunables.max_syn_pass_rate,
+            synack_cap_pps: tunables.max_synack_rate,
+            sketch_seed: seed,
+            ..Config::DEFAULT
+        };
+        tunables.source_limit().apply(&mut config);
+        Settings {
+            config,
+            ports: tunables.ports.clone(),
+            lists,
+        }
     }
 }
 

@@ -19,19 +19,20 @@ use aya::{
         xdp::XdpLink,
     },
 };
+use clap::ValueEnum;
 use synguard_common::{Config, Mode, PINNED_MAPS, PROGRAM_NAME};
 use tracing::debug;
 
 use crate::{
     Error,
-    attack::AttackEvents,
-    cli::AttachMode,
-    host_facts::HostPoller,
-    maps::{ControlMaps, FactsMaps, ListMaps, SourceBuckets, StatsMap},
-    objects,
-    pins::PinDir,
-    preflight,
-    settings::Settings,
+    config::settings::Settings,
+    datapath::attack::AttackEvents,
+    datapath::maps::{ControlMaps, FactsMaps, ListMaps, SourceBuckets, StatsMap},
+    datapath::objects,
+    datapath::pins::PinDir,
+    host::facts::HostPoller,
+    host::preflight,
+    sync::lock,
 };
 
 /// synguard's program, attached to one interface.
@@ -202,16 +203,13 @@ impl Attachment {
 
     /// Writes `settings` into the program's maps; the next packet sees them.
     pub fn configure(&self, settings: &Settings) -> Result<(), Error> {
-        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let mut control = lock(&self.control);
         if let Some(ports) = &settings.ports {
             control.set_ports(ports)?;
         }
         control.set_config(&settings.config)?;
         drop(control);
-        self.lists
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .load(&settings.lists)
+        lock(&self.lists).load(&settings.lists)
     }
 
     /// Gathers the host's facts again and hands them to the program if they changed (a sysctl,
@@ -285,11 +283,27 @@ impl Attachment {
     }
 }
 
+/// How the program is attached: the operator's choice, never changed behind their back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AttachMode {
+    /// Driver (native) XDP.
+    Native,
+    /// Generic XDP, in the kernel's network stack.
+    Skb,
+}
+
 impl AttachMode {
     fn xdp_mode(self) -> XdpMode {
         match self {
             AttachMode::Native => XdpMode::Driver,
             AttachMode::Skb => XdpMode::Skb,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
         }
     }
 }

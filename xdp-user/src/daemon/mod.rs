@@ -1,0 +1,7 @@
+//! A running synguard: the run loop (`run`), one `instance` per protected interface with the
+//! control API's handlers, `auto` mode's follower and its learned baseline.
+
+pub mod baseline;
+pub mod follow;
+pub mod instance;
+pub mod run;

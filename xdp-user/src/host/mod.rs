@@ -1,0 +1,8 @@
+//! What this host allows and has: capabilities and interfaces (checked before anything
+//! changes), the namespace's sysctls, the state directory and its locks, and the facts a
+//! SYN-ACK depends on (sysctls, MTU, routes), polled.
+
+pub mod facts;
+pub mod preflight;
+pub mod state;
+pub mod sysctl;
