@@ -62,6 +62,65 @@ pub enum Error {
     #[error("sysctl {key}: {reason}")]
     Sysctl { key: String, reason: String },
 
+    #[error(
+        "another synguard is already running on {iface} (it holds {lock}); stop it first, or \
+         protect another interface"
+    )]
+    InterfaceTaken { iface: String, lock: PathBuf },
+
+    #[error(
+        "another synguard already runs in this network namespace (on {holder}); synguard owns \
+         the namespace's tcp_syncookies and tcp_timestamps, so one synguard protects all of a \
+         namespace's interfaces: stop it, and give one synguard every interface (--iface \
+         eth0,eth1)"
+    )]
+    NamespaceTaken { holder: String },
+
+    #[error(
+        "a killed synguard left its program pinned at {pins} and still protecting {iface}; run \
+         without --no-pin to take it over (or remove that directory to detach it)"
+    )]
+    PinnedButNoPin { iface: String, pins: PathBuf },
+
+    #[error(
+        "the BPF filesystem is not mounted on {dir} and mounting it failed ({reason}); mount it \
+         with `mount -t bpf bpf {dir}`, or run with --no-pin (then protection stops when \
+         synguard does)"
+    )]
+    Bpffs { dir: PathBuf, reason: io::Error },
+
+    #[error("interface '{iface}' is named twice in --iface")]
+    InterfaceTwice { iface: String },
+
+    #[error("cannot read {path}: {reason}")]
+    ListFileUnreadable { path: PathBuf, reason: io::Error },
+
+    /// A line of a list file that is not a CIDR.
+    #[error("{path}:{line}: {reason}")]
+    ListFile {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+
+    #[error("{cidr} is on both the allow and the deny list; keep it on one")]
+    ListedTwice { cidr: String },
+
+    #[error("cannot {action} {path}: {reason}")]
+    StateDir {
+        action: &'static str,
+        path: PathBuf,
+        reason: io::Error,
+    },
+
+    #[error(
+        "no synguard is running (no control socket in {state_dir}); start one with `synguard run`"
+    )]
+    NotRunning { state_dir: PathBuf },
+
+    #[error("several interfaces are protected; choose one with --iface ({ifaces})")]
+    SeveralRunning { ifaces: String },
+
     /// A verb or value that cannot be carried out as given (`synguard set`, lists).
     #[error("{0}")]
     Usage(String),
@@ -71,14 +130,25 @@ pub enum Error {
     Refused(String),
 
     /// The control socket could not be reached or spoken to.
-    #[error("{path}: {reason}")]
-    Control { path: PathBuf, reason: String },
+    #[error("{reason} {path}{}", detail.as_ref().map_or(String::new(), |d| format!(": {d}")))]
+    Control {
+        reason: &'static str,
+        path: PathBuf,
+        detail: Option<String>,
+    },
 
-    /// The config file is missing, unreadable or invalid.
+    /// The config file is unreadable or invalid.
     #[error("{path}: {reason}")]
     Config { path: PathBuf, reason: String },
 
-    /// Something this host does not provide, or a step synguard could not take on it.
+    #[error("cannot read the config file {path}: {reason}")]
+    ConfigUnreadable { path: PathBuf, reason: io::Error },
+
+    /// The routing table or an interface's MTU could not be read.
+    #[error("cannot read {what}: {reason}")]
+    HostFacts { what: String, reason: String },
+
+    /// What no operator can fix: a step of synguard's own that failed (the message says which).
     #[error("{0}")]
     Other(String),
 }

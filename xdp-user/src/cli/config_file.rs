@@ -60,15 +60,19 @@ pub fn read(path: &Path, required: bool) -> Result<Vec<Setting>, Error> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(Error::Other(format!(
-                "cannot read the config file {}: {e}",
-                path.display()
-            )));
+        Err(reason) => {
+            return Err(Error::ConfigUnreadable {
+                path: path.to_path_buf(),
+                reason,
+            });
         }
     };
-    let settings = parse(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
-    validate(&settings).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    let invalid = |reason| Error::Config {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let settings = parse(&text).map_err(invalid)?;
+    validate(&settings).map_err(invalid)?;
     Ok(settings)
 }
 
@@ -169,7 +173,7 @@ pub fn parse_cli(argv: Vec<OsString>) -> Result<Cli, ParseError> {
 /// `run`'s arguments as the command line and environment give them, over `settings`.
 pub fn run_args(argv: &[OsString], settings: &[Setting]) -> Result<RunArgs, Error> {
     match parse_over(argv, settings)
-        .map_err(|e| Error::Other(cli::one_line(&e)))?
+        .map_err(|e| Error::Usage(cli::one_line(&e)))?
         .command
     {
         crate::cli::Command::Run(args) => Ok(*args),

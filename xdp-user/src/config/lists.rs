@@ -47,17 +47,21 @@ impl std::fmt::Display for Cidr {
 /// Reads a file of CIDRs: one per line; blank lines and `#` comments are skipped. Errors name
 /// the file and line.
 pub fn read_file(path: &Path) -> Result<Vec<Cidr>, Error> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| Error::Other(format!("cannot read {}: {e}", path.display())))?;
+    let text = fs::read_to_string(path).map_err(|reason| Error::ListFileUnreadable {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     let mut cidrs = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or_default().trim();
         if line.is_empty() {
             continue;
         }
-        let cidr = line
-            .parse()
-            .map_err(|e| Error::Other(format!("{}:{}: {e}", path.display(), number + 1)))?;
+        let cidr = line.parse().map_err(|reason| Error::ListFile {
+            path: path.to_path_buf(),
+            line: number + 1,
+            reason,
+        })?;
         cidrs.push(cidr);
     }
     Ok(cidrs)
@@ -77,9 +81,9 @@ impl Lists {
         deny.sort();
         deny.dedup();
         if let Some(both) = allow.iter().find(|c| deny.binary_search(c).is_ok()) {
-            return Err(Error::Other(format!(
-                "{both} is on both the allow and the deny list; keep it on one"
-            )));
+            return Err(Error::ListedTwice {
+                cidr: both.to_string(),
+            });
         }
         Ok(Lists { allow, deny })
     }

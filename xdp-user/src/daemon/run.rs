@@ -81,11 +81,10 @@ pub async fn run(args: &RunArgs, argv: &[OsString]) -> Result<(), Error> {
     for iface in &ifaces {
         let dir = PinDir::for_iface(&args.bpffs, iface)?;
         if args.no_pin && dir.has_link() {
-            return Err(Error::Other(format!(
-                "a killed synguard left its program pinned at {} and still protecting {iface}; \
-                 run without --no-pin to take it over (or remove that directory to detach it)",
-                dir.path.display(),
-            )));
+            return Err(Error::PinnedButNoPin {
+                iface: iface.clone(),
+                pins: dir.path.clone(),
+            });
         }
         pins.push((!args.no_pin).then_some(dir));
     }
@@ -214,9 +213,9 @@ fn interfaces(named: &[String]) -> Result<Vec<String>, Error> {
     let mut ifaces: Vec<String> = Vec::new();
     for iface in named {
         if ifaces.contains(iface) {
-            return Err(Error::Other(format!(
-                "interface '{iface}' is named twice in --iface"
-            )));
+            return Err(Error::InterfaceTwice {
+                iface: iface.clone(),
+            });
         }
         preflight::interface_index(iface)?;
         ifaces.push(iface.clone());

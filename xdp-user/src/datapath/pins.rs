@@ -106,13 +106,9 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
     if is_bpffs(dir) {
         return Ok(());
     }
-    let fail = |e: io::Error| {
-        Error::Other(format!(
-            "the BPF filesystem is not mounted on {dir} and mounting it failed ({e}); mount it \
-             with `mount -t bpf bpf {dir}`, or run with --no-pin (then protection stops when \
-             synguard does)",
-            dir = dir.display()
-        ))
+    let fail = |reason: io::Error| Error::Bpffs {
+        dir: dir.to_path_buf(),
+        reason,
     };
     fs::create_dir_all(dir).map_err(fail)?;
     let target = CString::new(dir.as_os_str().as_encoded_bytes())
@@ -245,12 +241,9 @@ pub struct InterfaceLock {
 impl InterfaceLock {
     pub fn take(state_dir: &Path, iface: &str) -> Result<InterfaceLock, Error> {
         let path = state::file(state_dir, "lock", Some(iface))?;
-        let file = lock(&path)?.ok_or_else(|| {
-            Error::Other(format!(
-                "another synguard is already running on {iface} (it holds {}); stop it \
-                 first, or protect another interface",
-                path.display()
-            ))
+        let file = lock(&path)?.ok_or_else(|| Error::InterfaceTaken {
+            iface: iface.to_string(),
+            lock: path.clone(),
         })?;
         Ok(InterfaceLock { _file: file })
     }
@@ -270,13 +263,9 @@ impl NamespaceLock {
         let path = state::file(state_dir, "lock", None)?;
         let Some(mut file) = lock(&path)? else {
             let other = fs::read_to_string(&path).unwrap_or_default();
-            return Err(Error::Other(format!(
-                "another synguard already runs in this network namespace (on {}); synguard \
-                 owns the namespace's tcp_syncookies and tcp_timestamps, so one synguard \
-                 protects all of a namespace's interfaces: stop it, and give one synguard \
-                 every interface (--iface eth0,eth1)",
-                other.trim()
-            )));
+            return Err(Error::NamespaceTaken {
+                holder: other.trim().to_string(),
+            });
         };
         // Name the holder, for the error above.
         use std::io::Write as _;
@@ -294,7 +283,11 @@ fn lock(path: &Path) -> Result<Option<File>, Error> {
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|e| Error::Other(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|reason| Error::StateDir {
+            action: "open",
+            path: path.to_path_buf(),
+            reason,
+        })?;
     // SAFETY: flock on a descriptor this function owns.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc == 0 {
@@ -304,10 +297,11 @@ fn lock(path: &Path) -> Result<Option<File>, Error> {
     if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
         return Ok(None);
     }
-    Err(Error::Other(format!(
-        "cannot lock {}: {err}",
-        path.display()
-    )))
+    Err(Error::StateDir {
+        action: "lock",
+        path: path.to_path_buf(),
+        reason: err,
+    })
 }
 
 #[cfg(test)]

@@ -202,7 +202,10 @@ impl HostPoller {
 /// The prefix and metrics of every unicast route in the main table that leaves through
 /// `if_index`.
 fn routes(if_index: u32, ipv6: bool) -> Result<Vec<(IpNet, RouteMetrics)>, Error> {
-    let fail = |e: io::Error| Error::Other(format!("cannot read the routing table: {e}"));
+    let fail = |e: io::Error| Error::HostFacts {
+        what: "the routing table".into(),
+        reason: e.to_string(),
+    };
     let mut socket = Socket::new(NETLINK_ROUTE).map_err(fail)?;
     socket.bind_auto().map_err(fail)?;
     socket.connect(&SocketAddr::new(0, 0)).map_err(fail)?;
@@ -227,13 +230,21 @@ fn routes(if_index: u32, ipv6: bool) -> Result<Vec<(IpNet, RouteMetrics)>, Error
         let (bytes, _) = socket.recv_from_full().map_err(fail)?;
         let mut at = 0;
         while at < bytes.len() {
-            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[at..])
-                .map_err(|e| Error::Other(format!("cannot parse the routing table: {e}")))?;
+            let reply =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[at..]).map_err(|e| {
+                    Error::HostFacts {
+                        what: "the routing table".into(),
+                        reason: format!("unparsable reply: {e}"),
+                    }
+                })?;
             let len = reply.header.length as usize;
             match reply.payload {
                 NetlinkPayload::Done(_) => return Ok(found),
                 NetlinkPayload::Error(e) => {
-                    return Err(Error::Other(format!("cannot read the routing table: {e}")));
+                    return Err(Error::HostFacts {
+                        what: "the routing table".into(),
+                        reason: e.to_string(),
+                    });
                 }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => {
                     if let Some(metrics) = leaves_through(&route, if_index) {
@@ -320,20 +331,20 @@ pub fn interface_mtu(iface: &str) -> Result<u32, Error> {
     // SAFETY: a plain socket call.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(Error::Other(format!(
-            "cannot open a socket to read the MTU of {iface}: {}",
-            io::Error::last_os_error()
-        )));
+        return Err(Error::HostFacts {
+            what: format!("the MTU of {iface} (no socket)"),
+            reason: io::Error::last_os_error().to_string(),
+        });
     }
     // SAFETY: `fd` was just opened and is owned by nothing else; dropping it closes it.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: SIOCGIFMTU reads the name and writes ifru_mtu of `req`; the socket outlives it.
     let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
     if rc < 0 {
-        return Err(Error::Other(format!(
-            "cannot read the MTU of {iface}: {}",
-            io::Error::last_os_error()
-        )));
+        return Err(Error::HostFacts {
+            what: format!("the MTU of {iface}"),
+            reason: io::Error::last_os_error().to_string(),
+        });
     }
     // SAFETY: the ioctl succeeded and set the MTU member of the union.
     let mtu = unsafe { req.ifr_ifru.ifru_mtu };

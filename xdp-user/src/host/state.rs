@@ -20,11 +20,10 @@ pub fn netns_inode(path: &str) -> Result<u64, Error> {
 /// created if it is missing.
 pub fn file(state_dir: &Path, prefix: &str, iface: Option<&str>) -> Result<PathBuf, Error> {
     let netns = netns_inode("/proc/self/ns/net")?;
-    fs::create_dir_all(state_dir).map_err(|e| {
-        Error::Other(format!(
-            "cannot create the state directory {}: {e}",
-            state_dir.display()
-        ))
+    fs::create_dir_all(state_dir).map_err(|reason| Error::StateDir {
+        action: "create the state directory",
+        path: state_dir.to_path_buf(),
+        reason,
     })?;
     let name = match iface {
         Some(iface) => format!("{prefix}-netns{netns}-{iface}"),

@@ -85,11 +85,12 @@ impl Sysctls {
                 parse_state(&text)
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(Error::Other(format!(
-                    "cannot read {}: {e}",
-                    state_file.display()
-                )));
+            Err(reason) => {
+                return Err(Error::StateDir {
+                    action: "read",
+                    path: state_file,
+                    reason,
+                });
             }
         };
         for key in keys {
@@ -98,8 +99,13 @@ impl Sysctls {
             }
         }
         let text: String = original.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-        fs::write(&state_file, text)
-            .map_err(|e| Error::Other(format!("cannot write {}: {e}", state_file.display())))?;
+        if let Err(reason) = fs::write(&state_file, text) {
+            return Err(Error::StateDir {
+                action: "write",
+                path: state_file,
+                reason,
+            });
+        }
         Ok(Sysctls {
             state_file,
             original,
