@@ -77,6 +77,18 @@ impl InKernel {
         }
     }
 
+    /// How many instructions the verifier walked to accept the program (bpf_prog_info's
+    /// `verified_insns`, Linux 5.16), of its budget of one million (BPF_COMPLEXITY_LIMIT_INSNS,
+    /// include/linux/bpf.h).
+    pub fn verified_instructions(&self) -> u32 {
+        let program: &Xdp = self.ebpf.program(PROGRAM_NAME).unwrap().try_into().unwrap();
+        program
+            .info()
+            .expect("the program's info")
+            .verified_instruction_count()
+            .expect("verified_insns (Linux 5.16)")
+    }
+
     /// Runs the program once on a fresh copy of `frame`.
     pub fn run(&mut self, frame: &[u8]) -> Outcome {
         let before = self.stats.read().unwrap();

@@ -13,7 +13,9 @@ pub enum Class {
     NonTcp = 1,
     /// An IPv4 fragment other than the first: it carries no TCP header to read.
     Fragment = 2,
-    /// IPv6 with an extension header before the payload. Not parsed (yet), so never read as TCP.
+    /// IPv6 whose extension headers synguard cannot walk to the payload: a header it does not
+    /// walk, more than `MAX_IPV6_EXT_HEADERS`, a malformed one, or a routing header with
+    /// segments left (the packet is not for this host yet).
     Ipv6Ext = 3,
     /// SYN without ACK: a connection attempt.
     Syn = 4,
@@ -53,7 +55,7 @@ impl Class {
         match self {
             Class::NonIp => "non_ip",
             Class::NonTcp => "non_tcp",
-            Class::Fragment => "ipv4_fragment",
+            Class::Fragment => "fragment",
             Class::Ipv6Ext => "ipv6_ext_header",
             Class::Syn => "syn",
             Class::SynAck => "syn_ack",
@@ -106,26 +108,133 @@ pub const fn cookie_checked(flags: u8) -> bool {
     flags & ACK != 0 && flags & (SYN | RST) == 0
 }
 
-/// What follows an IPv6 fixed header, by its Next Header value.
+/// What follows an IPv6 fixed header or extension header, by its Next Header value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ipv6Next {
     Tcp,
-    /// An extension header (RFC 8200, section 4, and the IANA "IPv6 Extension Header Types"
-    /// registry). TCP may follow it, so it must not be taken for a non-TCP payload either.
-    Extension,
+    /// An extension header synguard walks to find what follows it: Hop-by-Hop Options (0),
+    /// Routing (43), Fragment (44), Authentication (51) and Destination Options (60), the
+    /// headers the kernel itself walks before TCP (`ipv6_skip_exthdr()`,
+    /// net/ipv6/exthdrs_core.c).
+    Walk,
+    /// An extension header it does not walk (Mobility, HIP, Shim6, the experimental values;
+    /// RFC 8200, section 4, and the IANA registry): TCP may follow, so what follows cannot be
+    /// judged, and must not be taken for a non-TCP payload either.
+    Unwalkable,
+    /// Anything else, ESP (50) included: what follows it is encrypted, an opaque payload.
     Other,
 }
 
 pub const IPPROTO_TCP: u8 = 6;
+pub const IPV6_ROUTING: u8 = 43;
+pub const IPV6_FRAGMENT: u8 = 44;
+pub const IPV6_AH: u8 = 51;
+
+/// How many IPv6 extension headers synguard walks before TCP. A legitimate handshake segment
+/// carries at most a few (Hop-by-Hop, Destination Options, a Fragment header when atomic);
+/// a longer chain is counted as `Ipv6Ext` and, on the way to a protected port during an
+/// attack, dropped: it cannot be judged.
+pub const MAX_IPV6_EXT_HEADERS: usize = 4;
 
 pub const fn ipv6_next(next_header: u8) -> Ipv6Next {
     match next_header {
         IPPROTO_TCP => Ipv6Next::Tcp,
-        // Hop-by-hop, Routing, Fragment, AH, Destination options, Mobility, HIP, Shim6, and the
-        // two experimental values. ESP (50) is left out on purpose: what follows it is
-        // encrypted, so for us it is an opaque non-TCP payload.
-        0 | 43 | 44 | 51 | 60 | 135 | 139 | 140 | 253 | 254 => Ipv6Next::Extension,
+        0 | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_AH | 60 => Ipv6Next::Walk,
+        135 | 139 | 140 | 253 | 254 => Ipv6Next::Unwalkable,
         _ => Ipv6Next::Other,
+    }
+}
+
+/// The length of a walked extension header, from its type and its second byte (RFC 8200,
+/// section 4.3 to 4.6: 8-octet units not counting the first; RFC 4302, section 2.2: AH counts
+/// 4-octet units, less 2; the Fragment header is always 8).
+pub const fn ipv6_ext_len(kind: u8, length_byte: u8) -> usize {
+    match kind {
+        IPV6_FRAGMENT => 8,
+        IPV6_AH => (length_byte as usize + 2) * 4,
+        _ => (length_byte as usize + 1) * 8,
+    }
+}
+
+/// What an IPv6 Fragment header says, from its offset-and-flags field (host order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv6Fragment {
+    /// Offset 0, no more fragments: the whole packet (RFC 6946); judged as if unfragmented,
+    /// as the kernel does (`ipv6_frag_rcv()`, net/ipv6/reassembly.c).
+    Atomic,
+    /// Offset 0 with more to come: the headers are here, the packet is not whole.
+    First,
+    /// A later fragment: no transport header.
+    Later,
+}
+
+pub const fn ipv6_fragment(offset_and_flags: u16) -> Ipv6Fragment {
+    match (offset_and_flags >> 3, offset_and_flags & 1) {
+        (0, 0) => Ipv6Fragment::Atomic,
+        (0, _) => Ipv6Fragment::First,
+        _ => Ipv6Fragment::Later,
+    }
+}
+
+/// True for an IPv4 packet that is the first of several fragments (More Fragments set, offset
+/// 0), given the host-order flags/offset field.
+pub const fn ipv4_is_first_fragment(flags_and_offset: u16) -> bool {
+    flags_and_offset & 0x2000 != 0 && flags_and_offset & 0x1fff == 0
+}
+
+/// What one IPv4 option at `at` of `options[..len]` means for a SYN's answer, as the kernel
+/// reads options (`ip_options_compile()`, net/ipv4/ip_options.c) and echoes them in its
+/// SYN-ACK (`__ip_options_echo()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv4OptionStep {
+    /// The next option starts there.
+    Next(usize),
+    /// End of the option list.
+    End,
+    /// Record Route, Timestamp, a source route or CIPSO: the kernel would echo it in its
+    /// SYN-ACK (a source route reversed), which synguard does not build.
+    Echoed,
+    /// A length the kernel rejects: it drops the packet itself (IPSTATS_MIB_INHDRERRORS).
+    Malformed,
+}
+
+pub const IPOPT_END: u8 = 0;
+pub const IPOPT_NOOP: u8 = 1;
+pub const IPOPT_RR: u8 = 7;
+pub const IPOPT_TIMESTAMP: u8 = 68;
+pub const IPOPT_LSRR: u8 = 131;
+pub const IPOPT_CIPSO: u8 = 134;
+pub const IPOPT_SSRR: u8 = 137;
+pub const IPOPT_RA: u8 = 148;
+
+pub fn ipv4_option_at(options: &[u8], len: usize, at: usize) -> Ipv4OptionStep {
+    let len = if len < options.len() {
+        len
+    } else {
+        options.len()
+    };
+    let Some(&kind) = options.get(at).filter(|_| at < len) else {
+        return Ipv4OptionStep::End;
+    };
+    match kind {
+        IPOPT_END => return Ipv4OptionStep::End,
+        IPOPT_NOOP => return Ipv4OptionStep::Next(at + 1),
+        _ => {}
+    }
+    let Some(&option_len) = options.get(at + 1).filter(|_| at + 1 < len) else {
+        return Ipv4OptionStep::Malformed;
+    };
+    let option_len = option_len as usize;
+    if option_len < 2 || at + option_len > len {
+        return Ipv4OptionStep::Malformed;
+    }
+    match kind {
+        IPOPT_RR | IPOPT_TIMESTAMP | IPOPT_LSRR | IPOPT_SSRR | IPOPT_CIPSO => {
+            Ipv4OptionStep::Echoed
+        }
+        IPOPT_RA if option_len != 4 => Ipv4OptionStep::Malformed,
+        // Router Alert, and kinds the kernel ignores on received packets.
+        _ => Ipv4OptionStep::Next(at + option_len),
     }
 }
 
@@ -215,12 +324,89 @@ mod tests {
     #[test]
     fn ipv6_extension_headers_are_not_tcp_and_not_other() {
         assert_eq!(ipv6_next(6), Ipv6Next::Tcp);
-        for nh in [0, 43, 44, 51, 60, 135, 139, 140, 253, 254] {
-            assert_eq!(ipv6_next(nh), Ipv6Next::Extension, "next header {nh}");
+        for nh in [0, 43, 44, 51, 60] {
+            assert_eq!(ipv6_next(nh), Ipv6Next::Walk, "next header {nh}");
+        }
+        for nh in [135, 139, 140, 253, 254] {
+            assert_eq!(ipv6_next(nh), Ipv6Next::Unwalkable, "next header {nh}");
         }
         for nh in [17, 58, 50, 59, 132] {
             assert_eq!(ipv6_next(nh), Ipv6Next::Other, "next header {nh}");
         }
+    }
+
+    #[test]
+    fn extension_header_lengths_and_fragments_read_as_rfc_8200_says() {
+        assert_eq!(ipv6_ext_len(0, 0), 8);
+        assert_eq!(ipv6_ext_len(60, 1), 16);
+        assert_eq!(ipv6_ext_len(43, 2), 24);
+        assert_eq!(
+            ipv6_ext_len(44, 200),
+            8,
+            "the Fragment header has no length field"
+        );
+        assert_eq!(ipv6_ext_len(51, 4), 24, "AH: (4 + 2) 4-octet units");
+        assert_eq!(ipv6_fragment(0), Ipv6Fragment::Atomic);
+        assert_eq!(ipv6_fragment(0x0006), Ipv6Fragment::Atomic, "reserved bits");
+        assert_eq!(ipv6_fragment(0x0001), Ipv6Fragment::First);
+        assert_eq!(ipv6_fragment(0x0008), Ipv6Fragment::Later);
+        assert_eq!(ipv6_fragment(0x0009), Ipv6Fragment::Later);
+        assert!(ipv4_is_first_fragment(0x2000));
+        assert!(ipv4_is_first_fragment(0x6000), "DF and MF together");
+        assert!(!ipv4_is_first_fragment(0x4000), "DF alone: whole");
+        assert!(!ipv4_is_first_fragment(0x2001), "a later one");
+    }
+
+    #[test]
+    fn ipv4_options_are_read_as_the_kernel_reads_them() {
+        use Ipv4OptionStep::*;
+        let walk = |options: &[u8]| {
+            let mut at = 0;
+            loop {
+                match ipv4_option_at(options, options.len(), at) {
+                    Next(next) => at = next,
+                    other => return other,
+                }
+            }
+        };
+        assert_eq!(walk(&[1, 1, 1, 1]), End, "four NOPs");
+        assert_eq!(walk(&[148, 4, 0, 0]), End, "Router Alert");
+        assert_eq!(walk(&[1, 148, 4, 0, 0, 0, 0, 0]), End, "NOP, RA, then EOL");
+        assert_eq!(walk(&[0, 7, 7, 7]), End, "EOL first: the rest is padding");
+        assert_eq!(
+            walk(&[130, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            End,
+            "ignored kind"
+        );
+        assert_eq!(walk(&[7, 7, 4, 0, 0, 0, 0, 0]), Echoed, "Record Route");
+        assert_eq!(
+            walk(&[1, 68, 8, 5, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Echoed,
+            "Timestamp"
+        );
+        assert_eq!(
+            walk(&[131, 7, 4, 1, 2, 3, 4, 0]),
+            Echoed,
+            "loose source route"
+        );
+        assert_eq!(
+            walk(&[137, 7, 4, 1, 2, 3, 4, 0]),
+            Echoed,
+            "strict source route"
+        );
+        assert_eq!(walk(&[134, 6, 0, 0, 0, 1, 0, 0]), Echoed, "CIPSO");
+        assert_eq!(walk(&[148, 3, 0, 1]), Malformed, "Router Alert is 4 long");
+        assert_eq!(walk(&[99, 1, 0, 0]), Malformed, "length 1");
+        assert_eq!(walk(&[99, 0, 0, 0]), Malformed, "length 0");
+        assert_eq!(walk(&[1, 1, 1, 99]), Malformed, "no length byte");
+        assert_eq!(
+            walk(&[99, 9, 0, 0, 0, 0, 0, 0]),
+            Malformed,
+            "past the header"
+        );
+        assert_eq!(walk(&[]), End);
+        // `len` bounds the walk, whatever the buffer holds after it.
+        assert_eq!(ipv4_option_at(&[1, 7, 7, 4], 1, 1), End);
     }
 
     #[test]

@@ -22,6 +22,13 @@ const ETH_P_8021AD: u16 = 0x88a8;
 /// 802.1ad outer tag plus 802.1Q inner tag (QinQ). A third tag is left to the kernel.
 const MAX_VLAN_TAGS: usize = 2;
 
+/// Bounds on `TcpAt`'s offsets, as masks (one less than a power of two above each): Ethernet
+/// and two VLAN tags; those plus the longest IP header with options or extension headers; the
+/// longest TCP header.
+pub const MAX_L3: u64 = 0x1f;
+pub const MAX_L4: u64 = 0x1ff;
+pub const MAX_TCP_LEN: u64 = 0x3f;
+
 /// Where a TCP segment's headers are in the frame.
 #[derive(Clone, Copy)]
 pub struct TcpAt {
@@ -213,7 +220,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Packet {
     }
     match ipv6_next(ip.next_hdr) {
         Ipv6Next::Tcp => parse_tcp(ctx, offset, Ipv6Hdr::LEN, payload_len, true),
-        Ipv6Next::Extension => Packet::ip(Class::Ipv6Ext, offset, true),
+        Ipv6Next::Walk | Ipv6Next::Unwalkable => Packet::ip(Class::Ipv6Ext, offset, true),
         Ipv6Next::Other => Packet::ip(Class::NonTcp, offset, true),
     }
 }

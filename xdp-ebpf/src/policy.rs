@@ -11,12 +11,14 @@ use synguard_common::{
 };
 
 use crate::{
-    ack, auto, caps,
+    ack, auto,
+    bpf::mem::opaque,
+    caps,
     cookie::{self, Answer},
     count::Verdict,
     limit, lists,
     maps::{SYNGUARD_CONFIG, SYNGUARD_PORTS, SYNGUARD_SCRATCH},
-    parse::{Packet, ptr_at},
+    parse::{MAX_L3, MAX_L4, MAX_TCP_LEN, Packet, TcpAt, ptr_at},
 };
 
 /// What the policy decided: a verdict, or a SYN answered with a cookie whose reply is still to
@@ -130,6 +132,15 @@ fn decide_for(ctx: &XdpContext, packet: &Packet, config: &Config) -> Decision {
     };
     // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
     let scratch = unsafe { &mut *scratch };
+    // From here on, the offsets are numbers the verifier does not know exactly, bounded by
+    // the masks: the judging stages are verified once for every header layout, not once per
+    // layout, which kept the program within the verifier's budget.
+    let at = TcpAt {
+        l3: (opaque(&mut scratch.at_l3, at.l3 as u64) & MAX_L3) as usize,
+        l4: (opaque(&mut scratch.at_l4, at.l4 as u64) & MAX_L4) as usize,
+        tcp_len: (opaque(&mut scratch.at_tcp_len, at.tcp_len as u64) & MAX_TCP_LEN) as usize,
+        ..at
+    };
     match packet.class {
         Class::Syn => match cookie::answer_syn(ctx, &at, config, scratch, monitor) {
             Ok(answer) => Decision::Answer(answer),

@@ -22,4 +22,8 @@ pub struct Scratch {
     pub synack: Words<SYNACK_TCP_LEN>,
     /// The listener's address as a plain number (`listener::promise_for`).
     pub listener_addr: u64,
+    /// The segment's header offsets, passed through memory (`bpf::mem::opaque`).
+    pub at_l3: u64,
+    pub at_l4: u64,
+    pub at_tcp_len: u64,
 }

@@ -101,3 +101,16 @@ unsafe fn store_u64(dst: *mut u8, value: u64) {
         );
     }
 }
+
+/// `value`, stored in map memory and read back: what the verifier sees is then a number it
+/// knows nothing about but the bounds the caller masks it to. Paths that differ only in such a
+/// value (one per VLAN layout and header length, for the packet's offsets) meet again and are
+/// verified once, instead of once each down the whole SYN path.
+#[inline(always)]
+pub fn opaque(cell: &mut u64, value: u64) -> u64 {
+    // SAFETY: `cell` is a valid, aligned u64; volatile, so the value really goes through it.
+    unsafe {
+        core::ptr::write_volatile(cell, value);
+        core::ptr::read_volatile(cell)
+    }
+}
