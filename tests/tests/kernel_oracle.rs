@@ -20,11 +20,32 @@ use std::{
     time::{Duration, Instant},
 };
 
-use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TcpHeader, TransportHeader};
+use etherparse::{
+    IpHeaders, IpNumber, Ipv4Header, NetHeaders, PacketBuilder, PacketHeaders, TcpHeader,
+    TransportHeader,
+};
 use synguard_lab::{Lab, Netns, Synguard};
 use synguard_tests::{cookie_lab, listen_with, succeeded, synguard_cli};
 
 const ISN: u32 = 0x5a5a_1234;
+
+/// Puts IPv6 extension headers (`(next header value, bytes)`, the first byte of each set here)
+/// between the fixed header and TCP of an untagged frame.
+fn insert_ipv6_extensions(frame: &mut Vec<u8>, headers: &[(u8, &[u8])]) {
+    const L3: usize = 14;
+    let mut next = frame[L3 + 6];
+    let mut chain = Vec::new();
+    for (kind, bytes) in headers.iter().rev() {
+        let mut header = bytes.to_vec();
+        header[0] = next;
+        chain.splice(0..0, header);
+        next = *kind;
+    }
+    frame[L3 + 6] = next;
+    frame.splice(L3 + 40..L3 + 40, chain);
+    let payload_len = (frame.len() - L3 - 40) as u16;
+    frame[L3 + 4..L3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+}
 
 /// Options as the client sends them (raw bytes, a multiple of 4).
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +54,10 @@ struct Layout {
     options: &'static [u8],
     ece_cwr: bool,
     payload: &'static [u8],
+    /// IPv4 options (a multiple of 4 bytes), for IPv4 SYNs.
+    ip_options: &'static [u8],
+    /// IPv6 extension headers, each `(next header value, bytes)`, for IPv6 SYNs.
+    ipv6_ext: &'static [(u8, &'static [u8])],
 }
 
 /// Linux: MSS 1460, SACK-permitted, timestamps, NOP, window scale 7.
@@ -46,12 +71,16 @@ const LAYOUTS: &[Layout] = &[
         options: LINUX,
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "Windows (no timestamps)",
         options: &[2, 4, 5, 180, 1, 3, 3, 8, 1, 1, 4, 2],
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "macOS",
@@ -60,12 +89,16 @@ const LAYOUTS: &[Layout] = &[
         ],
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "hping3 (no options)",
         options: &[],
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "MSS 500",
@@ -74,6 +107,8 @@ const LAYOUTS: &[Layout] = &[
         ],
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "MSS 9000",
@@ -82,6 +117,8 @@ const LAYOUTS: &[Layout] = &[
         ],
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "window scale 0",
@@ -90,6 +127,8 @@ const LAYOUTS: &[Layout] = &[
         ],
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "window scale 14",
@@ -98,6 +137,8 @@ const LAYOUTS: &[Layout] = &[
         ],
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "window scale 15",
@@ -106,18 +147,24 @@ const LAYOUTS: &[Layout] = &[
         ],
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "SACK without timestamps",
         options: &[2, 4, 5, 180, 1, 1, 4, 2],
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "timestamps alone",
         options: &[1, 1, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0],
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "unknown option kinds",
@@ -127,12 +174,16 @@ const LAYOUTS: &[Layout] = &[
         ],
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "ECN setup (ECE+CWR)",
         options: LINUX,
         ece_cwr: true,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "TFO cookie request",
@@ -141,12 +192,37 @@ const LAYOUTS: &[Layout] = &[
         ],
         ece_cwr: false,
         payload: &[],
+        ip_options: &[],
+        ipv6_ext: &[],
     },
     Layout {
         name: "SYN with data",
         options: LINUX,
         ece_cwr: false,
         payload: &[0x61; 100],
+        ip_options: &[],
+        ipv6_ext: &[],
+    },
+    // Issue 16: a header in front of TCP must not let a SYN past synguard, and its SYN-ACK
+    // must still be the kernel's own.
+    Layout {
+        name: "behind IP options (four NOPs; IPv6: Hop-by-Hop PadN)",
+        options: LINUX,
+        ece_cwr: false,
+        payload: &[],
+        ip_options: &[1, 1, 1, 1],
+        ipv6_ext: &[(0, &[0, 0, 1, 4, 0, 0, 0, 0])],
+    },
+    Layout {
+        name: "behind Router Alert (IPv6: Destination Options, atomic fragment)",
+        options: LINUX,
+        ece_cwr: false,
+        payload: &[],
+        ip_options: &[148, 4, 0, 0],
+        ipv6_ext: &[
+            (60, &[0, 0, 1, 4, 0, 0, 0, 0]),
+            (44, &[0, 0, 0, 0, 0, 0, 0, 9]),
+        ],
     },
 ];
 
@@ -291,8 +367,13 @@ impl Wire {
                 .tcp_header(tcp)
                 .write(&mut frame, layout.payload)
                 .unwrap();
+            insert_ipv6_extensions(&mut frame, layout.ipv6_ext);
         } else {
-            eth.ipv4(v4, self.server.ipv4.octets(), 64)
+            let mut ip =
+                Ipv4Header::new(0, 64, IpNumber::TCP, v4, self.server.ipv4.octets()).unwrap();
+            ip.dont_fragment = true;
+            ip.options = layout.ip_options.try_into().unwrap();
+            eth.ip(IpHeaders::Ipv4(ip, Default::default()))
                 .tcp_header(tcp)
                 .write(&mut frame, layout.payload)
                 .unwrap();
@@ -397,7 +478,7 @@ fn fields(frame: &[u8], ours: bool) -> (Fields, Option<u32>) {
                 0
             };
             format!(
-                "v4 dscp {} ecn {} len {} id {id} df {} mf {} frag {} ttl {} proto {} {:?} -> {:?}",
+                "v4 dscp {} ecn {} len {} id {id} df {} mf {} frag {} ttl {} proto {} options {:?} {:?} -> {:?}",
                 ip.dscp.value(),
                 ip.ecn.value(),
                 ip.total_len,
@@ -406,6 +487,7 @@ fn fields(frame: &[u8], ours: bool) -> (Fields, Option<u32>) {
                 ip.fragment_offset.value(),
                 ip.time_to_live,
                 ip.protocol.0,
+                ip.options.as_slice(),
                 ip.source,
                 ip.destination,
             )

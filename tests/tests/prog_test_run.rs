@@ -274,9 +274,37 @@ fn ipv4_fragments_after_the_first_are_never_read_as_tcp() {
     }
 }
 
+/// An IPv6 SYN with `headers` (next header, bytes) chained in front of TCP, the fixed
+/// header's next header and payload length fixed up.
+fn ipv6_syn_behind(headers: &[(u8, &[u8])]) -> Vec<u8> {
+    let syn = syn_frame(Ip::V6);
+    let mut frame = syn[..L3 + 40].to_vec();
+    let mut next = 6u8;
+    let mut chain = Vec::new();
+    for (kind, bytes) in headers.iter().rev() {
+        let mut header = bytes.to_vec();
+        header[0] = next;
+        chain.splice(0..0, header);
+        next = *kind;
+    }
+    frame[L3 + 6] = next;
+    frame.extend_from_slice(&chain);
+    frame.extend_from_slice(&syn[L3 + 40..]);
+    let payload_len = (frame.len() - L3 - 40) as u16;
+    frame[L3 + 4..L3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+    frame
+}
+
+/// Issue 16 changed this from "never read as TCP": TCP behind the extension headers the
+/// kernel walks is now read and judged, and only what cannot be walked stays `Ipv6Ext`.
 #[test]
-fn ipv6_extension_headers_are_never_read_as_tcp() {
+fn ipv6_extension_headers_are_walked_to_tcp_and_what_cannot_be_walked_is_ipv6_ext() {
     let mut h = Harness::new();
+    let hop_by_hop: &[u8] = &[0, 0, 1, 4, 0, 0, 0, 0];
+    let destination: &[u8] = &[0, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let atomic_fragment: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 1];
+    let routing_done: &[u8] = &[0, 0, 4, 0, 0, 0, 0, 0];
+    // Built by etherparse too, so the chain is what a real stack would send.
     let ipv6 = Ipv6Header {
         source: SRC_V6,
         destination: DST_V6,
@@ -301,17 +329,68 @@ fn ipv6_extension_headers_are_never_read_as_tcp() {
         0,
         "Hop-by-Hop options header follows the fixed header"
     );
-    assert_eq!(h.classify(&frame), Class::Ipv6Ext);
+    assert_eq!(h.classify(&frame), Class::Syn);
 
-    // A Fragment header (44) in front of TCP.
-    let mut frag = syn_frame(Ip::V6);
-    frag[L3 + 6] = 44;
-    let mut with_frag = frag[..L3 + 40].to_vec();
-    with_frag.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 1]);
-    with_frag.extend_from_slice(&frag[L3 + 40..]);
-    let payload_len = u16::from_be_bytes([frag[L3 + 4], frag[L3 + 5]]) + 8;
-    with_frag[L3 + 4..L3 + 6].copy_from_slice(&payload_len.to_be_bytes());
-    assert_eq!(h.classify(&with_frag), Class::Ipv6Ext);
+    for (what, chain, class) in [
+        ("Hop-by-Hop", vec![(0u8, hop_by_hop)], Class::Syn),
+        ("Destination Options", vec![(60, destination)], Class::Syn),
+        ("atomic fragment", vec![(44, atomic_fragment)], Class::Syn),
+        (
+            "routing header, no segments left",
+            vec![(43, routing_done)],
+            Class::Syn,
+        ),
+        (
+            "four headers",
+            vec![
+                (0, hop_by_hop),
+                (60, destination),
+                (43, routing_done),
+                (44, atomic_fragment),
+            ],
+            Class::Syn,
+        ),
+        // The first fragment of several: its headers are read (the policy drops it while
+        // cookies are in force, `fragments_and_unwalkable_chains_*` in synack.rs).
+        (
+            "first fragment",
+            vec![(44, &[0, 0, 0, 1, 0, 0, 0, 1][..])],
+            Class::Syn,
+        ),
+        (
+            "later fragment",
+            vec![(44, &[0, 0, 0, 8, 0, 0, 0, 1][..])],
+            Class::Fragment,
+        ),
+        (
+            "five headers: more than are walked",
+            vec![
+                (0, hop_by_hop),
+                (60, destination),
+                (60, destination),
+                (60, destination),
+                (60, destination),
+            ],
+            Class::Ipv6Ext,
+        ),
+        (
+            "routing header with segments left",
+            vec![(43, &[0, 0, 4, 1, 0, 0, 0, 0][..])],
+            Class::Ipv6Ext,
+        ),
+        ("Mobility header", vec![(135, hop_by_hop)], Class::Ipv6Ext),
+        (
+            "a header longer than the packet",
+            vec![(60, &[0, 200, 1, 4, 0, 0, 0, 0][..])],
+            Class::Ipv6Ext,
+        ),
+    ] {
+        assert_eq!(h.classify(&ipv6_syn_behind(&chain)), class, "{what}");
+    }
+    // ESP: what follows is encrypted.
+    let mut esp = syn_frame(Ip::V6);
+    esp[L3 + 6] = 50;
+    assert_eq!(h.classify(&esp), Class::NonTcp);
 }
 
 #[test]

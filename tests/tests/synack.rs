@@ -503,20 +503,207 @@ fn syns_the_kernel_must_handle_are_passed_untouched() {
         let (code, out, why) = program.run(&no_listener);
         assert_eq!((code, why), (XDP_PASS, vec![Reason::SynNoListener]));
         assert_eq!(out, no_listener, "untouched");
+    });
+}
 
-        // IPv4 options: the rewrite does not handle them.
-        let mut ip =
-            Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, CLIENT_V4, SERVER_V4).unwrap();
-        ip.options = [1u8, 1, 1, 0].as_slice().try_into().unwrap();
-        let mut with_options = Vec::new();
-        PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
-            .ip(IpHeaders::Ipv4(ip, Default::default()))
-            .tcp_header(syn(&LINUX_OPTIONS, 0))
-            .write(&mut with_options, &[])
-            .unwrap();
-        let (code, out, why) = program.run(&with_options);
-        assert_eq!((code, why), (XDP_PASS, vec![Reason::SynIpOptions]));
-        assert_eq!(out, with_options, "untouched");
+/// A frame from the client whose IPv4 header carries `options` (a multiple of 4 bytes).
+fn with_ipv4_options(tcp: TcpHeader, options: &[u8], fragment: bool) -> Vec<u8> {
+    let mut ip = Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, CLIENT_V4, SERVER_V4).unwrap();
+    ip.dont_fragment = !fragment;
+    ip.more_fragments = fragment;
+    ip.identification = 0;
+    ip.options = options.try_into().unwrap();
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ip(IpHeaders::Ipv4(ip, Default::default()))
+        .tcp_header(tcp)
+        .write(&mut out, &[])
+        .unwrap();
+    out
+}
+
+/// A frame from the client with IPv6 extension headers (`(next header value, bytes)`, the
+/// first byte of each set here) between the fixed header and TCP.
+fn with_ipv6_extensions(tcp: TcpHeader, headers: &[(u8, &[u8])]) -> Vec<u8> {
+    const L3: usize = 14;
+    let plain = frame(Family::V6, Vlans::None, tcp, &[], false);
+    let mut out = plain[..L3 + 40].to_vec();
+    let mut next = 6u8;
+    let mut chain = Vec::new();
+    for (kind, bytes) in headers.iter().rev() {
+        let mut header = bytes.to_vec();
+        header[0] = next;
+        chain.splice(0..0, header);
+        next = *kind;
+    }
+    out[L3 + 6] = next;
+    out.extend_from_slice(&chain);
+    out.extend_from_slice(&plain[L3 + 40..]);
+    let payload_len = (out.len() - L3 - 40) as u16;
+    out[L3 + 4..L3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+    out
+}
+
+const HOP_BY_HOP: &[u8] = &[0, 0, 1, 4, 0, 0, 0, 0];
+const DESTINATION: &[u8] = &[0, 0, 1, 4, 0, 0, 0, 0];
+const ATOMIC_FRAGMENT: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 7];
+const FIRST_FRAGMENT: &[u8] = &[0, 0, 0, 1, 0, 0, 0, 7];
+
+const LINUX: Expect = Expect {
+    sack: true,
+    ts_bits: Some(7),
+    wscale: true,
+    ecn: false,
+};
+
+/// A SYN behind IPv4 options the kernel does not echo, or behind IPv6 extension headers, gets
+/// the SYN-ACK the kernel would send: a plain IP header, then TCP. Its cookie is valid, and
+/// the ACK behind the same headers is judged like any other. (Issue 16: these SYNs were passed
+/// to the kernel, so a flood carrying one such header walked past synguard.)
+#[test]
+fn syns_behind_ip_options_and_extension_headers_are_answered_with_a_plain_header() {
+    in_lab(PORT, || {
+        let mut program = Program::load(Mode::Cookie);
+        let v4_ack = |cookie: u32, offset: u32, options: &[u8]| {
+            let plain = ack(Family::V4, Vlans::None, cookie, offset);
+            let tcp = TcpHeader::from_slice(&plain[34..]).unwrap().0;
+            with_ipv4_options(tcp, options, false)
+        };
+        for (what, options) in [
+            ("four NOPs", &[1u8, 1, 1, 1][..]),
+            ("NOPs then EOL", &[1, 1, 1, 0]),
+            ("Router Alert", &[148, 4, 0, 0]),
+            (
+                "an option kind the kernel ignores",
+                &[130, 4, 0, 0, 1, 1, 1, 0],
+            ),
+        ] {
+            let (code, out, why) =
+                program.run(&with_ipv4_options(syn(&LINUX_OPTIONS, 0), options, false));
+            assert_eq!(code, XDP_TX, "{what}: {why:?}");
+            let cookie = check_synack(Family::V4, Vlans::None, &out, &LINUX);
+            let (code, _, why) = program.run(&v4_ack(cookie, 0, options));
+            assert_eq!(
+                (code, why),
+                (XDP_PASS, vec![Reason::AckCookieValid]),
+                "{what}"
+            );
+            let (code, _, why) = program.run(&v4_ack(cookie, 4, options));
+            assert_eq!((code, why), (XDP_DROP, vec![Reason::AckForged]), "{what}");
+        }
+        for (what, headers) in [
+            ("Hop-by-Hop", vec![(0u8, HOP_BY_HOP)]),
+            ("Destination Options", vec![(60, DESTINATION)]),
+            ("atomic fragment", vec![(44, ATOMIC_FRAGMENT)]),
+            (
+                "all three",
+                vec![(0, HOP_BY_HOP), (60, DESTINATION), (44, ATOMIC_FRAGMENT)],
+            ),
+        ] {
+            let (code, out, why) =
+                program.run(&with_ipv6_extensions(syn(&LINUX_OPTIONS, 0), &headers));
+            assert_eq!(code, XDP_TX, "{what}: {why:?}");
+            let cookie = check_synack(Family::V6, Vlans::None, &out, &LINUX);
+            let plain = ack(Family::V6, Vlans::None, cookie, 0);
+            let tcp = TcpHeader::from_slice(&plain[54..]).unwrap().0;
+            let (code, _, why) = program.run(&with_ipv6_extensions(tcp, &headers));
+            assert_eq!(
+                (code, why),
+                (XDP_PASS, vec![Reason::AckCookieValid]),
+                "{what}"
+            );
+            let forged = TcpHeader::from_slice(&ack(Family::V6, Vlans::None, cookie, 4)[54..])
+                .unwrap()
+                .0;
+            let (code, _, why) = program.run(&with_ipv6_extensions(forged, &headers));
+            assert_eq!((code, why), (XDP_DROP, vec![Reason::AckForged]), "{what}");
+        }
+    });
+}
+
+/// What cannot be answered as the kernel would, or judged at all, is dropped while cookies are
+/// in force, counted in `monitor`, and passed in `off`: IPv4 options the kernel echoes (or
+/// rejects), a SYN or ACK in the first of several fragments, an IPv6 chain that cannot be
+/// walked. A later fragment, which carries no port, is passed in every mode: without its first
+/// fragment the kernel cannot reassemble it (docs/operating.md).
+#[test]
+fn fragments_echoed_options_and_unwalkable_chains_are_dropped_in_cookie_mode_only() {
+    in_lab(PORT, || {
+        let mut plain_ack = TcpHeader::new(CLIENT_PORT, PORT, ISN.wrapping_add(1), 502);
+        plain_ack.ack = true;
+        plain_ack.acknowledgment_number = 0x0bad_cafe;
+        let five_deep: Vec<(u8, &[u8])> = vec![(60, DESTINATION); 5];
+        let cases: Vec<(&str, Vec<u8>, Reason)> = vec![
+            (
+                "SYN with Record Route",
+                with_ipv4_options(syn(&LINUX_OPTIONS, 0), &[7, 7, 4, 0, 0, 0, 0, 0], false),
+                Reason::SynIpOptions,
+            ),
+            (
+                "SYN with a loose source route",
+                with_ipv4_options(
+                    syn(&LINUX_OPTIONS, 0),
+                    &[131, 7, 4, 198, 18, 0, 9, 0],
+                    false,
+                ),
+                Reason::SynIpOptions,
+            ),
+            (
+                "SYN with a malformed option",
+                with_ipv4_options(syn(&LINUX_OPTIONS, 0), &[99, 1, 0, 0], false),
+                Reason::SynIpOptions,
+            ),
+            (
+                "IPv4 SYN, first fragment",
+                with_ipv4_options(syn(&LINUX_OPTIONS, 0), &[], true),
+                Reason::TcpFragment,
+            ),
+            (
+                "IPv4 ACK, first fragment",
+                with_ipv4_options(plain_ack.clone(), &[], true),
+                Reason::TcpFragment,
+            ),
+            (
+                "IPv6 SYN, first fragment",
+                with_ipv6_extensions(syn(&LINUX_OPTIONS, 0), &[(44, FIRST_FRAGMENT)]),
+                Reason::TcpFragment,
+            ),
+            (
+                "IPv6 SYN behind five headers",
+                with_ipv6_extensions(syn(&LINUX_OPTIONS, 0), &five_deep),
+                Reason::Ipv6Unjudged,
+            ),
+            (
+                "IPv6 ACK behind five headers",
+                with_ipv6_extensions(plain_ack.clone(), &five_deep),
+                Reason::Ipv6Unjudged,
+            ),
+        ];
+        for (mode, drops) in [
+            (Mode::Cookie, true),
+            (Mode::Monitor, false),
+            (Mode::Off, false),
+        ] {
+            let mut program = Program::load(mode);
+            for (what, frame, reason) in &cases {
+                let (code, out, why) = program.run(frame);
+                let want = match mode {
+                    Mode::Cookie => (XDP_DROP, vec![*reason]),
+                    Mode::Monitor => (XDP_PASS, vec![Reason::MonitorWouldDrop]),
+                    _ => (XDP_PASS, vec![]),
+                };
+                assert_eq!((code, why), want, "{mode:?} {what}");
+                if !drops {
+                    assert_eq!(&out, frame, "{mode:?} {what}: untouched");
+                }
+            }
+            // A later fragment is passed untouched in every mode.
+            let mut later = with_ipv4_options(syn(&LINUX_OPTIONS, 0), &[], false);
+            later[14 + 6..14 + 8].copy_from_slice(&0x0010u16.to_be_bytes());
+            let (code, out, why) = program.run(&later);
+            assert_eq!((code, why), (XDP_PASS, vec![]), "{mode:?} later fragment");
+            assert_eq!(out, later);
+        }
     });
 }
 

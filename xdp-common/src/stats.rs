@@ -62,7 +62,10 @@ pub enum Reason {
     SynHelperDeclined = 4,
     /// SYN passed: the frame could not be resized for the SYN-ACK.
     SynResizeFailed = 5,
-    /// SYN passed: IPv4 options, which the SYN-ACK rewrite does not handle.
+    /// SYN not answered: IPv4 options the kernel would echo in its SYN-ACK (Record Route,
+    /// Timestamp, a source route, CIPSO), or options it rejects. Dropped in `cookie` mode and
+    /// during an attack: passing them would let a flood that adds one such option past
+    /// synguard.
     SynIpOptions = 6,
     /// SYN passed: its port is not protected.
     SynUnprotectedPort = 7,
@@ -99,10 +102,17 @@ pub enum Reason {
     SynTimestampOffset = 21,
     /// SYN passed: `tcp_ecn` allows Accurate ECN and the SYN sets an ECN flag.
     SynAccurateEcn = 22,
+    /// SYN or cookie-checked segment in the first of several fragments (no handshake segment
+    /// is fragmented legitimately): dropped in `cookie` mode and during an attack.
+    TcpFragment = 23,
+    /// IPv6 extension headers synguard cannot walk to the payload (unknown kinds, too many or
+    /// too long, malformed, a routing header with segments left): the port cannot be read, so
+    /// in `cookie` mode and during an attack the packet is dropped.
+    Ipv6Unjudged = 24,
 }
 
 impl Reason {
-    pub const COUNT: usize = 23;
+    pub const COUNT: usize = 25;
 
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::CookieRaw,
@@ -128,6 +138,8 @@ impl Reason {
         Reason::SynListenerUnknown,
         Reason::SynTimestampOffset,
         Reason::SynAccurateEcn,
+        Reason::TcpFragment,
+        Reason::Ipv6Unjudged,
     ];
 
     /// The label value used in metrics.
@@ -156,6 +168,8 @@ impl Reason {
             Reason::SynListenerUnknown => "syn_listener_unknown",
             Reason::SynTimestampOffset => "syn_timestamp_offset",
             Reason::SynAccurateEcn => "syn_accurate_ecn",
+            Reason::TcpFragment => "tcp_fragment",
+            Reason::Ipv6Unjudged => "ipv6_ext_unjudged",
         }
     }
 }

@@ -23,6 +23,7 @@ use aya_ebpf::{
 };
 use synguard_common::{
     Action, Config, Reason, STAMP_SLOTS, checksum,
+    classify::{Ipv4OptionStep, ipv4_option_at},
     config::cap,
     promise::{cookie_mss, synack_tos},
     tcp::{
@@ -38,7 +39,7 @@ use crate::{
     listener::{self, NoPromise},
     maps::SYNGUARD_STAMPS,
     parse::{TcpAt, frame_len, ptr_at, ptr_at_mut},
-    scratch::Scratch,
+    scratch::{MAX_IP_OPTIONS_LEN, Scratch},
     sock::{self, Endpoints, Found},
 };
 
@@ -80,6 +81,9 @@ const STAMP_INTERVAL_NS: u64 = 1_000_000_000;
 /// [`send`] turns the frame into the reply.
 pub struct Answer {
     at: TcpAt,
+    /// Where the reply's TCP header goes: right after a fixed IP header, whatever options or
+    /// extension headers the SYN had.
+    reply_l4: usize,
     ip: SynAckIp,
     /// The SYN-ACK's TCP header length (one of the three layouts).
     len: usize,
@@ -105,9 +109,14 @@ pub fn answer_syn(
     scratch: &mut Scratch,
     monitor: bool,
 ) -> Result<Answer, Verdict> {
-    // The rewrite builds a 20-byte IPv4 header; a SYN with IP options is left to the kernel.
-    if at.ip_options {
-        return Err(Verdict::pass(Reason::SynIpOptions));
+    // The kernel echoes some IPv4 options in its SYN-ACK, which the reply here does not build;
+    // with only the others, its SYN-ACK has a plain header, as this one. IPv6 extension
+    // headers were walked by `parse`, and the kernel's SYN-ACK carries none of them.
+    if at.ip_options && !at.ipv6 && !ipv4_options_plain(ctx, at, scratch) {
+        return Err(match monitor {
+            true => Verdict::pass(Reason::MonitorWouldDrop),
+            false => Verdict::new(Action::Drop, Reason::SynIpOptions),
+        });
     }
     let Some(syn) = ptr_at::<[u8; 20]>(ctx, at.l4) else {
         return Err(Verdict::PASS);
@@ -300,6 +309,7 @@ pub fn answer_syn(
     };
     Ok(Answer {
         at: *at,
+        reply_l4: at.l3 + if at.ipv6 { 40 } else { 20 },
         ip,
         len,
         reason,
@@ -313,7 +323,7 @@ pub fn answer_syn(
 #[inline(always)]
 pub fn send(ctx: &XdpContext, answer: &Answer) -> Verdict {
     let at = &answer.at;
-    let delta = (at.l4 + answer.len) as i32 - frame_len(ctx) as i32;
+    let delta = (answer.reply_l4 + answer.len) as i32 - frame_len(ctx) as i32;
     // SAFETY: the context is the program's own.
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         return Verdict::pass(Reason::SynResizeFailed);
@@ -321,7 +331,7 @@ pub fn send(ctx: &XdpContext, answer: &Answer) -> Verdict {
     // SAFETY: this CPU's scratch slot, which `answer_syn` filled during this run.
     let scratch = unsafe { &*answer.scratch };
     // From here the frame is resized: it must be sent or dropped, never passed half-written.
-    if write_reply(ctx, at, scratch, answer.ip, answer.len).is_none() {
+    if write_reply(ctx, at.l3, answer.reply_l4, scratch, answer.ip, answer.len).is_none() {
         return Verdict::new(Action::Aborted, answer.reason);
     }
     answer.verdict()
@@ -382,6 +392,69 @@ fn read_syn_options(ctx: &XdpContext, at: &TcpAt, scratch: &mut Scratch) -> SynO
     scratch.parsed
 }
 
+/// Whether the SYN's IPv4 options leave the kernel's SYN-ACK with a plain header: none that
+/// it echoes (`__ip_options_echo()`, net/ipv4/ip_options.c), none it rejects. The options are
+/// copied into scratch memory and walked one per `bpf_loop` step, as the TCP options are.
+#[inline(always)]
+fn ipv4_options_plain(ctx: &XdpContext, at: &TcpAt, scratch: &mut Scratch) -> bool {
+    // 4 to 40 bytes; the mask restates that bound for the verifier.
+    let len = (at.l4.wrapping_sub(at.l3 + 20) & 0x3f) as u32;
+    if len == 0 || len > MAX_IP_OPTIONS_LEN as u32 {
+        return false;
+    }
+    // SAFETY: the buffer holds MAX_IP_OPTIONS_LEN bytes and `len` is at most that.
+    let copied = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            (at.l3 + 20) as u32,
+            scratch.ip_options.as_mut_ptr() as *mut c_void,
+            len,
+        )
+    };
+    if copied != 0 {
+        return false;
+    }
+    scratch.ip_options_len = u64::from(len);
+    scratch.ip_options_at = 0;
+    scratch.ip_options_plain = 0;
+    let mut step_ctx = StepCtx {
+        scratch: scratch as *mut Scratch,
+    };
+    // SAFETY: as for `parse_step` in `read_syn_options`.
+    unsafe {
+        bpf_loop(
+            MAX_IP_OPTIONS_LEN as u32,
+            ip_option_step as *mut c_void,
+            &mut step_ctx as *mut StepCtx as *mut c_void,
+            0,
+        );
+    }
+    scratch.ip_options_plain == 1
+}
+
+/// One IPv4 option per call; sets `ip_options_plain` at the end of a plain list. Returns 1 to
+/// stop.
+#[inline(never)]
+extern "C" fn ip_option_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `StepCtx` passed to bpf_loop, pointing at this CPU's scratch slot.
+    let scratch = unsafe { &mut *(*(ctx as *mut StepCtx)).scratch };
+    let (len, at) = (
+        scratch.ip_options_len as usize,
+        scratch.ip_options_at as usize,
+    );
+    match ipv4_option_at(&scratch.ip_options, len, at) {
+        Ipv4OptionStep::Next(next) => {
+            scratch.ip_options_at = next as u64;
+            0
+        }
+        Ipv4OptionStep::End => {
+            scratch.ip_options_plain = 1;
+            1
+        }
+        Ipv4OptionStep::Echoed | Ipv4OptionStep::Malformed => 1,
+    }
+}
+
 /// What `bpf_loop` hands `parse_step`: bpf_loop's context must live on the stack, so it only
 /// points at the scratch slot.
 #[repr(C)]
@@ -410,7 +483,8 @@ extern "C" fn parse_step(_index: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn write_reply(
     ctx: &XdpContext,
-    at: &TcpAt,
+    l3: usize,
+    l4: usize,
     scratch: &Scratch,
     ip_fields: SynAckIp,
     len: usize,
@@ -425,24 +499,24 @@ fn write_reply(
             eth.swap(i, i + 6);
         }
         if ends.ipv6 {
-            let ip = &mut *ptr_at_mut::<[u8; 40]>(ctx, at.l3)?;
+            let ip = &mut *ptr_at_mut::<[u8; 40]>(ctx, l3)?;
             tcp::write_ipv6_header(ip, &ends.dst.0, &ends.src.0, ip_fields, len as u16);
         } else {
-            let ip = &mut *ptr_at_mut::<[u8; 20]>(ctx, at.l3)?;
+            let ip = &mut *ptr_at_mut::<[u8; 20]>(ctx, l3)?;
             tcp::write_ipv4_header(ip, ends.dst_v4(), ends.src_v4(), ip_fields, len as u16);
         }
         if len == SYNACK_TCP_LEN {
-            let tcp = ptr_at_mut::<[u8; SYNACK_TCP_LEN]>(ctx, at.l4)?;
+            let tcp = ptr_at_mut::<[u8; SYNACK_TCP_LEN]>(ctx, l4)?;
             scratch
                 .synack
                 .copy_words_to::<{ SYNACK_TCP_LEN / 8 }>(tcp as *mut u8);
         } else if len == SYNACK_TCP_LEN_NO_WSCALE {
-            let tcp = ptr_at_mut::<[u8; SYNACK_TCP_LEN_NO_WSCALE]>(ctx, at.l4)?;
+            let tcp = ptr_at_mut::<[u8; SYNACK_TCP_LEN_NO_WSCALE]>(ctx, l4)?;
             let synack = &scratch.synack;
             synack.copy_words_to::<{ SYNACK_TCP_LEN_NO_WSCALE / 8 }>(tcp as *mut u8);
             synack.copy_u32_at_to::<{ SYNACK_TCP_LEN_NO_WSCALE / 4 - 1 }>(tcp as *mut u8);
         } else {
-            let tcp = ptr_at_mut::<[u8; SYNACK_TCP_LEN_SHORT]>(ctx, at.l4)?;
+            let tcp = ptr_at_mut::<[u8; SYNACK_TCP_LEN_SHORT]>(ctx, l4)?;
             scratch
                 .synack
                 .copy_words_to::<{ SYNACK_TCP_LEN_SHORT / 8 }>(tcp as *mut u8);

@@ -12,7 +12,9 @@ use network_types::{
     vlan::VlanHdr,
 };
 use synguard_common::classify::{
-    Class, IPPROTO_TCP, Ipv6Next, classify_tcp_flags, ipv4_is_later_fragment, ipv6_next,
+    Class, IPPROTO_TCP, IPV6_FRAGMENT, IPV6_ROUTING, Ipv6Fragment, Ipv6Next, MAX_IPV6_EXT_HEADERS,
+    classify_tcp_flags, ipv4_is_first_fragment, ipv4_is_later_fragment, ipv6_ext_len,
+    ipv6_fragment, ipv6_next,
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -27,6 +29,9 @@ const MAX_VLAN_TAGS: usize = 2;
 /// longest TCP header.
 pub const MAX_L3: u64 = 0x1f;
 pub const MAX_L4: u64 = 0x1ff;
+/// The most bytes of IPv6 extension headers walked before TCP: with `MAX_L3`, within
+/// `MAX_L4`. A longer chain cannot be judged (`Class::Ipv6Ext`).
+pub const MAX_IPV6_EXT_BYTES: usize = 256;
 pub const MAX_TCP_LEN: u64 = 0x3f;
 
 /// Where a TCP segment's headers are in the frame.
@@ -37,8 +42,11 @@ pub struct TcpAt {
     /// Offset of the TCP header.
     pub l4: usize,
     pub ipv6: bool,
-    /// IPv4 header longer than 20 bytes.
+    /// IPv4 options, or IPv6 extension headers, before TCP.
     pub ip_options: bool,
+    /// The first of several fragments (IPv4 More Fragments, or an IPv6 Fragment header that
+    /// is not atomic): the headers are here, the segment is not whole.
+    pub fragment: bool,
     /// TCP header length, options included (data offset * 4).
     pub tcp_len: usize,
 }
@@ -201,10 +209,12 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Packet {
     if ip.proto != IPPROTO_TCP {
         return Packet::ip(Class::NonTcp, offset, false);
     }
-    if ipv4_is_later_fragment(u16::from_be_bytes(ip.frags)) {
+    let frags = u16::from_be_bytes(ip.frags);
+    if ipv4_is_later_fragment(frags) {
         return Packet::ip(Class::Fragment, offset, false);
     }
-    parse_tcp(ctx, offset, header_len, total_len - header_len, false)
+    let first_fragment = ipv4_is_first_fragment(frags);
+    parse_tcp(ctx, offset, header_len, total_len - header_len, false, first_fragment)
 }
 
 #[inline(always)]
@@ -218,17 +228,61 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize) -> Packet {
     if ip.version() != 6 || offset + Ipv6Hdr::LEN + payload_len > frame_len(ctx) {
         return Packet::other(Class::Malformed);
     }
-    match ipv6_next(ip.next_hdr) {
-        Ipv6Next::Tcp => parse_tcp(ctx, offset, Ipv6Hdr::LEN, payload_len, true),
-        Ipv6Next::Walk | Ipv6Next::Unwalkable => Packet::ip(Class::Ipv6Ext, offset, true),
-        Ipv6Next::Other => Packet::ip(Class::NonTcp, offset, true),
+    // The extension headers before TCP, at most MAX_IPV6_EXT_HEADERS of them; anything that
+    // cannot be walked is `Ipv6Ext`, which the policy treats as unjudgeable.
+    let end = offset + Ipv6Hdr::LEN + payload_len;
+    let mut next = ip.next_hdr;
+    let mut l4 = offset + Ipv6Hdr::LEN;
+    let mut fragment = false;
+    for depth in 0..=MAX_IPV6_EXT_HEADERS {
+        match ipv6_next(next) {
+            Ipv6Next::Tcp => {
+                let ip_len = l4 - offset;
+                return parse_tcp(ctx, offset, ip_len, end - l4, true, fragment);
+            }
+            Ipv6Next::Other => return Packet::ip(Class::NonTcp, offset, true),
+            Ipv6Next::Unwalkable => return Packet::ip(Class::Ipv6Ext, offset, true),
+            Ipv6Next::Walk if depth == MAX_IPV6_EXT_HEADERS => {
+                return Packet::ip(Class::Ipv6Ext, offset, true);
+            }
+            Ipv6Next::Walk => {}
+        }
+        let Some(header) = ptr_at::<[u8; 4]>(ctx, l4) else {
+            return Packet::ip(Class::Ipv6Ext, offset, true);
+        };
+        // SAFETY: bounds checked by `ptr_at`.
+        let header = unsafe { *header };
+        match next {
+            IPV6_FRAGMENT => match ipv6_fragment(u16::from_be_bytes([header[2], header[3]])) {
+                Ipv6Fragment::Later => return Packet::ip(Class::Fragment, offset, true),
+                Ipv6Fragment::First => fragment = true,
+                Ipv6Fragment::Atomic => {}
+            },
+            // Segments left: this host is a waypoint, not where the packet ends
+            // (`ipv6_rthdr_rcv()`, net/ipv6/exthdrs.c).
+            IPV6_ROUTING if header[3] != 0 => return Packet::ip(Class::Ipv6Ext, offset, true),
+            _ => {}
+        }
+        l4 += ipv6_ext_len(next, header[1]);
+        next = header[0];
+        if l4 > end || l4 - offset - Ipv6Hdr::LEN > MAX_IPV6_EXT_BYTES {
+            return Packet::ip(Class::Ipv6Ext, offset, true);
+        }
     }
+    Packet::ip(Class::Ipv6Ext, offset, true)
 }
 
 /// `l3` is the IP header's offset and `ip_len` its length; `segment_len` is what the IP header
 /// says the TCP segment spans.
 #[inline(always)]
-fn parse_tcp(ctx: &XdpContext, l3: usize, ip_len: usize, segment_len: usize, ipv6: bool) -> Packet {
+fn parse_tcp(
+    ctx: &XdpContext,
+    l3: usize,
+    ip_len: usize,
+    segment_len: usize,
+    ipv6: bool,
+    fragment: bool,
+) -> Packet {
     let l4 = l3 + ip_len;
     // Reading the header as bytes keeps the data-offset and flags fields simple: byte 12 holds
     // the data offset in its high nibble, byte 13 the flags (RFC 9293, section 3.1).
@@ -248,8 +302,9 @@ fn parse_tcp(ctx: &XdpContext, l3: usize, ip_len: usize, segment_len: usize, ipv
             l3,
             l4,
             ipv6,
-            ip_options: ip_len > Ipv4Hdr::LEN && !ipv6,
+            ip_options: ip_len > if ipv6 { Ipv6Hdr::LEN } else { Ipv4Hdr::LEN },
             tcp_len,
+            fragment,
         }),
     }
 }

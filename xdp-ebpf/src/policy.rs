@@ -74,6 +74,11 @@ fn decide_for(ctx: &XdpContext, packet: &Packet, config: &Config) -> Decision {
             _ => {}
         }
     }
+    // IPv6 whose extension headers cannot be walked to the payload: its port cannot be read,
+    // so it is treated as if it were to a protected one.
+    if packet.class == Class::Ipv6Ext {
+        return unjudgeable(mode, config, Reason::Ipv6Unjudged).into();
+    }
     // SYNs, and every segment the kernel would check for a cookie (ACK, FIN+ACK): those are
     // judged, the rest passed.
     let (Some(at), Class::Syn | Class::Ack | Class::Fin) = (packet.tcp, packet.class) else {
@@ -111,6 +116,16 @@ fn decide_for(ctx: &XdpContext, packet: &Packet, config: &Config) -> Decision {
         Mode::Off => false,
     };
     let monitor = mode == Mode::Monitor;
+    // A handshake segment in a fragment: no SYN or ACK of a real client is fragmented, and
+    // the kernel would reassemble it before judging it, at its own cost.
+    if at.fragment {
+        return match (answering, monitor) {
+            (false, _) => Verdict::PASS,
+            (true, true) => Verdict::pass(Reason::MonitorWouldDrop),
+            (true, false) => Verdict::new(Action::Drop, Reason::TcpFragment),
+        }
+        .into();
+    }
     if let (Class::Syn, Some(ip)) = (packet.class, packet.ip)
         && !limit::admit(ctx, &ip, config)
     {
@@ -147,6 +162,18 @@ fn decide_for(ctx: &XdpContext, packet: &Packet, config: &Config) -> Decision {
             Err(verdict) => verdict.into(),
         },
         _ => ack::check_ack(ctx, &at, scratch, !all_ports, monitor).into(),
+    }
+}
+
+/// What happens to a packet synguard cannot judge: dropped while cookies are in force
+/// (`cookie` mode, or `auto` during an attack), counted in `monitor`, passed otherwise.
+#[inline(always)]
+fn unjudgeable(mode: Mode, config: &Config, reason: Reason) -> Verdict {
+    match mode {
+        Mode::Monitor => Verdict::pass(Reason::MonitorWouldDrop),
+        Mode::Cookie => Verdict::new(Action::Drop, reason),
+        Mode::Auto if auto::under_attack(config) => Verdict::new(Action::Drop, reason),
+        Mode::Auto | Mode::Off => Verdict::PASS,
     }
 }
 

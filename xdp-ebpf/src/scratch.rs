@@ -5,6 +5,9 @@ use synguard_common::tcp::{MAX_OPTIONS_LEN, SYNACK_TCP_LEN, SynOptions};
 
 use crate::{bpf::mem::Words, sock::Endpoints};
 
+/// IPv4 options are at most 40 bytes (IHL 15).
+pub const MAX_IP_OPTIONS_LEN: usize = 40;
+
 /// Per-CPU scratch space for the SYN and ACK paths, kept in a map because the BPF stack (512
 /// bytes) cannot hold it next to the rest.
 #[repr(C)]
@@ -26,4 +29,9 @@ pub struct Scratch {
     pub at_l3: u64,
     pub at_l4: u64,
     pub at_tcp_len: u64,
+    /// The SYN's IPv4 options, the walk's cursor, and its result (`cookie::ipv4_options_plain`).
+    pub ip_options: [u8; MAX_IP_OPTIONS_LEN],
+    pub ip_options_len: u64,
+    pub ip_options_at: u64,
+    pub ip_options_plain: u64,
 }
