@@ -15,7 +15,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use etherparse::{PacketBuilder, TcpOptionElement};
+use etherparse::{
+    IpHeaders, IpNumber, Ipv4Header, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader, PacketBuilder,
+    TcpOptionElement,
+};
 
 use crate::{Lab, Netns};
 
@@ -39,12 +42,44 @@ impl FloodReport {
     }
 }
 
-/// The SYNs' TCP options: none (as hping3 and most flood tools send), or Linux's.
+/// What the flood's frames look like: SYNs with no TCP options (as hping3 and most flood
+/// tools send) or Linux's, SYNs behind a header an attacker may add to get past a filter, or
+/// forged ACKs (a random acknowledgment number, no socket) behind such a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SynShape {
     Bare,
     LinuxOptions,
+    /// Linux's SYN behind four NOPs of IPv4 options.
+    BehindIpv4Options,
+    /// Linux's SYN behind an IPv6 Destination Options header (PadN). IPv6 has no spoofed
+    /// range in the lab, so these come from the client's own address, from many ports.
+    BehindIpv6DestOptions,
+    /// Forged ACKs behind four NOPs of IPv4 options.
+    ForgedAckBehindIpv4Options,
+    /// Forged ACKs behind an IPv6 Destination Options header, from the client's address.
+    ForgedAckBehindIpv6DestOptions,
 }
+
+impl SynShape {
+    fn ipv6(self) -> bool {
+        matches!(
+            self,
+            SynShape::BehindIpv6DestOptions | SynShape::ForgedAckBehindIpv6DestOptions
+        )
+    }
+
+    fn ack(self) -> bool {
+        matches!(
+            self,
+            SynShape::ForgedAckBehindIpv4Options | SynShape::ForgedAckBehindIpv6DestOptions
+        )
+    }
+}
+
+/// Four NOPs: IP options the kernel neither echoes nor rejects.
+const IPV4_NOPS: [u8; 4] = [1, 1, 1, 1];
+/// A Destination Options header's bytes after its next-header field: length 0, PadN of 4.
+const DEST_OPTIONS: [u8; 7] = [0, 1, 4, 0, 0, 0, 0];
 
 /// Sends `count` SYNs to the server's `port` at `rate` per second (`None`: as fast as one CPU
 /// and the veth allow), for at most `limit`, from every address of 198.18.128.0/17 in turn.
@@ -120,29 +155,53 @@ fn build_frames(
         .map(|i| {
             let source = sources[i % sources.len()];
             let random = next();
-            let builder = PacketBuilder::ethernet2(client.mac, server.mac)
-                .ipv4(source, server.ipv4.octets(), 64)
-                .tcp(
-                    (random >> 16) as u16 | 1024,
-                    port,
-                    (random >> 32) as u32,
-                    64240,
-                )
-                .syn();
-            let builder = match shape {
-                SynShape::Bare => builder,
-                SynShape::LinuxOptions => builder
-                    .options(&[
-                        TcpOptionElement::MaximumSegmentSize(1460),
-                        TcpOptionElement::SelectiveAcknowledgementPermitted,
-                        TcpOptionElement::Timestamp(random as u32, 0),
-                        TcpOptionElement::Noop,
-                        TcpOptionElement::WindowScale(7),
-                    ])
-                    .context("SYN options")?,
-            };
+            let (sport, seq) = ((random >> 16) as u16 | 1024, (random >> 32) as u32);
+            let eth = PacketBuilder::ethernet2(client.mac, server.mac);
+            let mut tcp = etherparse::TcpHeader::new(sport, port, seq, 64240);
+            if shape.ack() {
+                tcp.ack = true;
+                tcp.acknowledgment_number = random as u32;
+            } else {
+                tcp.syn = true;
+            }
+            if !matches!(shape, SynShape::Bare) && !shape.ack() {
+                tcp.set_options(&[
+                    TcpOptionElement::MaximumSegmentSize(1460),
+                    TcpOptionElement::SelectiveAcknowledgementPermitted,
+                    TcpOptionElement::Timestamp(random as u32, 0),
+                    TcpOptionElement::Noop,
+                    TcpOptionElement::WindowScale(7),
+                ])
+                .context("SYN options")?;
+            }
             let mut frame = Vec::new();
-            builder.write(&mut frame, &[])?;
+            if shape.ipv6() {
+                let ip = Ipv6Header {
+                    source: client.ipv6.octets(),
+                    destination: server.ipv6.octets(),
+                    hop_limit: 64,
+                    ..Default::default()
+                };
+                let extensions = Ipv6Extensions {
+                    destination_options: Some(
+                        Ipv6RawExtHeader::new_raw(IpNumber::TCP, &DEST_OPTIONS[1..])
+                            .context("Destination Options")?,
+                    ),
+                    ..Default::default()
+                };
+                eth.ip(IpHeaders::Ipv6(ip, extensions))
+                    .tcp_header(tcp)
+                    .write(&mut frame, &[])?;
+            } else {
+                let mut ip = Ipv4Header::new(0, 64, IpNumber::TCP, source, server.ipv4.octets())
+                    .context("IPv4 header")?;
+                if !matches!(shape, SynShape::Bare | SynShape::LinuxOptions) {
+                    ip.options = IPV4_NOPS[..].try_into().context("IPv4 options")?;
+                }
+                eth.ip(IpHeaders::Ipv4(ip, Default::default()))
+                    .tcp_header(tcp)
+                    .write(&mut frame, &[])?;
+            }
             Ok(frame)
         })
         .collect()

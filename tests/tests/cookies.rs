@@ -11,7 +11,7 @@ use std::{
 
 use nix::sys::signal::Signal;
 use synguard_common::Reason;
-use synguard_lab::{Lab, MetricsText, Netns, Synguard, run_bounded};
+use synguard_lab::{Lab, MetricsText, Netns, SynShape, Synguard, run_bounded, syn_flood};
 use synguard_tests::tcp_info;
 
 const TCPI_OPT_TIMESTAMPS: u8 = 1;
@@ -410,4 +410,59 @@ fn deny_and_allow_lists_from_flags_and_files() {
     assert_eq!(cookies_sent(&m), 0.0, "allowed sources bypass cookies");
     sg.stop(Signal::SIGTERM).unwrap();
     let _ = std::fs::remove_file(&file);
+}
+
+/// Issue 16: forged ACKs behind IPv4 options or an IPv6 Destination Options header are judged
+/// like any other: none reaches the kernel's cookie check, none makes a socket.
+#[test]
+fn forged_acks_behind_ip_options_and_extension_headers_never_reach_the_kernel() {
+    let lab = Lab::new().unwrap();
+    let listener = lab
+        .server
+        .enter(|| TcpListener::bind("[::]:8080"))
+        .unwrap()
+        .unwrap();
+    let sg = Synguard::start(&lab.server, &["--mode", "cookie", "--ports", "8080"]).unwrap();
+    // One real connection through synguard's cookies stamps the listener, so the kernel would
+    // check cookies on what reaches it.
+    let addr = SocketAddr::new(lab.server.ipv4.into(), 8080);
+    let client = lab
+        .client
+        .enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
+        .unwrap()
+        .unwrap();
+    let _accepted = listener.accept().unwrap();
+    drop(client);
+    const N: u64 = 100_000;
+    let failed_before = lab.server.netstat("TcpExtSyncookiesFailed").unwrap();
+    let forged_before = decisions(&sg.metrics().unwrap(), Reason::AckForged);
+    for shape in [
+        SynShape::ForgedAckBehindIpv4Options,
+        SynShape::ForgedAckBehindIpv6DestOptions,
+    ] {
+        let sent = syn_flood(&lab, 8080, N, None, shape, Duration::from_secs(30))
+            .unwrap()
+            .sent;
+        assert_eq!(sent, N, "{shape:?}");
+    }
+    thread::sleep(Duration::from_millis(300));
+    let m = metrics_once(&sg, Reason::AckForged, forged_before + (2 * N) as f64);
+    assert_eq!(
+        decisions(&m, Reason::AckForged) - forged_before,
+        (2 * N) as f64
+    );
+    assert_eq!(
+        lab.server.netstat("TcpExtSyncookiesFailed").unwrap(),
+        failed_before,
+        "the kernel checked none of them"
+    );
+    // No connection came of them: the listener has nothing to accept (the metrics scrapes
+    // above are connections too, so the namespace's counters cannot tell).
+    listener.set_nonblocking(true).unwrap();
+    let accepted = listener.accept();
+    assert!(
+        matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a forged ACK made a connection: {accepted:?}"
+    );
+    sg.stop(Signal::SIGTERM).unwrap();
 }
