@@ -214,7 +214,14 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize) -> Packet {
         return Packet::ip(Class::Fragment, offset, false);
     }
     let first_fragment = ipv4_is_first_fragment(frags);
-    parse_tcp(ctx, offset, header_len, total_len - header_len, false, first_fragment)
+    parse_tcp(
+        ctx,
+        offset,
+        header_len,
+        total_len - header_len,
+        false,
+        first_fragment,
+    )
 }
 
 #[inline(always)]

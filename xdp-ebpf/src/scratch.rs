@@ -25,10 +25,8 @@ pub struct Scratch {
     pub synack: Words<SYNACK_TCP_LEN>,
     /// The listener's address as a plain number (`listener::promise_for`).
     pub listener_addr: u64,
-    /// The segment's header offsets, passed through memory (`bpf::mem::opaque`).
-    pub at_l3: u64,
-    pub at_l4: u64,
-    pub at_tcp_len: u64,
+    /// The segment's header offsets, packed, passed through memory (`bpf::mem::opaque`).
+    pub at_offsets: u64,
     /// The SYN's IPv4 options, the walk's cursor, and its result (`cookie::ipv4_options_plain`).
     pub ip_options: [u8; MAX_IP_OPTIONS_LEN],
     pub ip_options_len: u64,
