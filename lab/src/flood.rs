@@ -20,7 +20,7 @@ use etherparse::{
     TcpOptionElement,
 };
 
-use crate::{Lab, Netns};
+use crate::{Lab, Netns, netns::FLOOD_V6};
 
 /// Distinct spoofed sources: every address of 198.18.128.0/17.
 pub const FLOOD_SOURCES: usize = 32_768;
@@ -52,11 +52,12 @@ pub enum SynShape {
     /// Linux's SYN behind four NOPs of IPv4 options.
     BehindIpv4Options,
     /// Linux's SYN behind an IPv6 Destination Options header (PadN). IPv6 has no spoofed
-    /// range in the lab, so these come from the client's own address, from many ports.
+    /// range in the lab: these come from the client's flood address (`FLOOD_V6`), from many
+    /// ports.
     BehindIpv6DestOptions,
     /// Forged ACKs behind four NOPs of IPv4 options.
     ForgedAckBehindIpv4Options,
-    /// Forged ACKs behind an IPv6 Destination Options header, from the client's address.
+    /// Forged ACKs behind an IPv6 Destination Options header, from `FLOOD_V6`.
     ForgedAckBehindIpv6DestOptions,
 }
 
@@ -177,7 +178,7 @@ fn build_frames(
             let mut frame = Vec::new();
             if shape.ipv6() {
                 let ip = Ipv6Header {
-                    source: client.ipv6.octets(),
+                    source: FLOOD_V6.parse::<std::net::Ipv6Addr>()?.octets(),
                     destination: server.ipv6.octets(),
                     hop_limit: 64,
                     ..Default::default()

@@ -17,7 +17,7 @@ mod synguard;
 pub use flood::{FLOOD_SOURCES, FloodReport, SynShape, syn_flood, syn_flood_from, syn_flood_over};
 pub use http::{HttpServer, LegitReport, http_get, run_legit_clients, run_legit_for};
 pub use metrics_text::MetricsText;
-pub use netns::{LAB_BPFFS, Lab, Netns, SPOOFED_V4, remove_labs_of, require_root};
+pub use netns::{FLOOD_V6, LAB_BPFFS, Lab, Netns, SPOOFED_V4, remove_labs_of, require_root};
 pub use process::{Process, run_bounded};
 pub use prometheus::{Prometheus, Series};
 pub use synguard::{Synguard, synguard_bin};

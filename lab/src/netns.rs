@@ -20,6 +20,10 @@ use nix::sched::{CloneFlags, setns};
 /// benchmarking range).
 pub const SPOOFED_V4: &str = "198.18.128.0/17";
 
+/// The IPv6 floods' source: an address of the client namespace of its own (IPv6 floods are not
+/// spoofed), whose replies the client's XDP program drops as it drops those to SPOOFED_V4.
+pub const FLOOD_V6: &str = "fd00:198:18::8000";
+
 /// Every lab namespace starts with this, followed by the creating process's pid.
 const PREFIX: &str = "sglab-";
 
@@ -258,6 +262,22 @@ impl Lab {
                 static_neighbour(me, &addr, &peer.mac)?;
             }
         }
+        c.exec(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{FLOOD_V6}/128"),
+                "dev",
+                &c.iface,
+                "nodad",
+                // Deprecated at once, so the client's own connections never pick it as their
+                // source (RFC 6724, rule 3).
+                "preferred_lft",
+                "0",
+            ],
+        )?;
+        static_neighbour(s, FLOOD_V6, &c.mac)?;
         // Spoofed flood sources live in SPOOFED_V4. The server's replies to them go back to the
         // client namespace, which is not those addresses and does not forward, so its kernel
         // drops them: nothing leaves the lab.

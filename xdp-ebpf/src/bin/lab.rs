@@ -38,9 +38,12 @@ static LAB_CLIENT_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0)
 const SPOOFED_NET: u32 = 0xc612_8000;
 const SPOOFED_MASK: u32 = 0xffff_8000;
 
+/// fd00:198:18::8000, the IPv6 floods' source (lab/src/netns.rs, FLOOD_V6).
+const FLOOD_V6: [u8; 16] = [0xfd, 0, 1, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0];
+
 /// The client end's program: counts the SYN-ACKs the server sends back, and drops every TCP
-/// segment addressed to spoofed sources (SYN-ACKs, and what the benchmark's answer floor
-/// reflects), so the replies to a flood never go further than this.
+/// segment addressed to spoofed sources or to the IPv6 flood source (SYN-ACKs, and what the
+/// benchmark's answer floor reflects), so the replies to a flood never go further than this.
 #[xdp]
 pub fn lab_client(ctx: XdpContext) -> u32 {
     let packet = parse(&ctx);
@@ -52,7 +55,22 @@ pub fn lab_client(ctx: XdpContext) -> u32 {
         bump(0);
     }
     if at.ipv6 {
-        return xdp_action::XDP_PASS;
+        let Some(ip) = ptr_at::<[u8; 40]>(&ctx, at.l3) else {
+            return xdp_action::XDP_PASS;
+        };
+        // SAFETY: bounds checked by `ptr_at`.
+        let ip = unsafe { &*ip };
+        let mut to_flood = true;
+        for i in 0..16 {
+            to_flood &= ip[24 + i] == FLOOD_V6[i];
+        }
+        if !to_flood {
+            return xdp_action::XDP_PASS;
+        }
+        if synack {
+            bump(1);
+        }
+        return xdp_action::XDP_DROP;
     }
     let Some(ip) = ptr_at::<[u8; 20]>(&ctx, at.l3) else {
         return xdp_action::XDP_PASS;
