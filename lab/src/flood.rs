@@ -55,6 +55,8 @@ pub enum SynShape {
     /// range in the lab: these come from the client's flood address (`FLOOD_V6`), from many
     /// ports.
     BehindIpv6DestOptions,
+    /// Forged ACKs, plain.
+    ForgedAck,
     /// Forged ACKs behind four NOPs of IPv4 options.
     ForgedAckBehindIpv4Options,
     /// Forged ACKs behind an IPv6 Destination Options header, from `FLOOD_V6`.
@@ -72,7 +74,9 @@ impl SynShape {
     fn ack(self) -> bool {
         matches!(
             self,
-            SynShape::ForgedAckBehindIpv4Options | SynShape::ForgedAckBehindIpv6DestOptions
+            SynShape::ForgedAck
+                | SynShape::ForgedAckBehindIpv4Options
+                | SynShape::ForgedAckBehindIpv6DestOptions
         )
     }
 }
@@ -196,7 +200,10 @@ fn build_frames(
             } else {
                 let mut ip = Ipv4Header::new(0, 64, IpNumber::TCP, source, server.ipv4.octets())
                     .context("IPv4 header")?;
-                if !matches!(shape, SynShape::Bare | SynShape::LinuxOptions) {
+                if !matches!(
+                    shape,
+                    SynShape::Bare | SynShape::LinuxOptions | SynShape::ForgedAck
+                ) {
                     ip.options = IPV4_NOPS[..].try_into().context("IPv4 options")?;
                 }
                 eth.ip(IpHeaders::Ipv4(ip, Default::default()))

@@ -466,3 +466,58 @@ fn forged_acks_behind_ip_options_and_extension_headers_never_reach_the_kernel() 
     );
     sg.stop(Signal::SIGTERM).unwrap();
 }
+
+/// Issue 15, forged ACKs at scale: a million random ACKs from 32,768 spoofed sources to a
+/// protected port in `cookie` mode make no socket, never reach the kernel's cookie check, and
+/// are each counted as forged.
+#[test]
+fn a_million_forged_acks_make_no_socket_and_never_reach_the_kernel() {
+    let lab = Lab::new().unwrap();
+    let listener = lab
+        .server
+        .enter(|| TcpListener::bind("0.0.0.0:8080"))
+        .unwrap()
+        .unwrap();
+    let sg = Synguard::start(&lab.server, &["--mode", "cookie", "--ports", "8080"]).unwrap();
+    // A real connection through cookies stamps the listener: the kernel would check cookies.
+    let addr = SocketAddr::new(lab.server.ipv4.into(), 8080);
+    let client = lab
+        .client
+        .enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
+        .unwrap()
+        .unwrap();
+    let _accepted = listener.accept().unwrap();
+    drop(client);
+    const N: u64 = 1_000_000;
+    let failed_before = lab.server.netstat("TcpExtSyncookiesFailed").unwrap();
+    let forged_before = decisions(&sg.metrics().unwrap(), Reason::AckForged);
+    let flood = syn_flood(
+        &lab,
+        8080,
+        N,
+        None,
+        SynShape::ForgedAck,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(flood.sent, N);
+    eprintln!(
+        "{N} forged ACKs in {:?} ({:.0} k/s)",
+        flood.elapsed,
+        flood.rate() / 1000.0
+    );
+    let m = metrics_once(&sg, Reason::AckForged, forged_before + N as f64);
+    assert_eq!(decisions(&m, Reason::AckForged) - forged_before, N as f64);
+    assert_eq!(
+        lab.server.netstat("TcpExtSyncookiesFailed").unwrap(),
+        failed_before,
+        "the kernel checked none of them"
+    );
+    listener.set_nonblocking(true).unwrap();
+    let accepted = listener.accept();
+    assert!(
+        matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a forged ACK made a connection: {accepted:?}"
+    );
+    sg.stop(Signal::SIGTERM).unwrap();
+}
