@@ -276,3 +276,29 @@ pub fn succeeded(out: &std::process::Output) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Puts IPv6 extension headers between the fixed header and TCP of an IPv6 frame whose IP
+/// header starts at `l3`: each `(next header value, bytes)`, the first byte of each set here
+/// to what follows it; the fixed header's next header and payload length are fixed up.
+pub fn insert_ipv6_extensions(frame: &mut Vec<u8>, l3: usize, headers: &[(u8, &[u8])]) {
+    let mut next = frame[l3 + 6];
+    let mut chain = Vec::new();
+    for (kind, bytes) in headers.iter().rev() {
+        let mut header = bytes.to_vec();
+        header[0] = next;
+        chain.splice(0..0, header);
+        next = *kind;
+    }
+    frame[l3 + 6] = next;
+    frame.splice(l3 + 40..l3 + 40, chain);
+    let payload_len = (frame.len() - l3 - 40) as u16;
+    frame[l3 + 4..l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+}
+
+/// SYNs answered with a cookie from XDP, by either helper, in a scrape of synguard's metrics.
+pub fn cookies_sent(m: &synguard_lab::MetricsText) -> f64 {
+    [Reason::CookieRaw, Reason::CookieStamped]
+        .into_iter()
+        .map(|r| m.sum("synguard_decisions_total", &[("reason", r.name())]))
+        .sum()
+}

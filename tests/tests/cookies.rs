@@ -12,7 +12,7 @@ use std::{
 use nix::sys::signal::Signal;
 use synguard_common::Reason;
 use synguard_lab::{Lab, MetricsText, Netns, SynShape, Synguard, run_bounded, syn_flood};
-use synguard_tests::tcp_info;
+use synguard_tests::{cookies_sent, tcp_info};
 
 const TCPI_OPT_TIMESTAMPS: u8 = 1;
 const TCPI_OPT_SACK: u8 = 2;
@@ -115,10 +115,6 @@ fn metrics_once(sg: &Synguard, reason: Reason, want: f64) -> MetricsText {
 
 fn decisions(m: &MetricsText, reason: Reason) -> f64 {
     m.sum("synguard_decisions_total", &[("reason", reason.name())])
-}
-
-fn cookies_sent(m: &MetricsText) -> f64 {
-    decisions(m, Reason::CookieRaw) + decisions(m, Reason::CookieStamped)
 }
 
 #[test]
@@ -246,17 +242,17 @@ fn forged_acks_are_dropped_and_create_no_sockets() {
 /// FIN+ACK and PSH+ACK floods are judged like ACK floods: the kernel would check each for a
 /// cookie (cookie_v4_check()), so each must be dropped in XDP, counted as forged, and never
 /// reach the kernel's check (`TcpExtSyncookiesFailed` flat while the listener is stamped).
-#[test]
-fn forged_fin_ack_and_psh_ack_are_dropped_before_the_kernel_checks_them() {
-    let lab = Lab::new().unwrap();
+/// A listener on port 8080 (bound to `bind` in the server namespace) and synguard protecting
+/// it in cookie mode, after one real connection through synguard's cookies has stamped the
+/// listener: from then on the kernel would check cookies on whatever reaches it.
+fn stamped_listener(lab: &Lab, bind: &str) -> (TcpListener, Synguard) {
+    let bind = bind.to_string();
     let listener = lab
         .server
-        .enter(|| TcpListener::bind("0.0.0.0:8080"))
+        .enter(move || TcpListener::bind(bind))
         .unwrap()
         .unwrap();
     let sg = Synguard::start(&lab.server, &["--mode", "cookie", "--ports", "8080"]).unwrap();
-    // One real connection through synguard's cookies stamps the listener, so the kernel would
-    // check cookies on what reaches it.
     let addr = SocketAddr::new(lab.server.ipv4.into(), 8080);
     let client = lab
         .client
@@ -265,6 +261,24 @@ fn forged_fin_ack_and_psh_ack_are_dropped_before_the_kernel_checks_them() {
         .unwrap();
     let _accepted = listener.accept().unwrap();
     drop(client);
+    (listener, sg)
+}
+
+/// No connection came of what was sent: the listener has nothing to accept (the namespace's
+/// counters cannot tell, since every metrics scrape is a connection too).
+fn nothing_to_accept(listener: &TcpListener) {
+    listener.set_nonblocking(true).unwrap();
+    let accepted = listener.accept();
+    assert!(
+        matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a forged ACK made a connection: {accepted:?}"
+    );
+}
+
+#[test]
+fn forged_fin_ack_and_psh_ack_are_dropped_before_the_kernel_checks_them() {
+    let lab = Lab::new().unwrap();
+    let (listener, sg) = stamped_listener(&lab, "0.0.0.0:8080");
     const N: u32 = 100_000;
     let failed_before = lab.server.netstat("TcpExtSyncookiesFailed").unwrap();
     let rsts_before = lab.server.netstat("TcpOutRsts").unwrap();
@@ -293,6 +307,7 @@ fn forged_fin_ack_and_psh_ack_are_dropped_before_the_kernel_checks_them() {
         "the kernel checked none of them"
     );
     assert_eq!(rsts_after, rsts_before, "the kernel never saw them");
+    nothing_to_accept(&listener);
     sg.stop(Signal::SIGTERM).unwrap();
 }
 
@@ -417,22 +432,7 @@ fn deny_and_allow_lists_from_flags_and_files() {
 #[test]
 fn forged_acks_behind_ip_options_and_extension_headers_never_reach_the_kernel() {
     let lab = Lab::new().unwrap();
-    let listener = lab
-        .server
-        .enter(|| TcpListener::bind("[::]:8080"))
-        .unwrap()
-        .unwrap();
-    let sg = Synguard::start(&lab.server, &["--mode", "cookie", "--ports", "8080"]).unwrap();
-    // One real connection through synguard's cookies stamps the listener, so the kernel would
-    // check cookies on what reaches it.
-    let addr = SocketAddr::new(lab.server.ipv4.into(), 8080);
-    let client = lab
-        .client
-        .enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
-        .unwrap()
-        .unwrap();
-    let _accepted = listener.accept().unwrap();
-    drop(client);
+    let (listener, sg) = stamped_listener(&lab, "[::]:8080");
     const N: u64 = 100_000;
     let failed_before = lab.server.netstat("TcpExtSyncookiesFailed").unwrap();
     let forged_before = decisions(&sg.metrics().unwrap(), Reason::AckForged);
@@ -456,14 +456,7 @@ fn forged_acks_behind_ip_options_and_extension_headers_never_reach_the_kernel() 
         failed_before,
         "the kernel checked none of them"
     );
-    // No connection came of them: the listener has nothing to accept (the metrics scrapes
-    // above are connections too, so the namespace's counters cannot tell).
-    listener.set_nonblocking(true).unwrap();
-    let accepted = listener.accept();
-    assert!(
-        matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-        "a forged ACK made a connection: {accepted:?}"
-    );
+    nothing_to_accept(&listener);
     sg.stop(Signal::SIGTERM).unwrap();
 }
 
@@ -473,21 +466,7 @@ fn forged_acks_behind_ip_options_and_extension_headers_never_reach_the_kernel() 
 #[test]
 fn a_million_forged_acks_make_no_socket_and_never_reach_the_kernel() {
     let lab = Lab::new().unwrap();
-    let listener = lab
-        .server
-        .enter(|| TcpListener::bind("0.0.0.0:8080"))
-        .unwrap()
-        .unwrap();
-    let sg = Synguard::start(&lab.server, &["--mode", "cookie", "--ports", "8080"]).unwrap();
-    // A real connection through cookies stamps the listener: the kernel would check cookies.
-    let addr = SocketAddr::new(lab.server.ipv4.into(), 8080);
-    let client = lab
-        .client
-        .enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
-        .unwrap()
-        .unwrap();
-    let _accepted = listener.accept().unwrap();
-    drop(client);
+    let (listener, sg) = stamped_listener(&lab, "0.0.0.0:8080");
     const N: u64 = 1_000_000;
     let failed_before = lab.server.netstat("TcpExtSyncookiesFailed").unwrap();
     let forged_before = decisions(&sg.metrics().unwrap(), Reason::AckForged);
@@ -513,11 +492,6 @@ fn a_million_forged_acks_make_no_socket_and_never_reach_the_kernel() {
         failed_before,
         "the kernel checked none of them"
     );
-    listener.set_nonblocking(true).unwrap();
-    let accepted = listener.accept();
-    assert!(
-        matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-        "a forged ACK made a connection: {accepted:?}"
-    );
+    nothing_to_accept(&listener);
     sg.stop(Signal::SIGTERM).unwrap();
 }

@@ -15,6 +15,8 @@ use synguard_lab::{
     syn_flood_from,
 };
 
+use synguard_tests::cookies_sent;
+
 const PORT: u16 = 80;
 
 /// Tests in one binary run in parallel; two floods at once on a two-core machine would measure
@@ -126,13 +128,7 @@ fn legit_clients_keep_their_service_under_a_spoofed_flood_of_150k_syn_per_second
         "synguard_packets_total",
         &[("class", "syn"), ("action", "tx")],
     );
-    let cookies = m.sum(
-        "synguard_decisions_total",
-        &[("reason", Reason::CookieRaw.name())],
-    ) + m.sum(
-        "synguard_decisions_total",
-        &[("reason", Reason::CookieStamped.name())],
-    );
+    let cookies = cookies_sent(&m);
     let syns = m.sum("synguard_packets_total", &[("class", "syn")]);
     eprintln!(
         "synguard: {syns} SYNs seen, {tx} SYN-ACKs sent; client side: {synacks} received, \
@@ -628,16 +624,7 @@ fn floods_behind_ip_options_and_extension_headers_are_answered_from_xdp() {
     let _http = HttpServer::start(&lab.server, PORT).unwrap();
     let sg = Synguard::start(&lab.server, &["--mode", "cookie"]).unwrap();
     let kernel_cookies = || lab.server.netstat("TcpExtSyncookiesSent").unwrap();
-    let cookies_sent = |sg: &Synguard| {
-        let m = sg.metrics().unwrap();
-        m.sum(
-            "synguard_decisions_total",
-            &[("reason", Reason::CookieRaw.name())],
-        ) + m.sum(
-            "synguard_decisions_total",
-            &[("reason", Reason::CookieStamped.name())],
-        )
-    };
+    let from_xdp = |sg: &Synguard| cookies_sent(&sg.metrics().unwrap());
     // IPv4, from the spoofed range, at 100k SYN/s: as the plain flood test, with options.
     for (family, target) in [
         ("IPv4", SocketAddr::from((lab.server.ipv4, PORT))),
@@ -663,7 +650,7 @@ fn floods_behind_ip_options_and_extension_headers_are_answered_from_xdp() {
         };
         // Each scrape of synguard's metrics is a loopback connection, which the kernel answers
         // with a cookie of its own (tcp_syncookies=2): its counter is read inside the scrapes.
-        let (ours_before, passed_before) = (cookies_sent(&sg), syns_passed(&sg));
+        let (ours_before, passed_before) = (from_xdp(&sg), syns_passed(&sg));
         let kernel_before = kernel_cookies();
         let (during, flood) = thread::scope(|scope| {
             let flood = scope.spawn(|| {
@@ -682,7 +669,7 @@ fn floods_behind_ip_options_and_extension_headers_are_answered_from_xdp() {
         });
         thread::sleep(Duration::from_millis(300));
         let kernel = kernel_cookies() - kernel_before;
-        let answered = cookies_sent(&sg) - ours_before;
+        let answered = from_xdp(&sg) - ours_before;
         eprintln!(
             "{family}: {} SYNs behind options in {:?} ({:.0} k/s), {answered} answered from \
              XDP; legit {}/{} under flood, {}/{} without",

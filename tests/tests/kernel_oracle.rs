@@ -25,27 +25,9 @@ use etherparse::{
     TransportHeader,
 };
 use synguard_lab::{Lab, Netns, Synguard};
-use synguard_tests::{cookie_lab, listen_with, succeeded, synguard_cli};
+use synguard_tests::{cookie_lab, insert_ipv6_extensions, listen_with, succeeded, synguard_cli};
 
 const ISN: u32 = 0x5a5a_1234;
-
-/// Puts IPv6 extension headers (`(next header value, bytes)`, the first byte of each set here)
-/// between the fixed header and TCP of an untagged frame.
-fn insert_ipv6_extensions(frame: &mut Vec<u8>, headers: &[(u8, &[u8])]) {
-    const L3: usize = 14;
-    let mut next = frame[L3 + 6];
-    let mut chain = Vec::new();
-    for (kind, bytes) in headers.iter().rev() {
-        let mut header = bytes.to_vec();
-        header[0] = next;
-        chain.splice(0..0, header);
-        next = *kind;
-    }
-    frame[L3 + 6] = next;
-    frame.splice(L3 + 40..L3 + 40, chain);
-    let payload_len = (frame.len() - L3 - 40) as u16;
-    frame[L3 + 4..L3 + 6].copy_from_slice(&payload_len.to_be_bytes());
-}
 
 /// Options as the client sends them (raw bytes, a multiple of 4).
 #[derive(Clone, Copy, Debug)]
@@ -367,7 +349,7 @@ impl Wire {
                 .tcp_header(tcp)
                 .write(&mut frame, layout.payload)
                 .unwrap();
-            insert_ipv6_extensions(&mut frame, layout.ipv6_ext);
+            insert_ipv6_extensions(&mut frame, 14, layout.ipv6_ext);
         } else {
             let mut ip =
                 Ipv4Header::new(0, 64, IpNumber::TCP, v4, self.server.ipv4.octets()).unwrap();

@@ -8,7 +8,7 @@ use etherparse::{
     IpHeaders, Ipv4Header, Ipv6Extensions, Ipv6Header, PacketBuilder, TcpHeader, VlanId,
 };
 use synguard_common::{Action, Class, Config, Mode, Stats, classify::tcp_flags::*};
-use synguard_tests::{InKernel, XDP_PASS};
+use synguard_tests::{InKernel, XDP_PASS, insert_ipv6_extensions};
 
 const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
@@ -277,21 +277,8 @@ fn ipv4_fragments_after_the_first_are_never_read_as_tcp() {
 /// An IPv6 SYN with `headers` (next header, bytes) chained in front of TCP, the fixed
 /// header's next header and payload length fixed up.
 fn ipv6_syn_behind(headers: &[(u8, &[u8])]) -> Vec<u8> {
-    let syn = syn_frame(Ip::V6);
-    let mut frame = syn[..L3 + 40].to_vec();
-    let mut next = 6u8;
-    let mut chain = Vec::new();
-    for (kind, bytes) in headers.iter().rev() {
-        let mut header = bytes.to_vec();
-        header[0] = next;
-        chain.splice(0..0, header);
-        next = *kind;
-    }
-    frame[L3 + 6] = next;
-    frame.extend_from_slice(&chain);
-    frame.extend_from_slice(&syn[L3 + 40..]);
-    let payload_len = (frame.len() - L3 - 40) as u16;
-    frame[L3 + 4..L3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+    let mut frame = syn_frame(Ip::V6);
+    insert_ipv6_extensions(&mut frame, L3, headers);
     frame
 }
 

@@ -15,7 +15,7 @@ use synguard_common::{
     classify::tcp_flags::{CWR, ECE},
     config::flags,
 };
-use synguard_tests::{InKernel, XDP_DROP, XDP_PASS, XDP_TX, in_lab};
+use synguard_tests::{InKernel, XDP_DROP, XDP_PASS, XDP_TX, in_lab, insert_ipv6_extensions};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 2];
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0xc6, 0x12, 0, 1];
@@ -525,22 +525,8 @@ fn with_ipv4_options(tcp: TcpHeader, options: &[u8], fragment: bool) -> Vec<u8> 
 /// A frame from the client with IPv6 extension headers (`(next header value, bytes)`, the
 /// first byte of each set here) between the fixed header and TCP.
 fn with_ipv6_extensions(tcp: TcpHeader, headers: &[(u8, &[u8])]) -> Vec<u8> {
-    const L3: usize = 14;
-    let plain = frame(Family::V6, Vlans::None, tcp, &[], false);
-    let mut out = plain[..L3 + 40].to_vec();
-    let mut next = 6u8;
-    let mut chain = Vec::new();
-    for (kind, bytes) in headers.iter().rev() {
-        let mut header = bytes.to_vec();
-        header[0] = next;
-        chain.splice(0..0, header);
-        next = *kind;
-    }
-    out[L3 + 6] = next;
-    out.extend_from_slice(&chain);
-    out.extend_from_slice(&plain[L3 + 40..]);
-    let payload_len = (out.len() - L3 - 40) as u16;
-    out[L3 + 4..L3 + 6].copy_from_slice(&payload_len.to_be_bytes());
+    let mut out = frame(Family::V6, Vlans::None, tcp, &[], false);
+    insert_ipv6_extensions(&mut out, 14, headers);
     out
 }
 
