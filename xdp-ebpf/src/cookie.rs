@@ -376,19 +376,7 @@ fn read_syn_options(ctx: &XdpContext, at: &TcpAt, scratch: &mut Scratch) -> SynO
     if let Some(parsed) = parse_linux_syn_options(&scratch.options, len as usize) {
         return parsed;
     }
-    let mut step_ctx = StepCtx {
-        scratch: scratch as *mut Scratch,
-    };
-    // SAFETY: `parse_step` is a BPF subprogram with the callback signature bpf_loop expects,
-    // and `step_ctx` lives on this stack frame for the whole call.
-    unsafe {
-        bpf_loop(
-            MAX_OPTIONS_LEN as u32,
-            parse_step as *mut c_void,
-            &mut step_ctx as *mut StepCtx as *mut c_void,
-            0,
-        );
-    }
+    step_over_scratch(scratch, MAX_OPTIONS_LEN as u32, parse_step);
     scratch.parsed
 }
 
@@ -417,18 +405,7 @@ fn ipv4_options_plain(ctx: &XdpContext, at: &TcpAt, scratch: &mut Scratch) -> bo
     scratch.ip_options_len = u64::from(len);
     scratch.ip_options_at = 0;
     scratch.ip_options_plain = 0;
-    let mut step_ctx = StepCtx {
-        scratch: scratch as *mut Scratch,
-    };
-    // SAFETY: as for `parse_step` in `read_syn_options`.
-    unsafe {
-        bpf_loop(
-            MAX_IP_OPTIONS_LEN as u32,
-            ip_option_step as *mut c_void,
-            &mut step_ctx as *mut StepCtx as *mut c_void,
-            0,
-        );
-    }
+    step_over_scratch(scratch, MAX_IP_OPTIONS_LEN as u32, ip_option_step);
     scratch.ip_options_plain == 1
 }
 
@@ -452,6 +429,29 @@ extern "C" fn ip_option_step(_index: u64, ctx: *mut c_void) -> i64 {
             1
         }
         Ipv4OptionStep::Echoed | Ipv4OptionStep::Malformed => 1,
+    }
+}
+
+/// Runs `step` up to `steps` times with bpf_loop, each call finding this CPU's scratch slot
+/// (its cursor and its result) through a `StepCtx`; `step` returns 1 to stop.
+#[inline(always)]
+fn step_over_scratch(
+    scratch: &mut Scratch,
+    steps: u32,
+    step: extern "C" fn(u64, *mut c_void) -> i64,
+) {
+    let mut step_ctx = StepCtx {
+        scratch: scratch as *mut Scratch,
+    };
+    // SAFETY: `step` is a BPF subprogram with the callback signature bpf_loop expects, and
+    // `step_ctx` lives on this stack frame for the whole call.
+    unsafe {
+        bpf_loop(
+            steps,
+            step as *mut c_void,
+            &mut step_ctx as *mut StepCtx as *mut c_void,
+            0,
+        );
     }
 }
 
