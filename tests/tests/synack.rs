@@ -809,3 +809,67 @@ fn unprotected_ports_are_left_alone_when_ports_are_listed() {
         assert_eq!((code, why), (XDP_DROP, vec![Reason::AckForged]));
     });
 }
+
+#[test]
+fn segments_not_addressed_to_this_host_are_left_to_the_kernel() {
+    in_lab(PORT, || {
+        let mut program = Program::load(Mode::Cookie);
+        let segment = |dst_mac: [u8; 6], dst: [u8; 4], ack: bool| {
+            let tcp = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, dst_mac)
+                .ipv4(CLIENT_V4, dst, 64)
+                .tcp(CLIENT_PORT, PORT, ISN, 64240);
+            let mut out = Vec::new();
+            match ack {
+                true => tcp.ack(0xdead_beef).write(&mut out, &[]),
+                false => tcp.syn().write(&mut out, &[]),
+            }
+            .unwrap();
+            out
+        };
+        // The listener is on every address, so the socket lookup finds it for any of these.
+        let (code, _, why) = program.run(&segment(SERVER_MAC, SERVER_V4, false));
+        assert_eq!(
+            (code, why.len()),
+            (XDP_TX, 1),
+            "to the host itself: answered"
+        );
+        let elsewhere = [
+            (SERVER_MAC, [198, 18, 0, 99], "another host on the link"),
+            (SERVER_MAC, [10, 1, 2, 3], "a routed destination"),
+            (
+                SERVER_MAC,
+                [198, 18, 0, 255],
+                "the subnet's broadcast address",
+            ),
+            (
+                SERVER_MAC,
+                [255, 255, 255, 255],
+                "the limited broadcast address",
+            ),
+            (SERVER_MAC, [224, 0, 0, 1], "a multicast group"),
+            (SERVER_MAC, [127, 0, 0, 1], "loopback, arriving on a NIC"),
+            (
+                [0xff; 6],
+                SERVER_V4,
+                "the host's address in a broadcast frame",
+            ),
+            (
+                [0x01, 0, 0x5e, 0, 0, 1],
+                SERVER_V4,
+                "the host's address in a multicast frame",
+            ),
+        ];
+        for (mac, dst, what) in elsewhere {
+            for ack in [false, true] {
+                let frame = segment(mac, dst, ack);
+                let (code, out, why) = program.run(&frame);
+                assert_eq!(
+                    (code, why),
+                    (XDP_PASS, vec![Reason::NotLocal]),
+                    "{what}, ack {ack}"
+                );
+                assert_eq!(out, frame, "{what}: unchanged");
+            }
+        }
+    });
+}

@@ -93,12 +93,18 @@ pub const ROUTES_V6_MAP: &str = "SYNGUARD_ROUTES_V6";
 pub const ROUTE_CLASSES_MAP: &str = "SYNGUARD_ROUTE_CLASSES";
 pub const ROUTE_TABLE_ENTRIES: u32 = 4096;
 
+/// The host's own unicast addresses, by family (`xdp-ebpf/src/local.rs`): only segments to
+/// one of them are judged. Filled from the kernel's local routing table.
+pub const LOCAL_V4_MAP: &str = "SYNGUARD_LOCAL_V4";
+pub const LOCAL_V6_MAP: &str = "SYNGUARD_LOCAL_V6";
+pub const LOCAL_ADDRESS_SLOTS: u32 = 4096;
+
 /// Name of the per-CPU scratch memory of the SYN and ACK paths (`xdp-ebpf/src/scratch.rs`).
 pub const SCRATCH_MAP: &str = "SYNGUARD_SCRATCH";
 
 /// Every map the XDP program defines (`xdp-ebpf/src/maps.rs`), by the names above: the one
 /// list the controller's pins and the check against the built object work from.
-pub const MAP_NAMES: [&str; 21] = [
+pub const MAP_NAMES: [&str; 23] = [
     CONFIG_MAP,
     PORTS_MAP,
     LIST_V4_MAP,
@@ -108,6 +114,8 @@ pub const MAP_NAMES: [&str; 21] = [
     ROUTES_V4_MAP,
     ROUTES_V6_MAP,
     ROUTE_CLASSES_MAP,
+    LOCAL_V4_MAP,
+    LOCAL_V6_MAP,
     STATS_MAP,
     AUTO_STATE_MAP,
     ATTACK_MAP,
@@ -124,7 +132,7 @@ pub const MAP_NAMES: [&str; 21] = [
 
 /// The maps that carry state across a restart, pinned in the BPF filesystem. The rest hold
 /// facts the controller gathers afresh at every start (the listener layout, the host's facts
-/// and routes) or a cache of them (the per-CPU listener table).
+/// and routes, its local addresses) or a cache of them (the per-CPU listener table).
 pub const PINNED_MAPS: [&str; 14] = [
     STATS_MAP,
     CONFIG_MAP,

@@ -109,10 +109,14 @@ pub enum Reason {
     /// too long, malformed, a routing header with segments left): the port cannot be read, so
     /// in `cookie` mode and during an attack the packet is dropped.
     Ipv6Unjudged = 24,
+    /// SYN or cookie-checked segment passed: its destination is not a unicast address of this
+    /// host (another host's, a broadcast or multicast address, a group MAC). The kernel would
+    /// forward or drop it, never answer it, so neither does synguard.
+    NotLocal = 25,
 }
 
 impl Reason {
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 26;
 
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::CookieRaw,
@@ -140,6 +144,7 @@ impl Reason {
         Reason::SynAccurateEcn,
         Reason::TcpFragment,
         Reason::Ipv6Unjudged,
+        Reason::NotLocal,
     ];
 
     /// The label value used in metrics.
@@ -170,6 +175,7 @@ impl Reason {
             Reason::SynAccurateEcn => "syn_accurate_ecn",
             Reason::TcpFragment => "tcp_fragment",
             Reason::Ipv6Unjudged => "ipv6_ext_unjudged",
+            Reason::NotLocal => "not_local",
         }
     }
 }

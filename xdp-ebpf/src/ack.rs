@@ -10,6 +10,7 @@ use synguard_common::{Action, Reason};
 
 use crate::{
     count::Verdict,
+    local,
     parse::{TcpAt, ptr_at},
     scratch::Scratch,
     sock::{self, Endpoints, Found},
@@ -35,6 +36,9 @@ pub fn check_ack(
         Found::Listener(sk) => sock::release(sk),
         Found::Nothing if !listed_port => return Verdict::PASS,
         Found::Nothing => {}
+    }
+    if !local::addressed_here(ctx, ends) {
+        return Verdict::pass(Reason::NotLocal);
     }
     // __cookie_v4_check()/__cookie_v6_check(): the ACK number minus one must be a cookie
     // issued for this 4-tuple and the client's ISN within the last two minutes.

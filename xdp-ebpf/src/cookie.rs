@@ -37,6 +37,7 @@ use crate::{
     caps,
     count::Verdict,
     listener::{self, NoPromise},
+    local,
     maps::SYNGUARD_STAMPS,
     parse::{TcpAt, frame_len, ptr_at, ptr_at_mut},
     scratch::{MAX_IP_OPTIONS_LEN, Scratch},
@@ -146,6 +147,10 @@ pub fn answer_syn(
         Found::Connection => return Err(Verdict::pass(Reason::SynExistingSocket)),
         Found::Listener(sk) => sk,
     };
+    if !local::addressed_here(ctx, &scratch.ends) {
+        sock::release(listener);
+        return Err(Verdict::pass(Reason::NotLocal));
+    }
     if monitor {
         sock::release(listener);
         return Err(Verdict::pass(Reason::MonitorWouldAnswer));

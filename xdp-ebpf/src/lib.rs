@@ -4,10 +4,10 @@
 //! `parse` reads the headers and classifies the packet; `policy` decides what applies to it
 //! (allow/deny `lists`, mode, protected ports, `auto`'s rate switch, the per-source `limit`, the
 //! global `caps`); `cookie` answers SYNs (with what `listener` says the kernel would promise)
-//! and `ack` checks ACKs, both asking `sock` about the kernel's sockets; `count` records the
-//! outcome. Every map is in `maps`; `scratch` is the per-CPU memory the SYN and ACK paths work
-//! in; `bpf` holds what the BPF target and the verifier make us write differently. The entry
-//! points live in `src/bin/`.
+//! and `ack` checks ACKs, both asking `sock` about the kernel's sockets and `local` whether the
+//! segment is for this host at all; `count` records the outcome. Every map is in `maps`;
+//! `scratch` is the per-CPU memory the SYN and ACK paths work in; `bpf` holds what the BPF
+//! target and the verifier make us write differently. The entry points live in `src/bin/`.
 #![no_std]
 // Inline assembly for the atomic instructions (`bpf::atomic`); aya-ebpf needs the same feature.
 #![feature(asm_experimental_arch)]
@@ -21,6 +21,7 @@ pub mod count;
 pub mod limit;
 pub mod listener;
 pub mod lists;
+pub mod local;
 pub mod maps;
 pub mod parse;
 pub mod pipeline;

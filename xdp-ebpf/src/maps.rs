@@ -7,11 +7,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use synguard_common::{
-    AttackState, AutoState, Config, LIST_MAX_ENTRIES, LISTENER_SLOTS, PORTS_WORDS,
-    ROUTE_TABLE_ENTRIES, SOURCE_BUCKETS, STAMP_SLOTS, Stats,
+    AttackState, AutoState, Config, LIST_MAX_ENTRIES, LISTENER_SLOTS, LOCAL_ADDRESS_SLOTS,
+    PORTS_WORDS, ROUTE_TABLE_ENTRIES, SOURCE_BUCKETS, STAMP_SLOTS, Stats,
     config::{CapState, SourceSamples, cap},
     limit::{SKETCH_CELLS, SourceKey},
     promise::{HostFacts, KernelLayout, ROUTE_CLASSES, RouteFacts},
@@ -52,6 +52,13 @@ pub static SYNGUARD_ROUTES_V6: LpmTrie<[u8; 16], u32> =
 #[map]
 pub static SYNGUARD_ROUTE_CLASSES: Array<RouteFacts> =
     Array::with_max_entries(2 * ROUTE_CLASSES, 0);
+/// The host's unicast addresses, from its local routing table (`local.rs`).
+#[map]
+pub static SYNGUARD_LOCAL_V4: HashMap<[u8; 4], u8> =
+    HashMap::with_max_entries(LOCAL_ADDRESS_SLOTS, 0);
+#[map]
+pub static SYNGUARD_LOCAL_V6: HashMap<[u8; 16], u8> =
+    HashMap::with_max_entries(LOCAL_ADDRESS_SLOTS, 0);
 
 // What the program keeps, and the controller reads.
 

@@ -10,8 +10,8 @@ use aya::{
 use ipnet::IpNet;
 use synguard_common::{
     ATTACK_MAP, AUTO_STATE_MAP, AttackState, AutoState, CONFIG_MAP, Config, HOST_MAP, LAYOUT_MAP,
-    LIST_V4_MAP, LIST_V6_MAP, PORTS_MAP, ROUTE_CLASSES_MAP, ROUTES_V4_MAP, ROUTES_V6_MAP,
-    SOURCES_MAP, STATS_MAP, Stats,
+    LIST_V4_MAP, LIST_V6_MAP, LOCAL_V4_MAP, LOCAL_V6_MAP, PORTS_MAP, ROUTE_CLASSES_MAP,
+    ROUTES_V4_MAP, ROUTES_V6_MAP, SOURCES_MAP, STATS_MAP, Stats,
     config::{AUTO_WINDOW_NS, list},
     limit::SourceKey,
     promise::{HostFacts, KernelLayout, ROUTE_CLASSES, RouteFacts},
@@ -23,6 +23,13 @@ use crate::{
     config::ports::PortSet,
     config::settings::SourceLimit,
 };
+
+fn local_map(address: &std::net::IpAddr) -> &'static str {
+    match address {
+        std::net::IpAddr::V4(_) => LOCAL_V4_MAP,
+        std::net::IpAddr::V6(_) => LOCAL_V6_MAP,
+    }
+}
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
 where
@@ -78,8 +85,12 @@ pub struct FactsMaps {
     routes_v4: LpmTrie<MapData, [u8; 4], u32>,
     routes_v6: LpmTrie<MapData, [u8; 16], u32>,
     route_classes: Array<MapData, RouteFacts>,
+    local_v4: HashMap<MapData, [u8; 4], u8>,
+    local_v6: HashMap<MapData, [u8; 16], u8>,
     /// The route tables' entries as last written, to remove those that went away.
     written: Vec<(IpNet, u32)>,
+    /// The local addresses as last written, likewise.
+    written_local: Vec<std::net::IpAddr>,
 }
 
 impl FactsMaps {
@@ -90,7 +101,10 @@ impl FactsMaps {
             routes_v4: take(ebpf, ROUTES_V4_MAP)?,
             routes_v6: take(ebpf, ROUTES_V6_MAP)?,
             route_classes: take(ebpf, ROUTE_CLASSES_MAP)?,
+            local_v4: take(ebpf, LOCAL_V4_MAP)?,
+            local_v6: take(ebpf, LOCAL_V6_MAP)?,
             written: Vec::new(),
+            written_local: Vec::new(),
         })
     }
 
@@ -128,7 +142,39 @@ impl FactsMaps {
             self.route(prefix, None)?;
         }
         self.written = entries;
+        self.set_local(&snapshot.local)?;
         self.set_host(&snapshot.facts)
+    }
+
+    /// Makes the local address maps hold exactly `addresses`: new ones first, so an address
+    /// that stays is never missing in between.
+    fn set_local(&mut self, addresses: &[std::net::IpAddr]) -> Result<(), Error> {
+        use std::net::IpAddr;
+        for address in addresses {
+            let result = match address {
+                IpAddr::V4(a) => self.local_v4.insert(a.octets(), 1, 0),
+                IpAddr::V6(a) => self.local_v6.insert(a.octets(), 1, 0),
+            };
+            result.map_err(|source| Error::Map {
+                map: local_map(address),
+                source,
+            })?;
+        }
+        for gone in self.written_local.iter().filter(|a| !addresses.contains(a)) {
+            let result = match gone {
+                IpAddr::V4(a) => self.local_v4.remove(&a.octets()),
+                IpAddr::V6(a) => self.local_v6.remove(&a.octets()),
+            };
+            match result {
+                Err(e) if key_missing(&e) => {}
+                other => other.map_err(|source| Error::Map {
+                    map: local_map(gone),
+                    source,
+                })?,
+            }
+        }
+        self.written_local = addresses.to_vec();
+        Ok(())
     }
 
     /// Sets (`Some(class)`) or removes one route table entry.

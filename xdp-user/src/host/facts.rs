@@ -119,6 +119,9 @@ pub struct HostSnapshot {
     pub facts: HostFacts,
     pub v4: RoutePlan,
     pub v6: RoutePlan,
+    /// The host's unicast addresses (the kernel's local routes), sorted: the only
+    /// destinations the data path judges.
+    pub local: Vec<std::net::IpAddr>,
 }
 
 /// The facts for `iface` in this process's network namespace; `generation` is left 0 for the
@@ -135,7 +138,23 @@ pub fn gather(iface: &str) -> Result<HostSnapshot, Error> {
     let tcp_rmem = sysctl::read_numbers("net.ipv4.tcp_rmem")?;
     let mtu = interface_mtu(iface)?;
     let index = crate::host::preflight::interface_index(iface)?;
-    let (v4_routes, v6_routes) = (routes(index, false)?, routes(index, true)?);
+    let (v4_table, v6_table) = (dump_routes(false)?, dump_routes(true)?);
+    let leaving = |table: &[RouteMessage]| -> Vec<(IpNet, RouteMetrics)> {
+        table
+            .iter()
+            .filter_map(|r| leaves_through(r, index))
+            .collect()
+    };
+    let (v4_routes, v6_routes) = (leaving(&v4_table), leaving(&v6_table));
+    // Loopback addresses arrive on another interface only as martians, which the kernel drops.
+    let mut local: Vec<std::net::IpAddr> = v4_table
+        .iter()
+        .chain(&v6_table)
+        .filter_map(local_address)
+        .filter(|a| iface == "lo" || !a.is_loopback())
+        .collect();
+    local.sort();
+    local.dedup();
     // The interface's own hop limit (ip6_dst_hoplimit() reads the egress device's); absent
     // when IPv6 is off on it, and then no IPv6 SYN-ACK can be promised.
     let hop_limit_v6 =
@@ -175,7 +194,12 @@ pub fn gather(iface: &str) -> Result<HostSnapshot, Error> {
         v4: v4.facts,
         v6: v6.facts,
     };
-    Ok(HostSnapshot { facts, v4, v6 })
+    Ok(HostSnapshot {
+        facts,
+        v4,
+        v6,
+        local,
+    })
 }
 
 /// Follows the host: [`HostPoller::poll`] gathers the facts again and returns them with a new
@@ -199,9 +223,8 @@ impl HostPoller {
     }
 }
 
-/// The prefix and metrics of every unicast route in the main table that leaves through
-/// `if_index`.
-fn routes(if_index: u32, ipv6: bool) -> Result<Vec<(IpNet, RouteMetrics)>, Error> {
+/// Every route of one family, in every table (an RTM_GETROUTE dump).
+fn dump_routes(ipv6: bool) -> Result<Vec<RouteMessage>, Error> {
     let fail = |e: io::Error| Error::HostFacts {
         what: "the routing table".into(),
         reason: e.to_string(),
@@ -247,9 +270,7 @@ fn routes(if_index: u32, ipv6: bool) -> Result<Vec<(IpNet, RouteMetrics)>, Error
                     });
                 }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => {
-                    if let Some(metrics) = leaves_through(&route, if_index) {
-                        found.push(metrics);
-                    }
+                    found.push(route);
                 }
                 _ => {}
             }
@@ -259,6 +280,34 @@ fn routes(if_index: u32, ipv6: bool) -> Result<Vec<(IpNet, RouteMetrics)>, Error
             at += len;
         }
     }
+}
+
+/// The kernel's local table (RT_TABLE_LOCAL, include/uapi/linux/rtnetlink.h).
+const RT_TABLE_LOCAL: u32 = 255;
+
+/// The address of a host route of type `local` in the local table: one of the host's own
+/// unicast addresses, as the kernel's input routing sees it (`fib_table_lookup()` giving
+/// RTN_LOCAL; broadcast, multicast and anycast routes have types of their own).
+fn local_address(route: &RouteMessage) -> Option<std::net::IpAddr> {
+    let full = match route.header.address_family {
+        AddressFamily::Inet => 32,
+        AddressFamily::Inet6 => 128,
+        _ => return None,
+    };
+    let mut table = u32::from(route.header.table);
+    let mut address = None;
+    for attribute in &route.attributes {
+        match attribute {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => address = Some((*a).into()),
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => address = Some((*a).into()),
+            _ => {}
+        }
+    }
+    let local = route.header.kind == RouteType::Local
+        && route.header.destination_prefix_length == full
+        && table == RT_TABLE_LOCAL;
+    address.filter(|_| local)
 }
 
 /// A main-table unicast route out of `if_index`: its prefix and metrics.
