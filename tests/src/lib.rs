@@ -1,6 +1,12 @@
 //! What the integration tests in `tests/` share: synguard's XDP program loaded (not attached)
 //! and run in the kernel on a frame with BPF_PROG_TEST_RUN. The tests themselves live in
 //! `tests/`.
+//!
+//! `model` is the reference model of synguard's decisions, and `differential` runs generated
+//! frames through the program and the model side by side.
+
+pub mod differential;
+pub mod model;
 
 use aya::{
     Ebpf,
@@ -9,7 +15,7 @@ use aya::{
 use std::net::TcpListener;
 
 use synguard::datapath::maps::{ControlMaps, FactsMaps, ListMaps, StatsMap};
-use synguard_common::{Action, Config, PROGRAM_NAME, Reason, Stats};
+use synguard_common::{Action, Class, Config, PROGRAM_NAME, Reason, SOURCES_MAP, Stats};
 
 /// XDP return codes, as `Outcome::code` holds them.
 pub const XDP_DROP: u32 = Action::Drop.xdp_code();
@@ -42,6 +48,18 @@ impl Outcome {
             .flat_map(|r| {
                 let n = self.after.reason(r) - self.before.reason(r);
                 std::iter::repeat_n(r, n as usize)
+            })
+            .collect()
+    }
+
+    /// The (class, action) cells this run counted a packet in.
+    pub fn counted(&self) -> Vec<(Class, Action)> {
+        Class::ALL
+            .into_iter()
+            .flat_map(|c| Action::ALL.map(|a| (c, a)))
+            .flat_map(|(c, a)| {
+                let n = self.after.packets(c, a) - self.before.packets(c, a);
+                std::iter::repeat_n((c, a), n as usize)
             })
             .collect()
     }
@@ -87,6 +105,14 @@ impl InKernel {
             .expect("the program's info")
             .verified_instruction_count()
             .expect("verified_insns (Linux 5.16)")
+    }
+
+    /// The per-source buckets (`SOURCES_MAP`), taken out for the test to set a source's state.
+    pub fn take_source_buckets(
+        &mut self,
+    ) -> aya::maps::HashMap<aya::maps::MapData, synguard_common::limit::SourceKey, u64> {
+        let map = self.ebpf.take_map(SOURCES_MAP).expect("the buckets map");
+        aya::maps::HashMap::try_from(map).expect("a hash map")
     }
 
     /// Runs the program once on a fresh copy of `frame`.

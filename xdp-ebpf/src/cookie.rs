@@ -410,7 +410,8 @@ fn ipv4_options_plain(ctx: &XdpContext, at: &TcpAt, scratch: &mut Scratch) -> bo
     scratch.ip_options_len = u64::from(len);
     scratch.ip_options_at = 0;
     scratch.ip_options_plain = 0;
-    step_over_scratch(scratch, MAX_IP_OPTIONS_LEN as u32, ip_option_step);
+    // One step per option, and one more to reach the end: 40 NOPs take 41.
+    step_over_scratch(scratch, MAX_IP_OPTIONS_LEN as u32 + 1, ip_option_step);
     scratch.ip_options_plain == 1
 }
 

@@ -51,6 +51,18 @@ enum Task {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// The differential run at length: generated frames through the XDP program in the kernel
+    /// (BPF_PROG_TEST_RUN) and through the reference model, in every mode; prints frames per
+    /// mode and per second, and exits non-zero on any mismatch (shown shrunk, with its seed).
+    /// Needs root.
+    Fuzz {
+        /// Frames in all, split evenly over the modes.
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+        /// The generator's seed (default: a new one, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Benchmarks. `prog`: ns per packet for each path through the XDP program, in the
     /// kernel (BPF_PROG_TEST_RUN), against a floor program, in one run. `limiter`: the
     /// per-source limiter's cost with one source against many, and against a bucket per
@@ -71,6 +83,19 @@ fn main() -> Result<()> {
             build_synguard().map(|_| ())
         }
         Task::Demo => run_lab_binary("the demo", "synguard-demo", &[]),
+        Task::Fuzz { frames, seed } => {
+            let mut args = vec!["--frames".to_string(), frames.to_string()];
+            if let Some(seed) = seed {
+                args.extend(["--seed".to_string(), seed.to_string()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_binary(
+                "the differential run (XDP in the kernel, network namespaces)",
+                "synguard-tests",
+                "synguard-fuzz",
+                &args,
+            )
+        }
         Task::Test { cargo_test_args } => {
             setup::ensure()?;
             // The privileged tests fail rather than skip; say why once, up front.
@@ -175,6 +200,11 @@ fn main() -> Result<()> {
 /// Runs one of the lab crate's binaries (the demo, the benchmarks) as root, after setup and
 /// with the release `synguard` built.
 fn run_lab_binary(what: &str, bin: &str, args: &[&str]) -> Result<()> {
+    run_binary(what, "synguard-lab", bin, args)
+}
+
+/// Builds synguard, then runs `bin` of `package` as root with it.
+fn run_binary(what: &str, package: &str, bin: &str, args: &[&str]) -> Result<()> {
     setup::ensure()?;
     require_root(what)?;
     let synguard = build_synguard()?;
@@ -185,7 +215,7 @@ fn run_lab_binary(what: &str, bin: &str, args: &[&str]) -> Result<()> {
             "--release",
             "--quiet",
             "-p",
-            "synguard-lab",
+            package,
             "--bin",
             bin,
             "--",
