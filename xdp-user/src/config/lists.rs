@@ -22,8 +22,11 @@ impl FromStr for Cidr {
             Err(_) => match text.parse::<std::net::IpAddr>() {
                 Ok(addr) => IpNet::from(addr),
                 Err(_) => {
+                    // Escaped: the text may come from a file or the control socket, and an
+                    // error is one line of a log or a terminal.
                     return Err(format!(
-                        "'{text}' is not a CIDR (expected e.g. 198.51.100.0/24 or 2001:db8::/32)"
+                        "'{}' is not a CIDR (expected e.g. 198.51.100.0/24 or 2001:db8::/32)",
+                        text.escape_debug()
                     ));
                 }
             },

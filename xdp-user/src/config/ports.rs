@@ -51,14 +51,18 @@ impl FromStr for PortSet {
                 Ok(0) => Err("port 0 cannot be protected".to_string()),
                 Ok(p) if p <= 65535 => Ok(p as u16),
                 Ok(p) => Err(format!("port {p} is out of range (1-65535)")),
-                Err(_) => Err(format!("'{}' is not a port number", text.trim())),
+                Err(_) => Err(format!(
+                    "'{}' is not a port number",
+                    text.trim().escape_debug()
+                )),
             }
         };
         for item in spec.split(',') {
             let item = item.trim();
             if item.is_empty() {
                 return Err(format!(
-                    "empty entry in '{spec}' (expected e.g. 80,443,8000-8100)"
+                    "empty entry in '{}' (expected e.g. 80,443,8000-8100)",
+                    spec.escape_debug()
                 ));
             }
             let (first, last) = match item.split_once('-') {
