@@ -113,7 +113,7 @@ pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str, timeout: Duration) -> 
     ns.enter(move || get(addr, &path, timeout))?
 }
 
-fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String> {
+pub(crate) fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;

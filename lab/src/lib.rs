@@ -12,6 +12,7 @@ mod metrics_text;
 mod netns;
 mod process;
 mod prometheus;
+pub mod soak;
 mod synguard;
 
 pub use flood::{FLOOD_SOURCES, FloodReport, SynShape, syn_flood, syn_flood_from, syn_flood_over};

@@ -119,6 +119,11 @@ impl Synguard {
         )
     }
 
+    /// The process id (`ip netns exec` execs synguard, so it is synguard's own).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// What synguard has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -129,7 +134,6 @@ impl Synguard {
         self.process.stop(Signal::SIGKILL, Duration::from_secs(10))
     }
 
-    /// Sends `signal` and waits for synguard to exit; fails if it does not exit cleanly.
     /// Sends `signal` and leaves it running (SIGHUP).
     pub fn signal(&self, signal: Signal) -> Result<()> {
         nix::sys::signal::kill(
@@ -144,6 +148,7 @@ impl Synguard {
         self.process.wait(timeout)
     }
 
+    /// Sends `signal` and waits for synguard to exit; fails if it does not exit cleanly.
     pub fn stop(mut self, signal: Signal) -> Result<Output> {
         let out = self.process.stop(signal, Duration::from_secs(10))?;
         if !out.status.success() {

@@ -63,6 +63,14 @@ enum Task {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// The soak: floods alternating with calm, legit requests throughout, and every 10 to 30 s
+    /// a run-time change (mode, threshold, lists, SIGHUP, handover and takeover, kill -9,
+    /// detach). Fails on a failed request, growing memory or descriptors, or anything left
+    /// behind. Needs root.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+    },
     /// Benchmarks. `prog`: ns per packet for each path through the XDP program, in the
     /// kernel (BPF_PROG_TEST_RUN), against a floor program, in one run. `limiter`: the
     /// per-source limiter's cost with one source against many, and against a bucket per
@@ -83,6 +91,11 @@ fn main() -> Result<()> {
             build_synguard().map(|_| ())
         }
         Task::Demo => run_lab_binary("the demo", "synguard-demo", &[]),
+        Task::Soak { minutes } => run_lab_binary(
+            "the soak (network namespaces)",
+            "synguard-soak",
+            &["--minutes", &minutes.to_string()],
+        ),
         Task::Fuzz { frames, seed } => {
             let mut args = vec!["--frames".to_string(), frames.to_string()];
             if let Some(seed) = seed {

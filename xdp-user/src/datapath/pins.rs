@@ -235,17 +235,17 @@ fn is_bpffs(path: &Path) -> bool {
 /// An exclusive lock on an interface, held for the controller's life (flock(2): the kernel
 /// releases it when the process dies, however it dies).
 pub struct InterfaceLock {
-    _file: File,
+    _lock: Held,
 }
 
 impl InterfaceLock {
     pub fn take(state_dir: &Path, iface: &str) -> Result<InterfaceLock, Error> {
         let path = state::file(state_dir, "lock", Some(iface))?;
-        let file = lock(&path)?.ok_or_else(|| Error::InterfaceTaken {
+        let held = lock(&path)?.ok_or_else(|| Error::InterfaceTaken {
             iface: iface.to_string(),
             lock: path.clone(),
         })?;
-        Ok(InterfaceLock { _file: file })
+        Ok(InterfaceLock { _lock: held })
     }
 }
 
@@ -255,13 +255,13 @@ impl InterfaceLock {
 /// originals and undo each other's settings: one synguard protects all the interfaces of a
 /// namespace it is given.
 pub struct NamespaceLock {
-    _file: File,
+    _lock: Held,
 }
 
 impl NamespaceLock {
     pub fn take(state_dir: &Path, ifaces: &[String]) -> Result<NamespaceLock, Error> {
         let path = state::file(state_dir, "lock", None)?;
-        let Some(mut file) = lock(&path)? else {
+        let Some(mut held) = lock(&path)? else {
             let other = fs::read_to_string(&path).unwrap_or_default();
             return Err(Error::NamespaceTaken {
                 holder: other.trim().to_string(),
@@ -269,14 +269,52 @@ impl NamespaceLock {
         };
         // Name the holder, for the error above.
         use std::io::Write as _;
-        let _ = file.set_len(0);
-        let _ = file.write_all(ifaces.join(",").as_bytes());
-        Ok(NamespaceLock { _file: file })
+        let _ = held.file.set_len(0);
+        let _ = held.file.write_all(ifaces.join(",").as_bytes());
+        Ok(NamespaceLock { _lock: held })
+    }
+}
+
+/// A locked lock file, removed when let go (a clean exit; after a crash the file stays, and
+/// the next start locks it again). The file goes while the lock is still held, and [`lock`]
+/// only trusts a lock on the file its path still names: whoever opened the old file just
+/// before it went tries again on a new one.
+struct Held {
+    file: File,
+    path: PathBuf,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 
 /// The file at `path`, locked exclusively; `None` if another process holds the lock.
-fn lock(path: &Path) -> Result<Option<File>, Error> {
+fn lock(path: &Path) -> Result<Option<Held>, Error> {
+    use std::os::unix::fs::MetadataExt;
+    for _ in 0..8 {
+        let Some(file) = lock_file(path)? else {
+            return Ok(None);
+        };
+        // Locked, but the holder may have removed the file meanwhile: then the lock is on a
+        // file nobody else will open, and the path names a new one.
+        let same = match (file.metadata(), fs::metadata(path)) {
+            (Ok(locked), Ok(named)) => locked.ino() == named.ino() && locked.dev() == named.dev(),
+            _ => false,
+        };
+        if same {
+            return Ok(Some(Held {
+                file,
+                path: path.to_path_buf(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Opens (or makes) the file at `path` and locks it, without waiting.
+fn lock_file(path: &Path) -> Result<Option<File>, Error> {
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
