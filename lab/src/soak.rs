@@ -162,14 +162,17 @@ fn usage(pid: u32) -> Option<(u64, u64)> {
     Some((rss, fds))
 }
 
+/// (RSS KiB, open descriptors).
+type Usage = (u64, u64);
+
 /// The controller under soak, and the samples of its usage.
 struct Controller<'a> {
     lab: &'a Lab,
     config: PathBuf,
     sg: Option<Synguard>,
     /// The running process: (pid, started, first sample, last sample).
-    samples: Option<(u32, Instant, Option<(u64, u64)>, (u64, u64))>,
-    done: Vec<(u32, (u64, u64), (u64, u64))>,
+    samples: Option<(u32, Instant, Option<Usage>, Usage)>,
+    done: Vec<(u32, Usage, Usage)>,
 }
 
 impl Controller<'_> {

@@ -650,7 +650,7 @@ pub fn build(spec: &FrameSpec, sockets: &Sockets) -> Vec<u8> {
         L4Spec::Raw(bytes) => (bytes.clone(), spec.ip.proto),
         L4Spec::Tcp(tcp) => {
             let mut options = tcp.options.clone();
-            while options.len() % 4 != 0 {
+            while !options.len().is_multiple_of(4) {
                 options.push(0);
             }
             let doff = tcp.doff.unwrap_or((5 + options.len() / 4) as u8);
@@ -687,7 +687,7 @@ pub fn build(spec: &FrameSpec, sockets: &Sockets) -> Vec<u8> {
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let mut options = spec.ip.v4_options.clone();
-            while options.len() % 4 != 0 {
+            while !options.len().is_multiple_of(4) {
                 options.push(0);
             }
             let ihl = spec.ip.ihl.unwrap_or((5 + options.len() / 4) as u8);
@@ -1083,7 +1083,7 @@ fn header_lengths(headers: &PacketHeaders) -> usize {
         _ => 0,
     };
     let transport = match &headers.transport {
-        Some(TransportHeader::Tcp(t)) => t.header_len() as usize,
+        Some(TransportHeader::Tcp(t)) => t.header_len(),
         _ => 0,
     };
     net + transport

@@ -536,7 +536,7 @@ mod tests {
             }
         );
         // An MSS of the wrong length is skipped; a silly length ends the list.
-        assert_eq!(offered(&[2, 3, 5, 4, 2]).sack, true);
+        assert!(offered(&[2, 3, 5, 4, 2]).sack);
         assert_eq!(offered(&[9, 1, 4, 2]), Offered::default());
         assert_eq!(offered(&[0, 4, 2]), Offered::default());
     }

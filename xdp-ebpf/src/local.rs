@@ -31,7 +31,7 @@ pub fn addressed_here(ctx: &XdpContext, ends: &Endpoints) -> bool {
     // SAFETY: the values are never written by the program; only presence is read.
     unsafe {
         if ends.ipv6 {
-            SYNGUARD_LOCAL_V6.get(&ends.dst.0).is_some()
+            SYNGUARD_LOCAL_V6.get(ends.dst.0).is_some()
         } else {
             SYNGUARD_LOCAL_V4.get(ends.dst_v4()).is_some()
         }
