@@ -377,12 +377,11 @@ fn reuseport_restart(p: &Protected, ipv6: bool) {
             }
             (done, failures)
         });
-        for i in 0..3 {
+        for _ in 0..3 {
             thread::sleep(Duration::from_millis(300));
             drop(group.remove(0));
             thread::sleep(Duration::from_millis(100));
             group.push(Echo::start(listen(lab, ipv6, false, port, true)));
-            let _ = i;
         }
         thread::sleep(Duration::from_millis(300));
         stop.store(true, Ordering::Relaxed);
