@@ -928,7 +928,7 @@ impl Judge {
             .ok_or_else(|| format!("XDP code {}", outcome.code))?;
         let reason = match reasons.as_slice() {
             [] => None,
-            [Reason::CookieStamped] => Some(Reason::CookieRaw),
+            [Reason::CookieStamped | Reason::CookieNoLookup] => Some(Reason::CookieRaw),
             [one] => Some(*one),
             more => return Err(format!("several reasons counted: {more:?}")),
         };

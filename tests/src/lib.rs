@@ -14,7 +14,10 @@ use aya::{
 };
 use std::net::TcpListener;
 
-use synguard::datapath::maps::{ControlMaps, FactsMaps, ListMaps, StatsMap};
+use synguard::datapath::{
+    maps::{ControlMaps, FactsMaps, ListMaps, StatsMap},
+    owners::OwnersKeeper,
+};
 use synguard_common::{Action, Class, Config, PROGRAM_NAME, Reason, SOURCES_MAP, Stats};
 
 /// XDP return codes, as `Outcome::code` holds them.
@@ -30,6 +33,9 @@ pub struct InKernel {
     pub lists: ListMaps,
     /// The kernel layout and the host's facts, gathered for the namespace's interface.
     pub facts: FactsMaps,
+    /// The owner filter, kept as the controller keeps it (its tracing program attached, rebuilt
+    /// from this namespace's socket table): the fast path is on, as in production.
+    pub owners: OwnersKeeper,
 }
 
 /// One run: the XDP code, the frame as it came out, and the counters before and after.
@@ -86,13 +92,34 @@ impl InKernel {
             .try_into()
             .expect("an XDP program");
         program.load().expect("the verifier accepts the program");
+        let owners = OwnersKeeper::start(&mut ebpf, None).expect("the owner filter");
+        let armed_by = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !owners.armed() {
+            assert!(
+                std::time::Instant::now() < armed_by,
+                "the owner filter was not built within 5 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         InKernel {
             ebpf,
             stats,
             control,
             lists,
             facts,
+            owners,
         }
+    }
+
+    /// Rebuilds the owner filter now from the socket table, as the controller does every few
+    /// seconds, and waits for it.
+    pub fn rebuild_owners(&self) {
+        self.owners.rebuild_now();
+    }
+
+    /// One generation of the owner filter, as it is now.
+    pub fn owner_bits(&self, generation: u32) -> synguard_common::owners::OwnerBits {
+        self.owners.bits(generation)
     }
 
     /// How many instructions the verifier walked to accept the program (bpf_prog_info's
@@ -321,9 +348,17 @@ pub fn insert_ipv6_extensions(frame: &mut Vec<u8>, l3: usize, headers: &[(u8, &[
     frame[l3 + 4..l3 + 6].copy_from_slice(&payload_len.to_be_bytes());
 }
 
-/// SYNs answered with a cookie from XDP, by either helper, in a scrape of synguard's metrics.
+/// The reasons a SYN is answered with a cookie: the raw helper after a lookup, the stamping
+/// helper, the raw helper without a lookup (the fast path).
+pub const COOKIE_REASONS: [Reason; 3] = [
+    Reason::CookieRaw,
+    Reason::CookieStamped,
+    Reason::CookieNoLookup,
+];
+
+/// SYNs answered with a cookie from XDP, every way, in a scrape of synguard's metrics.
 pub fn cookies_sent(m: &synguard_lab::MetricsText) -> f64 {
-    [Reason::CookieRaw, Reason::CookieStamped]
+    COOKIE_REASONS
         .into_iter()
         .map(|r| m.sum("synguard_decisions_total", &[("reason", r.name())]))
         .sum()

@@ -43,7 +43,8 @@ pub struct Listening {
 pub struct Expected {
     pub class: Class,
     pub action: Action,
-    /// `CookieRaw` stands for either cookie reason: which helper answers is a matter of time.
+    /// `CookieRaw` stands for every cookie reason: which helper answers, and whether after a
+    /// lookup, is a matter of time.
     pub reason: Option<Reason>,
 }
 

@@ -366,7 +366,7 @@ fn global_caps_bound_synacks_sent_and_syns_passed_to_the_kernel() {
         PORT,
         100_000,
         20_000.0,
-        &[Reason::CookieRaw, Reason::CookieStamped],
+        &synguard_tests::COOKIE_REASONS,
         Reason::SynAckCapped,
     );
     // SYNs handed to the kernel: at a port nobody listens on.

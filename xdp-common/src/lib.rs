@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod classify;
 pub mod config;
 pub mod limit;
+pub mod owners;
 pub mod promise;
 pub mod stats;
 pub mod tcp;
@@ -99,12 +100,28 @@ pub const LOCAL_V4_MAP: &str = "SYNGUARD_LOCAL_V4";
 pub const LOCAL_V6_MAP: &str = "SYNGUARD_LOCAL_V6";
 pub const LOCAL_ADDRESS_SLOTS: u32 = 4096;
 
+/// Names of the filter of sources that may own a socket (`owners`): two generations of
+/// [`owners::OwnerBits`], the one-slot [`owners::OwnersState`], and the per-CPU table of the
+/// listener each stamp slot's destination was last found to have (`xdp-ebpf/src/cookie.rs`,
+/// `Stamped`), `STAMP_SLOTS` per CPU. None is pinned: a new program starts disarmed, and the
+/// controller arms it once the filter is built.
+pub const OWNERS_MAP: &str = "SYNGUARD_OWNERS";
+pub const OWNERS_STATE_MAP: &str = "SYNGUARD_OWNERS_STATE";
+pub const STAMPED_MAP: &str = "SYNGUARD_STAMPED";
+
+/// Names of the tracing programs that keep the filter: one on the `inet_sock_set_state`
+/// tracepoint, one at the entry of inet_csk_reqsk_queue_hash_add() for request sockets.
+pub const TRACE_PROGRAM_NAME: &str = "synguard_sockets";
+pub const REQUEST_PROGRAM_NAME: &str = "synguard_requests";
+/// The kernel function the second one is attached to.
+pub const REQUEST_FUNCTION: &str = "inet_csk_reqsk_queue_hash_add";
+
 /// Name of the per-CPU scratch memory of the SYN and ACK paths (`xdp-ebpf/src/scratch.rs`).
 pub const SCRATCH_MAP: &str = "SYNGUARD_SCRATCH";
 
 /// Every map the XDP program defines (`xdp-ebpf/src/maps.rs`), by the names above: the one
 /// list the controller's pins and the check against the built object work from.
-pub const MAP_NAMES: [&str; 23] = [
+pub const MAP_NAMES: [&str; 26] = [
     CONFIG_MAP,
     PORTS_MAP,
     LIST_V4_MAP,
@@ -128,6 +145,9 @@ pub const MAP_NAMES: [&str; 23] = [
     STAMPS_MAP,
     LISTENERS_MAP,
     SCRATCH_MAP,
+    OWNERS_MAP,
+    OWNERS_STATE_MAP,
+    STAMPED_MAP,
 ];
 
 /// The maps that carry state across a restart, pinned in the BPF filesystem. The rest hold

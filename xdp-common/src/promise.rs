@@ -68,9 +68,16 @@ pub struct KernelLayout {
     /// `np->hop_limit` (s16, -1: default) and `np->tclass` (u8) in `struct ipv6_pinfo`.
     pub ipv6_hop_limit: u32,
     pub ipv6_tclass: u32,
+    /// `sk->__sk_common.skc_family` (u16), `skc_daddr` (be32) and `skc_v6_daddr` (16 bytes): a
+    /// socket's peer, read by the tracing program that keeps the filter of sources that may
+    /// own a socket (`crate::owners`).
+    pub skc_family: u32,
+    pub skc_daddr: u32,
+    pub skc_v6_daddr: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(size_of::<KernelLayout>() == 48);
+const _: () = assert!(size_of::<KernelLayout>() == 64);
 
 /// What the kernel keeps about one listening socket that shapes its SYN-ACK.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

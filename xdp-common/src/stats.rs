@@ -113,10 +113,14 @@ pub enum Reason {
     /// host (another host's, a broadcast or multicast address, a group MAC). The kernel would
     /// forward or drop it, never answer it, so neither does synguard.
     NotLocal = 25,
+    /// SYN answered with a cookie from the socket-less helper without a socket lookup: its
+    /// source cannot own a socket, and this CPU found the destination's listener within the
+    /// last 10 ms (the fast path, docs/design.md).
+    CookieNoLookup = 26,
 }
 
 impl Reason {
-    pub const COUNT: usize = 26;
+    pub const COUNT: usize = 27;
 
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::CookieRaw,
@@ -145,6 +149,7 @@ impl Reason {
         Reason::TcpFragment,
         Reason::Ipv6Unjudged,
         Reason::NotLocal,
+        Reason::CookieNoLookup,
     ];
 
     /// The label value used in metrics.
@@ -176,6 +181,7 @@ impl Reason {
             Reason::TcpFragment => "tcp_fragment",
             Reason::Ipv6Unjudged => "ipv6_ext_unjudged",
             Reason::NotLocal => "not_local",
+            Reason::CookieNoLookup => "cookie_sent_no_lookup",
         }
     }
 }
@@ -210,6 +216,25 @@ impl Stats {
     pub fn record(&mut self, class: Class, action: Action, len: u64) {
         self.packets[class as usize][action as usize] += 1;
         self.bytes[class as usize][action as usize] += len;
+    }
+
+    /// `record` and `record_reason` by index, for the XDP program's last stage: indexes out of
+    /// range count nothing (a reason of `Reason::COUNT` or more is none).
+    #[inline(always)]
+    pub fn record_at(&mut self, class: usize, action: usize, reason: usize, len: u64) {
+        if let Some(row) = self.packets.get_mut(class)
+            && let Some(cell) = row.get_mut(action)
+        {
+            *cell += 1;
+        }
+        if let Some(row) = self.bytes.get_mut(class)
+            && let Some(cell) = row.get_mut(action)
+        {
+            *cell += len;
+        }
+        if let Some(cell) = self.reasons.get_mut(reason) {
+            *cell += 1;
+        }
     }
 
     #[inline(always)]

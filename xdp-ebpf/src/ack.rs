@@ -9,8 +9,10 @@ use aya_ebpf::{
 use synguard_common::{Action, Reason};
 
 use crate::{
+    bpf::mem::opaque,
+    cookie,
     count::Verdict,
-    local,
+    local, owners,
     parse::{TcpAt, ptr_at},
     scratch::Scratch,
     sock::{self, Endpoints, Found},
@@ -31,11 +33,25 @@ pub fn check_ack(
         return Verdict::PASS;
     }
     let ends = &scratch.ends;
-    match sock::lookup(ctx, ends, &mut scratch.tuple) {
-        Found::Connection => return Verdict::pass(Reason::AckEstablished),
-        Found::Listener(sk) => sock::release(sk),
-        Found::Nothing if !listed_port => return Verdict::PASS,
-        Found::Nothing => {}
+    let owners_state = owners::state();
+    let source = owners::source_key(ends);
+    // Without the lookup when the source cannot own a socket, so there is none to find, and
+    // the port is protected whether or not anyone listens (a listed port), or this CPU found
+    // the destination's listener within the stamp interval.
+    let lookup = owners::may_own(owners_state, source)
+        || !(listed_port || cookie::listener_known(ends, owners::listener_epoch(owners_state)));
+    // Through memory, so that the ways to each answer meet again here.
+    let lookup = opaque(&mut scratch.how, lookup as u64) != 0;
+    if lookup {
+        match sock::lookup(ctx, ends, &mut scratch.tuple) {
+            Found::Connection => {
+                owners::note(source);
+                return Verdict::pass(Reason::AckEstablished);
+            }
+            Found::Listener(sk) => sock::release(sk),
+            Found::Nothing if !listed_port => return Verdict::PASS,
+            Found::Nothing => {}
+        }
     }
     if !local::addressed_here(ctx, ends) {
         return Verdict::pass(Reason::NotLocal);
@@ -62,7 +78,11 @@ pub fn check_ack(
         }
     };
     match (verdict == 0, monitor) {
-        (true, _) => Verdict::pass(Reason::AckCookieValid),
+        (true, _) => {
+            // The kernel makes a socket of it.
+            owners::note(source);
+            Verdict::pass(Reason::AckCookieValid)
+        }
         (false, true) => Verdict::pass(Reason::MonitorWouldDrop),
         (false, false) => Verdict::new(Action::Drop, Reason::AckForged),
     }

@@ -18,7 +18,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{iphdr, ipv6hdr, tcphdr},
+    bindings::{bpf_sock, iphdr, ipv6hdr, tcphdr},
     helpers::generated::{
         bpf_ktime_get_coarse_ns, bpf_loop, bpf_tcp_gen_syncookie, bpf_tcp_raw_gen_syncookie_ipv4,
         bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
@@ -38,11 +38,13 @@ use synguard_common::{
 };
 
 use crate::{
+    bpf::mem::opaque,
     caps,
     count::Verdict,
     listener::{self, NoPromise},
     local,
-    maps::SYNGUARD_STAMPS,
+    maps::{SYNGUARD_STAMPED, SYNGUARD_STAMPS},
+    owners,
     parse::{TcpAt, frame_len, ptr_at, ptr_at_mut},
     scratch::{MAX_IP_OPTIONS_LEN, Scratch},
     sock::{self, Endpoints, Found},
@@ -86,6 +88,75 @@ impl StampSlot {
 const _: () = assert!(STAMP_SLOTS.is_power_of_two() && size_of::<StampSlot>() == 32);
 
 const STAMP_INTERVAL_NS: u64 = 10_000_000;
+
+/// How a SYN was answered: after a lookup, after a lookup and a stamp, without a lookup.
+const HOW_RAW: u64 = 0;
+const HOW_STAMPED: u64 = 1;
+const HOW_NO_LOOKUP: u64 = 2;
+
+/// Next to each stamp slot (`STAMPED_MAP`, same index): the whole address of the listener that
+/// was stamped, and the listener epoch when it was looked up. The fast path answers for that
+/// listener without looking it up again. Not pinned, unlike the stamp table: a new program
+/// learns its listeners afresh.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Stamped {
+    pub listener: u64,
+    pub epoch: u64,
+}
+
+/// Whether this CPU found the listener of `ends`' destination within the stamp interval, with
+/// no listener opened or closed since (`epoch`).
+#[inline(always)]
+pub fn listener_known(ends: &Endpoints, epoch: u64) -> bool {
+    let (dst, slot) = StampSlot::key(ends);
+    let (Some(stamp), Some(known)) = (SYNGUARD_STAMPS.get(slot), SYNGUARD_STAMPED.get(slot)) else {
+        return false;
+    };
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    (stamp.dst[0] ^ dst[0])
+        | (stamp.dst[1] ^ dst[1])
+        | (stamp.dst[2] ^ dst[2])
+        | (stamp.dst[3] ^ dst[3])
+        | (stamp.dst[4] ^ dst[4])
+        == 0
+        && now.wrapping_sub(stamp.at_ns) < STAMP_INTERVAL_NS
+        && known.epoch == epoch
+        && known.listener as u32 == stamp.listener
+}
+
+/// Stamps the listener's overflow time: `bpf_tcp_gen_syncookie` calls tcp_synq_overflow()
+/// (tcp_v4_get_syncookie(), net/ipv4/tcp_ipv4.c; tcp_v6_get_syncookie()). Its cookie is not
+/// used: the reply's cookie comes from the raw helper, the same function of the 4-tuple, the
+/// ISN and the MSS (__cookie_v4_init_sequence()), once the MSS is known. False when the helper
+/// declines (tcp_get_syncookie_mss(), net/ipv4/tcp_input.c): tcp_syncookies is 0, or 1 with
+/// the SYN queue not full; the accept queue is full; the listener refuses this family.
+#[inline(always)]
+fn stamp_listener(
+    ctx: &XdpContext,
+    at: &TcpAt,
+    listener: *mut bpf_sock,
+    syn: &[u8; 20],
+    scratch: &mut Scratch,
+) -> bool {
+    write_cookie_probe(&mut scratch.probe.0, syn, None, at.ipv6);
+    let probe = scratch.probe.0.as_mut_ptr() as *mut tcphdr;
+    let (ip, len) = if at.ipv6 {
+        match ptr_at::<[u8; 40]>(ctx, at.l3) {
+            Some(ip) => (ip as *mut c_void, 40),
+            None => return false,
+        }
+    } else {
+        match ptr_at::<[u8; 20]>(ctx, at.l3) {
+            Some(ip) => (ip as *mut c_void, 20),
+            None => return false,
+        }
+    };
+    // SAFETY: `ip` is checked for `len` bytes, `probe` is 24 bytes of this CPU's scratch slot,
+    // and the listener reference is live. The helper only reads through them.
+    unsafe { bpf_tcp_gen_syncookie(listener as *mut c_void, ip, len, probe, 24) >= 0 }
+}
 
 /// A SYN answered with a cookie: the SYN-ACK's TCP header is built in the scratch slot, and
 /// [`send`] turns the frame into the reply.
@@ -151,25 +222,6 @@ pub fn answer_syn(
     if Endpoints::read_into(ctx, at, &mut scratch.ends).is_none() {
         return Err(Verdict::PASS);
     }
-    let listener = match sock::lookup(ctx, &scratch.ends, &mut scratch.tuple) {
-        Found::Nothing => return Err(Verdict::pass(Reason::SynNoListener)),
-        Found::Connection => return Err(Verdict::pass(Reason::SynExistingSocket)),
-        Found::Listener(sk) => sk,
-    };
-    if !local::addressed_here(ctx, &scratch.ends) {
-        sock::release(listener);
-        return Err(Verdict::pass(Reason::NotLocal));
-    }
-    if monitor {
-        sock::release(listener);
-        return Err(Verdict::pass(Reason::MonitorWouldAnswer));
-    }
-    // Over the SYN-ACK cap the SYN is dropped, not passed: the kernel would answer it instead,
-    // and the point of the cap is to bound the replies sent to spoofed sources.
-    if !caps::admit(cap::SYNACK, config.synack_cap_pps) {
-        sock::release(listener);
-        return Err(Verdict::new(Action::Drop, Reason::SynAckCapped));
-    }
     // The coarse clock (a tick's resolution) is enough for every use here: the listener
     // cache's 10 ms, the 10 ms stamp interval and the SYN-ACK's TSval, whose low 6 bits carry
     // options anyway; and it reads a variable instead of the TSC, which costs ~20 ns a SYN here
@@ -177,24 +229,97 @@ pub fn answer_syn(
     // timestamps: CLOCK_MONOTONIC.
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let (dst, slot) = StampSlot::key(&scratch.ends);
+    let (Some(stamp), Some(known)) = (
+        SYNGUARD_STAMPS.get_ptr_mut(slot),
+        SYNGUARD_STAMPED.get_ptr_mut(slot),
+    ) else {
+        return Err(Verdict::PASS);
+    };
+    // SAFETY: this CPU's own slots; XDP runs with preemption disabled.
+    let (stamp, known) = unsafe { (&mut *stamp, &mut *known) };
+    // Word by word: an array comparison is a `memcmp` call on BPF.
+    let same_dst = (stamp.dst[0] ^ dst[0])
+        | (stamp.dst[1] ^ dst[1])
+        | (stamp.dst[2] ^ dst[2])
+        | (stamp.dst[3] ^ dst[3])
+        | (stamp.dst[4] ^ dst[4])
+        == 0;
+    let fresh = same_dst && now.wrapping_sub(stamp.at_ns) < STAMP_INTERVAL_NS;
+    // The fast path (docs/design.md): this CPU looked this destination's listener up and
+    // stamped it within the interval, no listener opened or closed since, and the source
+    // cannot own a socket, so the lookup would find that same listener again.
+    let owners_state = owners::state();
+    let epoch = owners::listener_epoch(owners_state);
+    let fast = !monitor
+        && fresh
+        && known.epoch == epoch
+        && known.listener as u32 == stamp.listener
+        && !owners::may_own(owners_state, owners::source_key(&scratch.ends))
+        && local::unicast_frame(ctx);
+    // Through memory, so that the many ways to each answer meet again here.
+    let flags = opaque(&mut scratch.how, fast as u64 | (fresh as u64) << 1);
+    let (fast, fresh) = (flags & 1 != 0, flags & 2 != 0);
+    let how = if fast {
+        scratch.listener_addr = known.listener;
+        HOW_NO_LOOKUP
+    } else {
+        let listener = match sock::lookup(ctx, &scratch.ends, &mut scratch.tuple) {
+            Found::Nothing => return Err(Verdict::pass(Reason::SynNoListener)),
+            Found::Connection => return Err(Verdict::pass(Reason::SynExistingSocket)),
+            Found::Listener(sk) => sk,
+        };
+        // The verifier forbids arithmetic on socket pointers (`adjust_ptr_min_max_vals()`,
+        // kernel/bpf/verifier.c) but lets a program with CAP_PERFMON store one in a map
+        // (`allow_ptr_leaks`), and what is loaded back from a map is a plain number.
+        let addr = opaque(&mut scratch.listener_addr, listener as u64);
+        if !local::addressed_here(ctx, &scratch.ends) {
+            sock::release(listener);
+            return Err(Verdict::pass(Reason::NotLocal));
+        }
+        if monitor {
+            sock::release(listener);
+            return Err(Verdict::pass(Reason::MonitorWouldAnswer));
+        }
+        let due = !fresh || stamp.listener != addr as u32;
+        if due {
+            let stamped = stamp_listener(ctx, at, listener, syn, scratch);
+            sock::release(listener);
+            if !stamped {
+                return Err(Verdict::pass(Reason::SynHelperDeclined));
+            }
+            stamp.dst = dst;
+            stamp.listener = addr as u32;
+            stamp.at_ns = now;
+            known.listener = addr;
+            known.epoch = epoch;
+        } else {
+            sock::release(listener);
+        }
+        if due { HOW_STAMPED } else { HOW_RAW }
+    };
+    // Both ways meet here with the listener's address and how the SYN is answered in map
+    // memory, so the rest of the path is verified once, not once per way.
+    let how = opaque(&mut scratch.how, how);
+    // SAFETY: an aligned u64 of this CPU's scratch slot; volatile, so it is read from memory.
+    let listener_addr = unsafe { core::ptr::read_volatile(&scratch.listener_addr) };
+    // Over the SYN-ACK cap the SYN is dropped, not passed: the kernel would answer it instead,
+    // and the point of the cap is to bound the replies sent to spoofed sources.
+    if !caps::admit(cap::SYNACK, config.synack_cap_pps) {
+        return Err(Verdict::new(Action::Drop, Reason::SynAckCapped));
+    }
     // What the kernel would promise for this listener; where that cannot be known, the kernel
     // answers itself.
-    let (promise, host) = match listener::promise_for(
-        listener,
-        &scratch.ends.src,
-        at.ipv6,
-        now,
-        &mut scratch.listener_addr,
-    ) {
-        Ok(found) => found,
-        Err(why) => {
-            sock::release(listener);
-            return Err(Verdict::pass(match why {
-                NoPromise::Host => Reason::SynHostUnknown,
-                NoPromise::Listener => Reason::SynListenerUnknown,
-            }));
-        }
-    };
+    let (promise, host) =
+        match listener::promise_for(listener_addr, &scratch.ends.src, at.ipv6, now) {
+            Ok(found) => found,
+            Err(why) => {
+                return Err(Verdict::pass(match why {
+                    NoPromise::Host => Reason::SynHostUnknown,
+                    NoPromise::Listener => Reason::SynListenerUnknown,
+                }));
+            }
+        };
     // Options only now: a SYN the kernel gets anyway does not pay for them (about 80 ns, in
     // `cargo xtask bench prog`).
     let offered = read_syn_options(ctx, at, scratch);
@@ -208,7 +333,6 @@ pub fn answer_syn(
     ) {
         Ok(options) => options,
         Err(why) => {
-            sock::release(listener);
             return Err(Verdict::pass(match why {
                 Declined::TimestampOffset => Reason::SynTimestampOffset,
                 Declined::AccurateEcn => Reason::SynAccurateEcn,
@@ -218,76 +342,26 @@ pub fn answer_syn(
     let mss = cookie_mss(offered.mss, promise);
     write_cookie_probe(&mut scratch.probe.0, syn, mss, at.ipv6);
     let ends = &scratch.ends;
-
-    let (dst, slot) = StampSlot::key(ends);
-    let Some(stamp) = SYNGUARD_STAMPS.get_ptr_mut(slot) else {
-        sock::release(listener);
-        return Err(Verdict::PASS);
-    };
-    // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
-    let stamp = unsafe { &mut *stamp };
-    // Word by word: an array comparison is a `memcmp` call on BPF.
-    let same_dst = (stamp.dst[0] ^ dst[0])
-        | (stamp.dst[1] ^ dst[1])
-        | (stamp.dst[2] ^ dst[2])
-        | (stamp.dst[3] ^ dst[3])
-        | (stamp.dst[4] ^ dst[4])
-        | (stamp.listener ^ scratch.listener_addr as u32)
-        == 0;
-    let stamp_due = !same_dst || now.wrapping_sub(stamp.at_ns) >= STAMP_INTERVAL_NS;
     let probe_ptr = scratch.probe.0.as_mut_ptr() as *mut tcphdr;
     // The helpers read the IP header in the packet (for its addresses and version), with a
     // constant length the verifier checks.
     let value = if ends.ipv6 {
         let Some(ip) = ptr_at::<[u8; 40]>(ctx, at.l3) else {
-            sock::release(listener);
             return Err(Verdict::PASS);
         };
         // SAFETY: `ip` is checked for 40 bytes, `probe` is 24 bytes of this CPU's scratch
-        // slot, and the listener reference is live. The helpers only read through them.
-        unsafe {
-            if stamp_due {
-                bpf_tcp_gen_syncookie(
-                    listener as *mut c_void,
-                    ip as *mut c_void,
-                    40,
-                    probe_ptr,
-                    24,
-                )
-            } else {
-                bpf_tcp_raw_gen_syncookie_ipv6(ip as *mut ipv6hdr, probe_ptr, 24)
-            }
-        }
+        // slot. The helper only reads through them.
+        unsafe { bpf_tcp_raw_gen_syncookie_ipv6(ip as *mut ipv6hdr, probe_ptr, 24) }
     } else {
         let Some(ip) = ptr_at::<[u8; 20]>(ctx, at.l3) else {
-            sock::release(listener);
             return Err(Verdict::PASS);
         };
         // SAFETY: as above, with 20 bytes of IPv4 header.
-        unsafe {
-            if stamp_due {
-                bpf_tcp_gen_syncookie(
-                    listener as *mut c_void,
-                    ip as *mut c_void,
-                    20,
-                    probe_ptr,
-                    24,
-                )
-            } else {
-                bpf_tcp_raw_gen_syncookie_ipv4(ip as *mut iphdr, probe_ptr, 24)
-            }
-        }
+        unsafe { bpf_tcp_raw_gen_syncookie_ipv4(ip as *mut iphdr, probe_ptr, 24) }
     };
-    sock::release(listener);
-    // -ENOENT: tcp_syncookies is 0, or 1 with the SYN queue not full; -EINVAL: the listener
-    // refuses this family. Either way the kernel decides.
+    // Only for a malformed header, which `parse` rules out.
     if value < 0 {
         return Err(Verdict::pass(Reason::SynHelperDeclined));
-    }
-    if stamp_due {
-        stamp.dst = dst;
-        stamp.listener = scratch.listener_addr as u32;
-        stamp.at_ns = now;
     }
 
     // The kernel rounds its window to the MSS less the timestamp option when it sends one.
@@ -318,10 +392,10 @@ pub fn answer_syn(
         checksum::pseudo_ipv4(&scratch.ends.dst_v4(), &scratch.ends.src_v4(), len as u16)
     };
     tcp::write_synack(&synack, pseudo, &mut scratch.synack.0);
-    let reason = if stamp_due {
-        Reason::CookieStamped
-    } else {
-        Reason::CookieRaw
+    let reason = match how {
+        HOW_STAMPED => Reason::CookieStamped,
+        HOW_NO_LOOKUP => Reason::CookieNoLookup,
+        _ => Reason::CookieRaw,
     };
     Ok(Answer {
         at: *at,

@@ -23,6 +23,7 @@ pub mod listener;
 pub mod lists;
 pub mod local;
 pub mod maps;
+pub mod owners;
 pub mod parse;
 pub mod pipeline;
 pub mod policy;

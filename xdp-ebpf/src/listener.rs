@@ -14,7 +14,6 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::bpf_sock,
     helpers::generated::{bpf_loop, bpf_probe_read_kernel},
     maps::lpm_trie::Key,
 };
@@ -92,27 +91,17 @@ fn route_to(
     }
 }
 
-/// The promise for a SYN from `client` to `listener`, and the host facts it was made with.
-///
-/// `addr_cell` is a u64 of map memory, used to turn the socket pointer into a plain number:
-/// the verifier forbids arithmetic on socket pointers (`adjust_ptr_min_max_vals()`,
-/// kernel/bpf/verifier.c) but lets a program with CAP_PERFMON store one in a map
-/// (`allow_ptr_leaks`), and what is loaded back from a map is a scalar.
+/// The promise for a SYN from `client` to the listener at kernel address `addr`, and the host
+/// facts it was made with.
 #[inline(always)]
 pub fn promise_for(
-    listener: *mut bpf_sock,
+    addr: u64,
     client: &Words<16>,
     ipv6: bool,
     now: u64,
-    addr_cell: &mut u64,
 ) -> Result<(&'static Promise, &'static HostFacts), NoPromise> {
     let host = SYNGUARD_HOST.get(0).ok_or(NoPromise::Host)?;
     let (route, class) = route_to(client, ipv6, host).ok_or(NoPromise::Host)?;
-    // SAFETY: `addr_cell` is valid map memory; volatile, so the value really goes through it.
-    let addr = unsafe {
-        core::ptr::write_volatile(addr_cell, listener as u64);
-        core::ptr::read_volatile(addr_cell)
-    };
     let key = addr | u64::from(ipv6);
     // Kernel objects are at least 8-byte aligned: the low bits carry no information.
     let slot = ((addr >> 6) ^ (addr >> 16)) as u32 & (LISTENER_SLOTS - 1);

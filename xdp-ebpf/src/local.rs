@@ -14,10 +14,9 @@ use crate::{
     sock::Endpoints,
 };
 
-/// True when the frame is to a unicast MAC and the destination is one of the host's own
-/// addresses, as the controller last read them from the kernel's local table.
+/// True when the frame is to a unicast MAC.
 #[inline(always)]
-pub fn addressed_here(ctx: &XdpContext, ends: &Endpoints) -> bool {
+pub fn unicast_frame(ctx: &XdpContext) -> bool {
     // The whole destination MAC: a one-byte check compiles to a comparison the verifier
     // cannot use.
     let Some(mac) = ptr_at::<[u8; 6]>(ctx, 0) else {
@@ -25,7 +24,14 @@ pub fn addressed_here(ctx: &XdpContext, ends: &Endpoints) -> bool {
     };
     // SAFETY: bounds checked by `ptr_at`. The group bit is the first octet's lowest
     // (IEEE 802-2014, 8.2): broadcast and multicast MACs.
-    if unsafe { (*mac)[0] } & 1 != 0 {
+    unsafe { (*mac)[0] & 1 == 0 }
+}
+
+/// True when the frame is to a unicast MAC and the destination is one of the host's own
+/// addresses, as the controller last read them from the kernel's local table.
+#[inline(always)]
+pub fn addressed_here(ctx: &XdpContext, ends: &Endpoints) -> bool {
+    if !unicast_frame(ctx) {
         return false;
     }
     // SAFETY: the values are never written by the program; only presence is read.

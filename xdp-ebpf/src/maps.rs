@@ -6,6 +6,7 @@
 //! link these statics, so each gets its own maps with the same names.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -14,10 +15,15 @@ use synguard_common::{
     PORTS_WORDS, ROUTE_TABLE_ENTRIES, SOURCE_BUCKETS, STAMP_SLOTS, Stats,
     config::{CapState, SourceSamples, cap},
     limit::{SKETCH_CELLS, SourceKey},
+    owners::{OwnerBits, OwnersState},
     promise::{HostFacts, KernelLayout, ROUTE_CLASSES, RouteFacts},
 };
 
-use crate::{cookie::StampSlot, listener::ListenerSlot, scratch::Scratch};
+use crate::{
+    cookie::{StampSlot, Stamped},
+    listener::ListenerSlot,
+    scratch::Scratch,
+};
 
 // What the controller writes.
 
@@ -102,6 +108,21 @@ pub static SYNGUARD_STAMPS: PerCpuArray<StampSlot> = PerCpuArray::with_max_entri
 #[map]
 pub static SYNGUARD_LISTENERS: PerCpuArray<ListenerSlot> =
     PerCpuArray::with_max_entries(LISTENER_SLOTS, 0);
+/// The listener each stamp slot's destination had when last looked up (`cookie.rs`).
+#[map]
+pub static SYNGUARD_STAMPED: PerCpuArray<Stamped> = PerCpuArray::with_max_entries(STAMP_SLOTS, 0);
+
+// The filter of sources that may own a socket (`owners.rs`), written by the program, its
+// tracing program and the controller.
+
+/// Two generations of the filter. Both are mapped into the controller, which sets bits with
+/// the same atomic OR as the program.
+#[map]
+pub static SYNGUARD_OWNERS: Array<OwnerBits> = Array::with_max_entries(2, BPF_F_MMAPABLE);
+/// Which generation is read, whether the fast path is armed, the listener epoch.
+#[map]
+pub static SYNGUARD_OWNERS_STATE: Array<OwnersState> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
 /// Scratch space for the SYN and ACK paths (`scratch.rs`).
 #[map]
 pub static SYNGUARD_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

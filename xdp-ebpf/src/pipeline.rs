@@ -1,12 +1,15 @@
 //! A packet's whole path through synguard, in order: `parse` reads and classifies it, `policy`
 //! decides (lists, mode, ports, `auto`, the per-source limit; `cookie` answers SYNs, `ack`
-//! checks ACKs), `cookie::send` writes an answered SYN's reply, and `count` records the
-//! outcome and returns the XDP action.
+//! checks ACKs), `cookie::send` writes an answered SYN's reply, `owners` notes the source of
+//! what is handed to the kernel, and `count` records the outcome and returns the XDP action.
 
 use aya_ebpf::programs::XdpContext;
 
 use crate::{
-    cookie, count, parse,
+    cookie,
+    count::{self, Outcome, Verdict},
+    maps::SYNGUARD_SCRATCH,
+    owners, parse,
     policy::{self, Decision},
 };
 
@@ -17,5 +20,18 @@ pub fn run(ctx: &XdpContext) -> u32 {
         Decision::Verdict(verdict) => verdict,
         Decision::Answer(answer) => cookie::send(ctx, &answer),
     };
-    count::finish(ctx, packet.class, verdict)
+    conclude(ctx, Outcome::new(&packet, verdict))
+}
+
+/// The last stages, the same for every way through the program: note the source of what the
+/// kernel gets, count, return the code.
+#[inline(always)]
+pub fn conclude(ctx: &XdpContext, outcome: Outcome) -> u32 {
+    let Some(scratch) = SYNGUARD_SCRATCH.get_ptr_mut(0) else {
+        return Verdict::PASS.action.xdp_code();
+    };
+    // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
+    let outcome = outcome.opaque(unsafe { &mut (*scratch).outcome });
+    owners::note_if_handed_over(ctx, outcome);
+    count::finish(ctx, outcome)
 }

@@ -25,6 +25,11 @@ pub struct Scratch {
     pub synack: Words<SYNACK_TCP_LEN>,
     /// The listener's address as a plain number (`listener::promise_for`).
     pub listener_addr: u64,
+    /// How the SYN path answers (`cookie.rs`, `HOW_*`), and the ACK path whether it looks up;
+    /// passed through memory like the address.
+    pub how: u64,
+    /// The packet's outcome, packed, passed through memory (`count::Outcome`).
+    pub outcome: u64,
     /// The segment's header offsets, packed, passed through memory (`bpf::mem::opaque`).
     pub at_offsets: u64,
     /// The SYN's IPv4 options, the walk's cursor, and its result (`cookie::ipv4_options_plain`).

@@ -18,6 +18,7 @@ use synguard_ebpf::{
     count, limit,
     maps::SYNGUARD_CONFIG,
     parse::{parse, ptr_at},
+    pipeline,
     policy::{self, Decision},
 };
 
@@ -206,7 +207,7 @@ pub fn bench_synguard(ctx: XdpContext) -> u32 {
         Decision::Verdict(verdict) => verdict,
         Decision::Answer(answer) => answer.verdict(),
     };
-    count::finish(&ctx, packet.class, verdict)
+    pipeline::conclude(&ctx, count::Outcome::new(&packet, verdict))
 }
 
 /// `bench_limiter`'s spread: [0] how many sources (1 to 2^17) its frames come from, set by the

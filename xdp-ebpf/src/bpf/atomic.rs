@@ -27,6 +27,23 @@ pub unsafe fn fetch_add(cell: *mut u64, value: u64) -> u64 {
     value
 }
 
+/// Sets the bits of `value` in `*cell`.
+///
+/// # Safety
+/// `cell` points at an 8-byte aligned u64 in a map value.
+#[inline(always)]
+pub unsafe fn or(cell: *mut u64, value: u64) {
+    // SAFETY: as the caller promised. The fetching form, as `fetch_add`; the old value is
+    // dropped.
+    unsafe {
+        asm!(
+            "{value} = atomic_fetch_or((u64 *)({cell} + 0), {value})",
+            cell = in(reg) cell,
+            value = inout(reg) value => _,
+        );
+    }
+}
+
 /// Stores `new` in `*cell` if it holds `expected`; returns what it held, so the swap happened
 /// if and only if the result equals `expected`.
 ///

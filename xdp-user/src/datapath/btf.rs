@@ -186,12 +186,15 @@ impl Btf {
         None
     }
 
-    /// The size in bytes of a scalar member's type (int, enum, pointer); `None` otherwise.
+    /// The size in bytes of a member's type when it is a scalar (int, enum, pointer) or a struct
+    /// or union; `None` otherwise.
     fn scalar_size(&self, id: u32) -> Option<usize> {
         let t = self.resolve(id)?;
         match t.kind {
             kind::INT | kind::ENUM | kind::ENUM64 => Some(t.size_or_type as usize),
             kind::PTR => Some(8),
+            // An address held as a struct (`struct in6_addr`).
+            kind::STRUCT | kind::UNION => Some(t.size_or_type as usize),
             _ => None,
         }
     }
@@ -199,7 +202,7 @@ impl Btf {
     /// The byte offset of `field` in `struct strukt`, looked for breadth-first through the
     /// struct and union members embedded in it (not through pointers), so a field of the
     /// struct itself wins over a namesake deeper down (`inet_sock.tos` over
-    /// `inet_sock.cork.base.tos`). The field must be a whole-byte scalar of `size` bytes.
+    /// `inet_sock.cork.base.tos`). The field must be a whole-byte scalar, or a struct, of `size` bytes.
     pub fn field_offset(&self, strukt: &str, field: &str, size: usize) -> Result<u32, BtfError> {
         let root = self
             .types
@@ -254,6 +257,8 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, BtfError> {
         ("tcp_sock", "inet_connection_sock"),
         ("inet_connection_sock", "inet_sock"),
         ("inet_sock", "sock"),
+        ("sock", "sock_common"),
+        ("request_sock", "sock_common"),
     ] {
         let first = btf
             .types
@@ -281,6 +286,10 @@ pub fn kernel_layout(btf: &Btf) -> Result<KernelLayout, BtfError> {
         tcp_scaling_ratio: btf.field_offset("tcp_sock", "scaling_ratio", 1)?,
         ipv6_hop_limit: btf.field_offset("ipv6_pinfo", "hop_limit", 2)?,
         ipv6_tclass: btf.field_offset("ipv6_pinfo", "tclass", 1)?,
+        skc_family: btf.field_offset("sock_common", "skc_family", 2)?,
+        skc_daddr: btf.field_offset("sock_common", "skc_daddr", 4)?,
+        skc_v6_daddr: btf.field_offset("sock_common", "skc_v6_daddr", 16)?,
+        _pad: 0,
     })
 }
 

@@ -21,7 +21,7 @@ use aya::{
 };
 use clap::ValueEnum;
 use synguard_common::{Config, Mode, PINNED_MAPS, PROGRAM_NAME};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::{
     Error,
@@ -29,6 +29,7 @@ use crate::{
     datapath::attack::AttackEvents,
     datapath::maps::{ControlMaps, FactsMaps, ListMaps, SourceBuckets, StatsMap},
     datapath::objects,
+    datapath::owners::OwnersKeeper,
     datapath::pins::PinDir,
     host::facts::HostPoller,
     host::preflight,
@@ -49,6 +50,9 @@ pub struct Attachment {
     host: HostPoller,
     /// The XDP link, when pinned (otherwise the program owns it).
     link: Option<FdLink>,
+    /// The tracing program and the rebuilds of the owner filter; without them the fast path
+    /// stays off.
+    owners: Option<OwnersKeeper>,
     pins: Option<PinDir>,
     adopted: bool,
     iface: String,
@@ -170,8 +174,21 @@ impl Attachment {
                 }
             }
         };
+        // After the XDP program is in place: until the keeper arms it, the program looks every
+        // SYN up, as it always could.
+        let owners = match OwnersKeeper::start(&mut ebpf, pins.as_ref()) {
+            Ok(keeper) => Some(keeper),
+            Err(e) => {
+                warn!(
+                    "the fast path stays off, so every SYN to a protected port gets the socket \
+                     lookup (protection is unchanged): {e}"
+                );
+                None
+            }
+        };
         Ok(Self {
             ebpf,
+            owners,
             stats,
             control: Arc::new(Mutex::new(control)),
             lists: Arc::new(Mutex::new(lists)),
@@ -191,6 +208,11 @@ impl Attachment {
     /// Whether this run took over a program a previous run left attached.
     pub fn adopted(&self) -> bool {
         self.adopted
+    }
+
+    /// Whether the fast path is on: the owner filter is built and kept.
+    pub fn fast_path(&self) -> bool {
+        self.owners.as_ref().is_some_and(OwnersKeeper::armed)
     }
 
     pub fn buckets(&self) -> Arc<SourceBuckets> {
@@ -269,15 +291,17 @@ impl Attachment {
         if self.pins.is_none() {
             return self.detach();
         }
+        drop(self.owners);
         drop(self.link);
         drop(self.ebpf);
     }
 
-    /// Detaches: removes the pins, then closes the link and the program.
+    /// Detaches: removes the pins, then closes the links and the program.
     pub fn detach(self) {
         if let Some(pins) = &self.pins {
             pins.remove();
         }
+        drop(self.owners);
         drop(self.link);
         drop(self.ebpf);
     }

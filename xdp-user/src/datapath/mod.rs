@@ -7,4 +7,5 @@ pub mod btf;
 pub mod loader;
 pub mod maps;
 pub mod objects;
+pub mod owners;
 pub mod pins;

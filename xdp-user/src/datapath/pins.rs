@@ -51,6 +51,16 @@ impl PinDir {
         self.path.join("link")
     }
 
+    /// The link of the tracing program that keeps the owner filter (`owners.rs`).
+    pub fn sockets_link(&self) -> PathBuf {
+        self.path.join("sockets_link")
+    }
+
+    /// The link of the program that notes request sockets' peers (`owners.rs`).
+    pub fn requests_link(&self) -> PathBuf {
+        self.path.join("requests_link")
+    }
+
     pub fn map(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
@@ -94,6 +104,8 @@ impl PinDir {
     /// long as the caller holds the link.
     pub fn remove(&self) {
         let _ = fs::remove_file(self.link());
+        let _ = fs::remove_file(self.sockets_link());
+        let _ = fs::remove_file(self.requests_link());
         for name in PINNED_MAPS {
             let _ = fs::remove_file(self.map(name));
         }
