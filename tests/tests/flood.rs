@@ -177,15 +177,7 @@ fn auto_mode_answers_with_cookies_during_a_flood_only() {
     )
     .unwrap();
     let target: SocketAddr = (lab.server.ipv4, PORT).into();
-    let cookies = |m: &synguard_lab::MetricsText| {
-        m.sum(
-            "synguard_decisions_total",
-            &[("reason", Reason::CookieRaw.name())],
-        ) + m.sum(
-            "synguard_decisions_total",
-            &[("reason", Reason::CookieStamped.name())],
-        )
-    };
+    let cookies = synguard_tests::cookies_sent;
     let attack = |m: &synguard_lab::MetricsText| m.sum("synguard_under_attack", &[]);
 
     // Calm: the kernel does its normal handshakes.
