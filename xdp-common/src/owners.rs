@@ -48,6 +48,13 @@ pub struct OwnersState {
 
 const _: () = assert!(size_of::<OwnersState>() == 16 && size_of::<OwnerBits>() == WORDS * 8);
 
+// SAFETY: plain old data, no padding (checked above).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for OwnerBits {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for OwnersState {}
+
 /// The key words of an IPv4 address (4 bytes in network order).
 #[inline(always)]
 pub fn key_v4(addr: u32) -> [u32; 4] {

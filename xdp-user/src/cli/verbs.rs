@@ -55,6 +55,14 @@ pub fn status(target: &Target, json: bool) -> Result<(), Error> {
         }
     );
     println!("SYN rate    {}/s", status.syn_rate);
+    println!(
+        "fast path   {}",
+        if status.fast_path {
+            "on: SYNs from sources that own no socket are answered without the socket lookup"
+        } else {
+            "off: every SYN gets the socket lookup (the owner filter is not built; see the log)"
+        }
+    );
     println!("ports       {}", status.ports);
     let auto = &status.auto;
     println!(

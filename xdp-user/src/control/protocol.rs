@@ -156,6 +156,9 @@ pub struct Status {
     pub program_id: u32,
     pub pinned: Option<String>,
     pub took_over: bool,
+    /// Whether SYNs from sources that cannot own a socket are answered without the socket
+    /// lookup (the owner filter is built and kept; docs/design.md, "The fast path").
+    pub fast_path: bool,
     pub uptime_seconds: u64,
     pub mode: String,
     pub under_attack: bool,

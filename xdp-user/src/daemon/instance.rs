@@ -119,6 +119,7 @@ impl Instance {
                 .pinned()
                 .map(|p| p.path.display().to_string()),
             took_over: self.attachment.adopted(),
+            fast_path: self.attachment.fast_path(),
             uptime_seconds: self.started.elapsed().as_secs(),
             mode: config.mode().name().to_string(),
             under_attack,

@@ -215,6 +215,14 @@ impl Attachment {
         self.owners.as_ref().is_some_and(OwnersKeeper::armed)
     }
 
+    /// The same, as a flag that follows it, for the metrics.
+    pub fn fast_path_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        match &self.owners {
+            Some(owners) => owners.armed_flag(),
+            None => Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
     pub fn buckets(&self) -> Arc<SourceBuckets> {
         Arc::clone(&self.buckets)
     }

@@ -175,6 +175,11 @@ impl OwnersKeeper {
     pub fn armed(&self) -> bool {
         self.armed.load(Ordering::Relaxed)
     }
+
+    /// The flag behind [`OwnersKeeper::armed`].
+    pub fn armed_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.armed)
+    }
 }
 
 impl Drop for OwnersKeeper {

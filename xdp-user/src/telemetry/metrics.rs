@@ -281,6 +281,7 @@ pub fn registry(interfaces: &[(&Attachment, Arc<Events>)]) -> Result<Registry, E
             attachment.lists(),
             attachment.buckets(),
             Arc::clone(events),
+            attachment.fast_path_flag(),
         )))?;
     }
     Ok(registry)

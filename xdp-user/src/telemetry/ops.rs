@@ -2,7 +2,10 @@
 //! attacks and time under attack, events, how full the maps are against their capacity, and
 //! the program's run time from the kernel's BPF statistics (`kernel.bpf_stats_enabled=1`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
 
 use prometheus::{
     Counter, Gauge, Opts,
@@ -35,6 +38,7 @@ struct Snapshot {
     run_seconds: f64,
     runs: u64,
     bpf_stats: bool,
+    fast_path: bool,
 }
 
 fn per_second(interval_ns: u32) -> f64 {
@@ -126,6 +130,12 @@ const FAMILIES: &[Family] = &[
         |s| s.runs as f64,
     ),
     Family::Gauge(
+        "synguard_fast_path",
+        "1 when SYNs from sources that own no socket are answered without the socket lookup \
+         (the owner filter is built and kept); 0 when every SYN gets the lookup.",
+        |s| f64::from(u8::from(s.fast_path)),
+    ),
+    Family::Gauge(
         "synguard_bpf_stats_enabled",
         "1 if kernel.bpf_stats_enabled is on, so that the program's run time is measured.",
         |s| f64::from(u8::from(s.bpf_stats)),
@@ -139,6 +149,7 @@ pub struct OperationsCollector {
     lists: Arc<Mutex<ListMaps>>,
     buckets: Arc<SourceBuckets>,
     events: Arc<Events>,
+    fast_path: Arc<AtomicBool>,
     descs: Vec<Desc>,
     event_counter: prometheus::IntCounterVec,
 }
@@ -164,6 +175,7 @@ impl OperationsCollector {
         lists: Arc<Mutex<ListMaps>>,
         buckets: Arc<SourceBuckets>,
         events: Arc<Events>,
+        fast_path: Arc<AtomicBool>,
     ) -> OperationsCollector {
         let mut collector = OperationsCollector {
             iface: iface.to_string(),
@@ -172,6 +184,7 @@ impl OperationsCollector {
             lists,
             buckets,
             events,
+            fast_path,
             descs: Vec::new(),
             event_counter: event_counter(iface),
         };
@@ -184,6 +197,7 @@ impl OperationsCollector {
             run_seconds: 0.0,
             runs: 0,
             bpf_stats: false,
+            fast_path: false,
         });
         collector.descs = empty
             .iter()
@@ -240,6 +254,7 @@ impl OperationsCollector {
             run_seconds,
             runs,
             bpf_stats: sysctl::read("kernel.bpf_stats_enabled").is_ok_and(|v| v == "1"),
+            fast_path: self.fast_path.load(Ordering::Relaxed),
         }
     }
 }
