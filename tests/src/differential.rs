@@ -771,6 +771,8 @@ pub struct Summary {
     /// Per variant, frames by (class, action).
     pub outcomes: BTreeMap<&'static str, BTreeMap<(String, String), u64>>,
     pub synacks_checked: u64,
+    /// Of those, answered without the socket lookup (the fast path).
+    pub without_lookup: u64,
     pub elapsed: Duration,
 }
 
@@ -801,9 +803,10 @@ impl Summary {
         let _ = writeln!(
             out,
             "{} frames, 0 mismatches, {} SYN-ACKs checked (cookie accepted by the kernel), \
-             {:.1} s, {:.0} frames/s",
+             {} of them answered without the socket lookup, {:.1} s, {:.0} frames/s",
             self.total(),
             self.synacks_checked,
+            self.without_lookup,
             secs,
             self.total() as f64 / secs.max(1e-9)
         );
@@ -850,6 +853,8 @@ pub struct Judge {
     buckets: aya::maps::HashMap<aya::maps::MapData, SourceKey, u64>,
     pub variant: Variant,
     pub world: World,
+    /// SYNs answered without the socket lookup so far.
+    pub without_lookup: u64,
 }
 
 impl Judge {
@@ -883,6 +888,7 @@ impl Judge {
             buckets,
             variant,
             world: world(variant, sockets),
+            without_lookup: 0,
         };
         if variant == Variant::AutoAbove {
             judge.start_attack();
@@ -926,6 +932,9 @@ impl Judge {
             .into_iter()
             .find(|a| a.xdp_code() == outcome.code)
             .ok_or_else(|| format!("XDP code {}", outcome.code))?;
+        if reasons == [Reason::CookieNoLookup] {
+            self.without_lookup += 1;
+        }
         let reason = match reasons.as_slice() {
             [] => None,
             [Reason::CookieStamped | Reason::CookieNoLookup] => Some(Reason::CookieRaw),
@@ -1156,6 +1165,7 @@ pub fn run(
                 summary.frames.insert(variant.name(), n);
                 summary.outcomes.insert(variant.name(), outcomes);
                 summary.synacks_checked += synacks.into_inner();
+                summary.without_lookup += judge.borrow().without_lookup;
             }
             Ok(())
         })

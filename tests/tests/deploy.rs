@@ -85,6 +85,18 @@ fn the_units_capabilities_are_enough() {
         "connections came through cookies: {}",
         sg.log()
     );
+    // The fast path's tracing program attaches with these capabilities too (it is on once
+    // the first rebuild of the owner filter is done, well within 3 s).
+    let on = (0..30).any(|_| {
+        let on = sg
+            .metrics()
+            .is_ok_and(|m| m.sum("synguard_fast_path", &[]) == 1.0);
+        if !on {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        on
+    });
+    assert!(on, "the fast path is on: {}", sg.log());
     let out = sg.stop(Signal::SIGTERM).unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(!lab.server.xdp_attached().unwrap());

@@ -25,6 +25,10 @@ fn generated_frames_get_the_models_verdict_in_every_mode() {
                 summary.synacks_checked > 0,
                 "some SYNs were answered and checked"
             );
+            assert!(
+                summary.without_lookup > 0,
+                "some were answered on the fast path, and checked as the others"
+            );
         }
         Err(mismatch) => panic!("{mismatch}"),
     }
