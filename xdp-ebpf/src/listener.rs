@@ -13,10 +13,7 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::{
-    helpers::generated::{bpf_loop, bpf_probe_read_kernel},
-    maps::lpm_trie::Key,
-};
+use aya_ebpf::{helpers::generated::bpf_loop, maps::lpm_trie::Key};
 use synguard_common::{
     LISTENER_SLOTS,
     promise::{
@@ -25,7 +22,7 @@ use synguard_common::{
 };
 
 use crate::{
-    bpf::mem::Words,
+    bpf::mem::{Words, read_kernel as read},
     maps::{
         SYNGUARD_HOST, SYNGUARD_LAYOUT, SYNGUARD_LISTENERS, SYNGUARD_ROUTE_CLASSES,
         SYNGUARD_ROUTES_V4, SYNGUARD_ROUTES_V6,
@@ -225,20 +222,4 @@ fn read_facts(addr: u64, ipv6: bool, layout: &KernelLayout) -> Option<ListenerFa
         ttl,
         pmtudisc: read::<u8>(at(layout.inet_pmtudisc))?,
     })
-}
-
-/// One kernel value of `T`'s size at `addr`, or `None` if the read faults.
-#[inline(always)]
-fn read<T: Copy + Default>(addr: u64) -> Option<T> {
-    let mut value = T::default();
-    // SAFETY: writes `size_of::<T>()` bytes into `value`; bpf_probe_read_kernel never faults
-    // (copy_from_kernel_nofault(), mm/maccess.c) and reports a bad address as an error.
-    let rc = unsafe {
-        bpf_probe_read_kernel(
-            &mut value as *mut T as *mut c_void,
-            size_of::<T>() as u32,
-            addr as *const c_void,
-        )
-    };
-    if rc == 0 { Some(value) } else { None }
 }

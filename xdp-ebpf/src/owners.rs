@@ -5,16 +5,13 @@
 //! an ACK that found a socket. The tracing program (`bin/synguard.rs`) sets it for sockets made
 //! any other way; the controller rebuilds it from the kernel's socket table.
 
-use core::ffi::c_void;
-
-use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use synguard_common::{
     Class,
     owners::{self, OwnersState},
 };
 
 use crate::{
-    bpf::atomic,
+    bpf::{atomic, mem::read_kernel as read},
     count::Outcome,
     maps::{SYNGUARD_LAYOUT, SYNGUARD_OWNERS, SYNGUARD_OWNERS_STATE},
     parse::{Addresses, IpAt, addresses},
@@ -186,19 +183,3 @@ const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-
-/// One kernel value of `T`'s size at `addr`, or `None` if the read faults.
-#[inline(always)]
-fn read<T: Copy + Default>(addr: u64) -> Option<T> {
-    let mut value = T::default();
-    // SAFETY: writes `size_of::<T>()` bytes into `value`; bpf_probe_read_kernel never faults
-    // (copy_from_kernel_nofault(), mm/maccess.c) and reports a bad address as an error.
-    let rc = unsafe {
-        bpf_probe_read_kernel(
-            &mut value as *mut T as *mut c_void,
-            size_of::<T>() as u32,
-            addr as *const c_void,
-        )
-    };
-    if rc == 0 { Some(value) } else { None }
-}

@@ -4,9 +4,12 @@
 //! 24- or 40-byte array, to a call to `memset`/`memmove`: BPF subprograms that move one byte
 //! per five-instruction loop step. On the cookie path those calls cost more than the rest of
 //! its own code together (`cargo xtask bench prog`). Buffers in map memory are made 8-byte
-//! aligned ([`Words`]) and handled a word at a time instead.
+//! aligned ([`Words`]) and handled a word at a time instead. Also: reading kernel memory
+//! ([`read_kernel`]).
 
-use core::arch::asm;
+use core::{arch::asm, ffi::c_void};
+
+use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 
 /// `N` bytes, 8-byte aligned so they can be handled as `N / 8` u64 words.
 #[repr(C, align(8))]
@@ -113,4 +116,20 @@ pub fn opaque(cell: &mut u64, value: u64) -> u64 {
         core::ptr::write_volatile(cell, value);
         core::ptr::read_volatile(cell)
     }
+}
+
+/// One kernel value (a field of a socket, at an address the program holds as a number) of `T`'s size at `addr`, or `None` if the read faults.
+#[inline(always)]
+pub fn read_kernel<T: Copy + Default>(addr: u64) -> Option<T> {
+    let mut value = T::default();
+    // SAFETY: writes `size_of::<T>()` bytes into `value`; bpf_probe_read_kernel never faults
+    // (copy_from_kernel_nofault(), mm/maccess.c) and reports a bad address as an error.
+    let rc = unsafe {
+        bpf_probe_read_kernel(
+            &mut value as *mut T as *mut c_void,
+            size_of::<T>() as u32,
+            addr as *const c_void,
+        )
+    };
+    if rc == 0 { Some(value) } else { None }
 }

@@ -69,15 +69,7 @@ impl OwnersKeeper {
     /// program runs.
     pub fn start(ebpf: &mut Ebpf, pins: Option<&PinDir>) -> Result<OwnersKeeper, Error> {
         let filter = Arc::new(Shared::take(ebpf)?);
-        let program: &mut RawTracePoint = ebpf
-            .program_mut(TRACE_PROGRAM_NAME)
-            .ok_or_else(|| {
-                Error::Other(format!(
-                    "program {TRACE_PROGRAM_NAME} missing from the object"
-                ))
-            })?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| Error::Other(e.to_string()))?;
+        let program: &mut RawTracePoint = program_mut(ebpf, TRACE_PROGRAM_NAME)?;
         program
             .load()
             .map_err(|e| Error::Other(format!("loading the socket tracing program failed: {e}")))?;
@@ -192,20 +184,23 @@ impl Drop for OwnersKeeper {
     }
 }
 
+/// The object's program `name`, as its type.
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, Error>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::Other(format!("program {name} missing from the object")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| Error::Other(e.to_string()))
+}
+
 /// Loads and attaches the program that notes request sockets' peers (fentry: it needs the
 /// kernel's BPF trampolines, which some kernels lack).
 fn attach_request_program(ebpf: &mut Ebpf) -> Result<FdLink, Error> {
     let btf =
         Btf::from_sys_fs().map_err(|e| Error::Other(format!("reading the kernel's BTF: {e}")))?;
-    let requests: &mut FEntry = ebpf
-        .program_mut(REQUEST_PROGRAM_NAME)
-        .ok_or_else(|| {
-            Error::Other(format!(
-                "program {REQUEST_PROGRAM_NAME} missing from the object"
-            ))
-        })?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| Error::Other(e.to_string()))?;
+    let requests: &mut FEntry = program_mut(ebpf, REQUEST_PROGRAM_NAME)?;
     requests
         .load(REQUEST_FUNCTION, &btf)
         .map_err(|e| Error::Other(format!("loading a program at {REQUEST_FUNCTION}(): {e}")))?;
