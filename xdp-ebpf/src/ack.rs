@@ -36,8 +36,8 @@ pub fn check_ack(
     let owners_state = owners::state();
     let source = owners::source_key(ends);
     // Without the lookup when the source cannot own a socket, so there is none to find, and
-    // the port is protected whether or not anyone listens (a listed port), or this CPU found
-    // the destination's listener within the stamp interval.
+    // the port is protected whether or not anyone listens (a listed port), or a listener is
+    // known to be there (`cookie::listener_known`).
     let lookup = owners::may_own(owners_state, source)
         || !(listed_port || cookie::listener_known(ends, owners::listener_epoch(owners_state)));
     // Through memory, so that the ways to each answer meet again here.
