@@ -11,7 +11,7 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use synguard_common::{AttackEvent, Mode};
+use synguard_common::{AttackEvent, Mode, config::event};
 use tokio::{
     net::{TcpListener, UnixListener},
     signal::unix::{SignalKind, signal},
@@ -363,7 +363,15 @@ impl Guard {
                 Wake::Control(request, reply) => {
                     let _ = reply.send(instance.handle(request));
                 }
-                Wake::Events(Ok(events)) => instance.follower.on_events(&events, &plant),
+                Wake::Events(Ok(events)) => {
+                    // The flood's SYNs handed to the kernel before the switch noted their
+                    // sources as possible owners: a rebuild now forgets those the kernel made
+                    // no socket of, so the rest of the flood is answered without the lookup.
+                    if events.iter().any(|e| e.kind == event::START) {
+                        instance.attachment.rebuild_owner_filter_soon();
+                    }
+                    instance.follower.on_events(&events, &plant)
+                }
                 Wake::Events(Err(e)) => warn!(error = %e, "reading attack events failed"),
                 Wake::Sample => instance.follower.on_sample_tick(&plant),
                 Wake::Baseline => instance.follower.on_baseline_tick(&plant),

@@ -215,6 +215,13 @@ impl Attachment {
         self.owners.as_ref().is_some_and(OwnersKeeper::armed)
     }
 
+    /// Rebuilds the owner filter now rather than at its next turn.
+    pub fn rebuild_owner_filter_soon(&self) {
+        if let Some(owners) = &self.owners {
+            owners.rebuild_soon();
+        }
+    }
+
     /// The same, as a flag that follows it, for the metrics.
     pub fn fast_path_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
         match &self.owners {
@@ -239,6 +246,9 @@ impl Attachment {
         }
         control.set_config(&settings.config)?;
         drop(control);
+        // A mode that passed a flood's SYNs (off, monitor, auto when calm) noted their
+        // sources; a new configuration may answer them, without the lookup once forgotten.
+        self.rebuild_owner_filter_soon();
         lock(&self.lists).load(&settings.lists)
     }
 

@@ -145,6 +145,13 @@ impl OwnersKeeper {
         bits
     }
 
+    /// Starts a rebuild now, without waiting for it.
+    pub fn rebuild_soon(&self) {
+        if let Some(thread) = &self.thread {
+            thread.thread().unpark();
+        }
+    }
+
     /// Starts a rebuild now and waits (at most 5 s) until one has completed after this call.
     pub fn rebuild_now(&self) {
         let before = self.rebuilds.load(Ordering::SeqCst);
