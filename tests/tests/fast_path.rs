@@ -274,3 +274,44 @@ fn a_rebuild_forgets_sources_whose_sockets_are_gone() {
         })
         .unwrap();
 }
+
+/// The listener epoch moves when a listener opens or closes, and only then: an accepted
+/// connection's socket is cloned from its listener, state included, so the tracepoint reports
+/// it as leaving LISTEN; counting those stopped the fast path whenever clients connected.
+#[test]
+fn the_listener_epoch_moves_for_listeners_not_for_accepted_connections() {
+    const CONNECTIONS: usize = 20;
+    let lab = cookie_lab();
+    let client = lab.client.clone();
+    lab.server
+        .enter(|| {
+            let listener = TcpListener::bind(("::", PORT)).unwrap();
+            let program = InKernel::load(&config());
+            let epoch = || program.owners.listener_epoch();
+            let before = epoch();
+            let clients = client
+                .enter(|| {
+                    (0..CONNECTIONS)
+                        .map(|_| TcpStream::connect((SERVER_V4, PORT)).unwrap())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap();
+            let accepted: Vec<_> = (0..CONNECTIONS)
+                .map(|_| listener.accept().unwrap())
+                .collect();
+            // The epoch is the whole machine's: listeners other tests open meanwhile move it
+            // too, a few times at most. Counting accepted connections moved it once each.
+            let moved = epoch() - before;
+            assert!(
+                moved < CONNECTIONS as u64,
+                "{CONNECTIONS} accepted connections moved the epoch {moved} times"
+            );
+            let other = TcpListener::bind(("::", OUT_PORT)).unwrap();
+            let opened = epoch();
+            assert!(opened > before, "a new listener did not move the epoch");
+            drop(other);
+            assert!(epoch() > opened, "a closed listener did not move the epoch");
+            drop((clients, accepted));
+        })
+        .unwrap();
+}

@@ -123,15 +123,18 @@ pub fn note_packet_source(ctx: &aya_ebpf::programs::XdpContext, ip: &IpAt) {
 /// `inet_sock_set_state`, whose arguments are the socket, the old and the new state; fired by
 /// inet_sk_set_state() and inet_sk_state_store(), net/ipv4/af_inet.c, for every state a TCP
 /// socket takes): a socket that takes a state other than CLOSE or LISTEN has a peer, which is
-/// noted; a socket entering or leaving LISTEN bumps the listener epoch. It sees every
+/// noted; a listener opening or closing bumps the listener epoch. It sees every
 /// namespace's sockets: one from another namespace only costs its peer the lookup.
 #[inline(always)]
 pub fn on_state_change(ctx: &aya_ebpf::programs::RawTracePointContext) {
     let sk: u64 = ctx.arg(0);
     let old = ctx.arg::<u64>(1) as i32;
     let new = ctx.arg::<u64>(2) as i32;
-    if (old == TCP_LISTEN || new == TCP_LISTEN)
-        && let Some(state) = SYNGUARD_OWNERS_STATE.get_ptr_mut(0)
+    // A listener opens (to LISTEN) or closes (LISTEN to CLOSE). Not LISTEN to SYN_RECV: that
+    // is a child socket, cloned from its listener with the listener's state
+    // (inet_csk_clone_lock()), one per accepted connection.
+    let listener_changed = new == TCP_LISTEN || (old == TCP_LISTEN && new == TCP_CLOSE);
+    if listener_changed && let Some(state) = SYNGUARD_OWNERS_STATE.get_ptr_mut(0)
     {
         // SAFETY: an aligned u64 of the one-slot state.
         unsafe { atomic::fetch_add(&mut (*state).listener_epoch, 1) };

@@ -136,6 +136,14 @@ impl OwnersKeeper {
         })
     }
 
+    /// The listener epoch, as the tracing program keeps it.
+    pub fn listener_epoch(&self) -> u64 {
+        // SAFETY: the third and fourth u32 of the 16-byte state: the u64 epoch, 8-aligned,
+        // written atomically by the tracing program.
+        let epoch = unsafe { &*(self.filter.state.ptr.as_ptr().add(8) as *const AtomicU64) };
+        epoch.load(Ordering::SeqCst)
+    }
+
     /// A copy of one generation of the filter, as it is now.
     pub fn bits(&self, generation: u32) -> owners::OwnerBits {
         let mut bits = owners::OwnerBits::EMPTY;
