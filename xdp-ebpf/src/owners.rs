@@ -134,8 +134,7 @@ pub fn on_state_change(ctx: &aya_ebpf::programs::RawTracePointContext) {
     // is a child socket, cloned from its listener with the listener's state
     // (inet_csk_clone_lock()), one per accepted connection.
     let listener_changed = new == TCP_LISTEN || (old == TCP_LISTEN && new == TCP_CLOSE);
-    if listener_changed && let Some(state) = SYNGUARD_OWNERS_STATE.get_ptr_mut(0)
-    {
+    if listener_changed && let Some(state) = SYNGUARD_OWNERS_STATE.get_ptr_mut(0) {
         // SAFETY: an aligned u64 of the one-slot state.
         unsafe { atomic::fetch_add(&mut (*state).listener_epoch, 1) };
     }
