@@ -83,6 +83,18 @@ impl StampSlot {
         let slot = mixed.wrapping_mul(0x9e37_79b1) >> (32 - STAMP_SLOTS.trailing_zeros());
         (dst, slot)
     }
+
+    /// Whether the slot holds destination `dst` (word by word: an array comparison is a
+    /// `memcmp` call on BPF).
+    #[inline(always)]
+    fn holds(&self, dst: &[u32; 5]) -> bool {
+        (self.dst[0] ^ dst[0])
+            | (self.dst[1] ^ dst[1])
+            | (self.dst[2] ^ dst[2])
+            | (self.dst[3] ^ dst[3])
+            | (self.dst[4] ^ dst[4])
+            == 0
+    }
 }
 
 const _: () = assert!(STAMP_SLOTS.is_power_of_two() && size_of::<StampSlot>() == 32);
@@ -105,6 +117,16 @@ pub struct Stamped {
     pub epoch: u64,
 }
 
+impl Stamped {
+    /// Whether the listener learned with `stamp` still listens: no listener opened or closed
+    /// anywhere since (`epoch`), and it is the one `stamp` was made for (the pinned stamp
+    /// table outlives a program; this twin of it does not).
+    #[inline(always)]
+    fn still_listening(&self, stamp: &StampSlot, epoch: u64) -> bool {
+        self.epoch == epoch && self.listener as u32 == stamp.listener
+    }
+}
+
 /// Whether a listener is there for `ends`' destination: this CPU found one for it, and no
 /// listener opened or closed anywhere since (`epoch`), so it still listens. No clock: an ACK
 /// flood brings no SYNs to keep a stamp fresh, and existence needs none.
@@ -114,15 +136,7 @@ pub fn listener_known(ends: &Endpoints, epoch: u64) -> bool {
     let (Some(stamp), Some(known)) = (SYNGUARD_STAMPS.get(slot), SYNGUARD_STAMPED.get(slot)) else {
         return false;
     };
-    (stamp.dst[0] ^ dst[0])
-        | (stamp.dst[1] ^ dst[1])
-        | (stamp.dst[2] ^ dst[2])
-        | (stamp.dst[3] ^ dst[3])
-        | (stamp.dst[4] ^ dst[4])
-        == 0
-        && known.epoch == epoch
-        // The pinned stamp table outlives a program; its `Stamped` twin does not.
-        && known.listener as u32 == stamp.listener
+    stamp.holds(&dst) && known.still_listening(stamp, epoch)
 }
 
 /// Stamps the listener's overflow time: `bpf_tcp_gen_syncookie` calls tcp_synq_overflow()
@@ -237,14 +251,7 @@ pub fn answer_syn(
     };
     // SAFETY: this CPU's own slots; XDP runs with preemption disabled.
     let (stamp, known) = unsafe { (&mut *stamp, &mut *known) };
-    // Word by word: an array comparison is a `memcmp` call on BPF.
-    let same_dst = (stamp.dst[0] ^ dst[0])
-        | (stamp.dst[1] ^ dst[1])
-        | (stamp.dst[2] ^ dst[2])
-        | (stamp.dst[3] ^ dst[3])
-        | (stamp.dst[4] ^ dst[4])
-        == 0;
-    let fresh = same_dst && now.wrapping_sub(stamp.at_ns) < STAMP_INTERVAL_NS;
+    let fresh = stamp.holds(&dst) && now.wrapping_sub(stamp.at_ns) < STAMP_INTERVAL_NS;
     // The fast path (docs/design.md): this CPU looked this destination's listener up and
     // stamped it within the interval, no listener opened or closed since, and the source
     // cannot own a socket, so the lookup would find that same listener again.
@@ -252,8 +259,7 @@ pub fn answer_syn(
     let epoch = owners::listener_epoch(owners_state);
     let fast = !monitor
         && fresh
-        && known.epoch == epoch
-        && known.listener as u32 == stamp.listener
+        && known.still_listening(stamp, epoch)
         && !owners::may_own(owners_state, owners::source_key(&scratch.ends))
         && local::unicast_frame(ctx);
     // Through memory, so that the many ways to each answer meet again here.
