@@ -212,14 +212,13 @@ impl Stats {
         sources_metered: 0,
     };
 
-    #[inline(always)]
+    /// One packet of `class` and `len` bytes, with `action` and no reason.
     pub fn record(&mut self, class: Class, action: Action, len: u64) {
-        self.packets[class as usize][action as usize] += 1;
-        self.bytes[class as usize][action as usize] += len;
+        self.record_at(class as usize, action as usize, Reason::COUNT, len);
     }
 
-    /// `record` and `record_reason` by index, for the XDP program's last stage: indexes out of
-    /// range count nothing (a reason of `Reason::COUNT` or more is none).
+    /// A packet and its reason by index, as the XDP program's last stage counts them: indexes
+    /// out of range count nothing (a reason of `Reason::COUNT` or more is none).
     #[inline(always)]
     pub fn record_at(&mut self, class: usize, action: usize, reason: usize, len: u64) {
         if let Some(row) = self.packets.get_mut(class)
@@ -237,7 +236,6 @@ impl Stats {
         }
     }
 
-    #[inline(always)]
     pub fn record_reason(&mut self, reason: Reason) {
         self.reasons[reason as usize] += 1;
     }
