@@ -297,11 +297,19 @@ fn the_config_file_is_checked_loaded_and_reloaded_on_sighup() {
     refused(&out, "unknown key 'colour'");
     assert!(!lab.server.xdp_attached().unwrap());
 
-    let sg = Synguard::start(&lab.server, &["--config", &path]).unwrap();
+    // Without the watch, so that only SIGHUP reloads (the watch has its own test below).
+    let sg = Synguard::start(&lab.server, &["--config", &path, "--no-config-watch"]).unwrap();
     let s = status(&iface);
     assert_eq!(
         (s["mode"].as_str(), s["lists"]["allow"].as_u64()),
         (Some("monitor"), Some(1))
+    );
+    write(&format!("iface = \"{iface}\"\nmode = \"off\"\n"));
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        status(&iface)["mode"],
+        "monitor",
+        "no reload without SIGHUP"
     );
 
     // SIGHUP: the new file is in force.
@@ -346,5 +354,78 @@ fn the_config_file_is_checked_loaded_and_reloaded_on_sighup() {
         (1.0, 2.0)
     );
     sg.stop(Signal::SIGTERM).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A mounted ConfigMap, updated the way the kubelet does it: the config file is a symlink
+/// through `..data`, and an update is a new timestamped directory that a `..data_tmp` symlink,
+/// renamed over `..data`, puts in force in one step (kubernetes
+/// pkg/volume/util/atomic_writer.go). synguard sees each swap without a signal.
+#[test]
+fn a_configmap_swap_reloads_within_two_seconds_and_a_bad_one_is_refused() {
+    use std::os::unix::fs::symlink;
+
+    let lab = Lab::new().unwrap();
+    let iface = lab.server.iface.clone();
+    let dir = std::env::temp_dir().join(format!("{}-configmap", lab.server.name));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut version = 0;
+    let mut swap = |text: &str| {
+        version += 1;
+        let data = format!("..2026_12_02_15_00_0{version}.{}", 100 + version);
+        std::fs::create_dir_all(dir.join(&data)).unwrap();
+        std::fs::write(dir.join(&data).join("synguard.toml"), text).unwrap();
+        let _ = std::fs::remove_file(dir.join("..data_tmp"));
+        symlink(&data, dir.join("..data_tmp")).unwrap();
+        let old = std::fs::read_link(dir.join("..data")).ok();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        if let Some(old) = old {
+            std::fs::remove_dir_all(dir.join(old)).unwrap();
+        }
+        std::time::Instant::now()
+    };
+    swap(&format!("iface = \"{iface}\"\nmode = \"monitor\"\n"));
+    symlink("..data/synguard.toml", dir.join("synguard.toml")).unwrap();
+    let path = dir.join("synguard.toml");
+    let sg = Synguard::start(&lab.server, &["--config", path.to_str().unwrap()]).unwrap();
+    assert_eq!(status(&iface)["mode"], "monitor");
+
+    // A good update: in force within 2 s.
+    let swapped = swap(&format!(
+        "iface = \"{iface}\"\nmode = \"cookie\"\ndeny = [\"198.18.200.0/24\"]\n"
+    ));
+    let s = status_until(&iface, |s| s["mode"] == "cookie");
+    let took = swapped.elapsed();
+    assert_eq!(s["mode"], "cookie", "{}", sg.log());
+    assert!(took < Duration::from_secs(2), "applied after {took:?}");
+    assert_eq!(s["lists"]["deny"], 1);
+
+    // A bad one: refused, logged and counted; the running configuration stays.
+    swap(&format!("iface = \"{iface}\"\nmode = \"fast\"\n"));
+    thread::sleep(Duration::from_millis(1500));
+    let log = sg.log();
+    assert!(
+        log.contains("configuration reload refused") && log.contains("invalid value 'fast'"),
+        "{log}"
+    );
+    let s = status(&iface);
+    assert_eq!(
+        (s["mode"].as_str(), s["lists"]["deny"].as_u64()),
+        (Some("cookie"), Some(1))
+    );
+
+    // And the next good one still applies.
+    swap(&format!("iface = \"{iface}\"\nmode = \"auto\"\n"));
+    let s = status_until(&iface, |s| s["mode"] == "auto");
+    assert_eq!(s["mode"], "auto", "{}", sg.log());
+    let m = sg.metrics().unwrap();
+    let event = |name: &str| m.sum("synguard_events_total", &[("event", name)]);
+    assert_eq!(
+        (event("config_changed"), event("config_refused")),
+        (2.0, 1.0),
+        "each swap read once"
+    );
+    sg.stop(nix::sys::signal::Signal::SIGTERM).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

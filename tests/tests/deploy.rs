@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::Command, time::Duration};
 
 use nix::sys::signal::Signal;
 use synguard_lab::{HttpServer, Lab, Synguard, run_legit_clients, synguard_bin};
+use synguard_tests::{succeeded, synguard_cli};
 
 fn unit_text() -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/synguard.service");
@@ -117,14 +118,36 @@ fn the_default_config_file_passes_check_config() {
     );
 }
 
-/// The DaemonSet asks for what synguard needs, and the same capabilities as the unit.
+/// The DaemonSet asks for what synguard needs, and the same capabilities as the unit; its
+/// ConfigMap is a valid config, mounted where synguard reads it, whole (so that the kubelet's
+/// updates reach the watched file).
 #[test]
 fn the_daemonset_matches_what_synguard_needs() {
+    use serde::Deserialize;
+
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/daemonset.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-    assert_eq!(doc["kind"].as_str(), Some("DaemonSet"));
+    let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde_norway::Value::deserialize(doc).unwrap())
+        .collect();
+    let kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("no {kind} in {}", path.display()))
+    };
+    let doc = kind("DaemonSet");
+    let config_map = kind("ConfigMap");
+    let config =
+        std::env::temp_dir().join(format!("synguard-configmap-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        config_map["data"]["synguard.toml"].as_str().unwrap(),
+    )
+    .unwrap();
+    let checked = synguard_cli(&["check-config", config.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&config);
+    assert!(succeeded(&checked).contains("OK"));
     let pod = &doc["spec"]["template"];
     assert_eq!(pod["spec"]["hostNetwork"].as_bool(), Some(true));
     assert_eq!(
@@ -157,6 +180,25 @@ fn the_daemonset_matches_what_synguard_needs() {
         .collect();
     assert!(mounts.contains(&"/sys/fs/bpf"), "{mounts:?}");
     assert!(mounts.contains(&"/run/synguard"), "{mounts:?}");
+    let config_mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some("/etc/synguard"))
+        .expect("the ConfigMap mounted where synguard reads its config");
+    assert!(
+        config_mount["subPath"].is_null(),
+        "a subPath mount is never updated"
+    );
+    let volume = pod["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == config_mount["name"])
+        .unwrap();
+    assert_eq!(volume["configMap"]["name"], config_map["metadata"]["name"]);
+    let env = container["env"].as_sequence().map_or(0, Vec::len);
+    assert_eq!(env, 0, "environment variables would win over the ConfigMap");
 }
 
 /// The Grafana dashboard takes its datasource as an input (nothing hard-coded), and shows what

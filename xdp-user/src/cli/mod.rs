@@ -351,6 +351,12 @@ pub struct RunArgs {
     #[arg(long, env = "SYNGUARD_NO_PIN")]
     pub no_pin: bool,
 
+    /// Do not watch the config file and the list files: changes then apply only on SIGHUP. By
+    /// default a change of their contents (an edit, a ConfigMap update) is reloaded as SIGHUP
+    /// reloads it, within a second.
+    #[arg(long, env = "SYNGUARD_NO_CONFIG_WATCH")]
+    pub no_config_watch: bool,
+
     /// The BPF filesystem to pin in (mounted there if it is not). /sys/fs/bpf is where
     /// systemd and Kubernetes have it; note that `ip netns exec` remounts /sys, hiding it.
     #[arg(
@@ -410,6 +416,7 @@ impl RunArgs {
             metrics_addr: self.metrics_addr,
             state_dir: self.state_dir.clone(),
             no_pin: self.no_pin,
+            no_config_watch: self.no_config_watch,
             bpffs: self.bpffs.clone(),
             cookie_timestamps: self.cookie_timestamps,
             log_format: self.log_format,
@@ -426,6 +433,7 @@ pub struct Startup {
     pub metrics_addr: SocketAddr,
     pub state_dir: PathBuf,
     pub no_pin: bool,
+    pub no_config_watch: bool,
     pub bpffs: PathBuf,
     pub cookie_timestamps: bool,
     pub log_format: LogFormat,
@@ -441,6 +449,10 @@ impl Startup {
             ("metrics-addr", self.metrics_addr != new.metrics_addr),
             ("state-dir", self.state_dir != new.state_dir),
             ("no-pin", self.no_pin != new.no_pin),
+            (
+                "no-config-watch",
+                self.no_config_watch != new.no_config_watch,
+            ),
             ("bpffs", self.bpffs != new.bpffs),
             (
                 "cookie-timestamps",
@@ -513,6 +525,7 @@ mod tests {
             ),
             (&["--iface", "eth0", "--state-dir", "/tmp/x"], "state-dir"),
             (&["--iface", "eth0", "--no-pin"], "no-pin"),
+            (&["--iface", "eth0", "--no-config-watch"], "no-config-watch"),
             (&["--iface", "eth0", "--bpffs", "/tmp/bpf"], "bpffs"),
             (
                 &["--iface", "eth0", "--cookie-timestamps", "false"],

@@ -22,13 +22,14 @@ use tracing::{debug, info, warn};
 
 use crate::{
     Error,
-    cli::{RunArgs, config_file},
+    cli::{RunArgs, Startup, config_file},
     config::settings::Settings,
     control::{
         self,
         protocol::{Detached, Reply, Request, Response},
     },
     daemon::{
+        config_watch::ConfigWatch,
         follow::{AutoFollower, Live},
         instance::Instance,
     },
@@ -156,6 +157,12 @@ pub async fn run(args: &RunArgs, argv: &[OsString]) -> Result<(), Error> {
     }));
     let (orders, order) = watch::channel(Order::Run);
     let startup = args.startup();
+    let mut config_watch = match args.no_config_watch {
+        true => None,
+        false => ConfigWatch::new(watched_files(config_file::config_path(argv).0, args))
+            .map_err(|e| warn!(error = %e, "config changes will apply on SIGHUP only: watching the config file failed"))
+            .ok(),
+    };
     let guarding = join_all(guards.into_iter().map(|guard| guard.serve(order.clone())));
     tokio::pin!(guarding);
     let mut outcome: Result<&'static str, Error> = Ok("every interface was detached");
@@ -170,16 +177,14 @@ pub async fn run(args: &RunArgs, argv: &[OsString]) -> Result<(), Error> {
             _ = sigterm.recv() => { outcome = Ok("SIGTERM"); stop("SIGTERM") }
             _ = sigquit.recv() => { outcome = Ok("SIGQUIT"); stop("SIGQUIT") }
             _ = sighup.recv() => {
-                let (file, _) = config_file::config_path(argv);
-                let args = reread_config(argv).and_then(|new| {
-                    match startup.restart_needed(&new.startup()) {
-                        Some(key) => Err(Error::Refused(format!(
-                            "'{key}' changed; it takes a restart of synguard to apply"
-                        ))),
-                        None => Ok(new),
-                    }
-                });
-                orders.send_replace(Order::Reload(Arc::new(Reread { file, args })));
+                let reread = reread(argv, &startup, "SIGHUP");
+                follow_files(&mut config_watch, &reread);
+                orders.send_replace(Order::Reload(Arc::new(reread)));
+            }
+            () = changed(&mut config_watch) => {
+                let reread = reread(argv, &startup, "the file changed");
+                follow_files(&mut config_watch, &reread);
+                orders.send_replace(Order::Reload(Arc::new(reread)));
             }
             served = &mut server, if server_running => {
                 server_running = false;
@@ -296,9 +301,10 @@ enum Order {
     Reload(Arc<Reread>),
 }
 
-/// The configuration SIGHUP read again, from `file`.
+/// The configuration read again, from `file`, on SIGHUP or because it changed (`why`).
 struct Reread {
     file: PathBuf,
+    why: &'static str,
     args: Result<RunArgs, Error>,
 }
 
@@ -425,29 +431,65 @@ enum Wake {
     Host,
 }
 
-/// SIGHUP: the config file read again, with the command line and environment over it as at
-/// start.
-fn reread_config(argv: &[OsString]) -> Result<RunArgs, Error> {
-    let (path, required) = config_file::config_path(argv);
-    config_file::read(&path, required).and_then(|settings| config_file::run_args(argv, &settings))
+/// The config file read again, with the command line and environment over it as at start;
+/// refused whole if it changes what takes a restart.
+fn reread(argv: &[OsString], startup: &Startup, why: &'static str) -> Reread {
+    let (file, required) = config_file::config_path(argv);
+    let args = config_file::read(&file, required)
+        .and_then(|settings| config_file::run_args(argv, &settings))
+        .and_then(|new| match startup.restart_needed(&new.startup()) {
+            Some(key) => Err(Error::Refused(format!(
+                "'{key}' changed; it takes a restart of synguard to apply"
+            ))),
+            None => Ok(new),
+        });
+    Reread { file, why, args }
+}
+
+/// The files whose contents make the configuration: the config file and the list files, those
+/// that are files or not there yet (`/dev/null`, say, is no file to watch).
+fn watched_files(config: PathBuf, args: &RunArgs) -> Vec<PathBuf> {
+    [config]
+        .into_iter()
+        .chain(args.allow_file.iter().chain(&args.deny_file).cloned())
+        .filter(|file| std::fs::metadata(file).map_or(true, |m| m.is_file()))
+        .collect()
+}
+
+/// After a reread, the watch follows the files it named, from their contents now, so that the
+/// change just read is not read again.
+fn follow_files(config_watch: &mut Option<ConfigWatch>, reread: &Reread) {
+    let (Some(config_watch), Ok(args)) = (config_watch, &reread.args) else {
+        return;
+    };
+    config_watch.follow(watched_files(reread.file.clone(), args));
+}
+
+/// Resolves when a watched file's contents change; never without a watch.
+async fn changed(config_watch: &mut Option<ConfigWatch>) {
+    match config_watch {
+        Some(config_watch) => config_watch.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Puts a reloaded configuration in force on one interface; a bad file, or one that changes
 /// what takes a restart, changes nothing.
 fn reload(instance: &mut Instance, reread: &Reread) {
     let iface = instance.attachment.iface().to_string();
-    let file = reread.file.display();
+    let (file, why) = (reread.file.display(), reread.why);
     let result = match &reread.args {
         Ok(args) => instance.reload(args.tunables(), &args.list_sources()),
         Err(e) => Err(Error::Refused(e.to_string())),
     };
     match result {
-        Ok(()) => info!(%iface, %file, "configuration reloaded"),
+        Ok(()) => info!(%iface, %file, why, "configuration reloaded"),
         Err(e) => {
             instance.events.record(Event::ConfigRefused);
             warn!(
                 %iface,
                 %file,
+                why,
                 error = %e,
                 "configuration reload refused; the running configuration stays in force"
             )
