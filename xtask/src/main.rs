@@ -3,6 +3,7 @@
 //! This crate uses only the standard library, clap and anyhow, so it builds on a fresh machine
 //! before `setup` has installed the eBPF toolchain that the rest of the workspace needs.
 
+mod deb;
 mod setup;
 
 use std::{
@@ -50,6 +51,16 @@ enum Task {
         /// Install under this directory instead of / (for packaging).
         #[arg(long, default_value = "/")]
         root: PathBuf,
+    },
+    /// Build the Debian package, target/deb/synguard_VERSION_amd64.deb (binary, systemd unit,
+    /// default config as a conffile, man pages, shell completions), and check it with lintian.
+    Deb {
+        /// Package this synguard binary instead of building one.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Where the package goes.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// The differential run at length: generated frames through the XDP program in the kernel
     /// (BPF_PROG_TEST_RUN) and through the reference model, in every mode; prints frames per
@@ -119,6 +130,8 @@ fn main() -> Result<()> {
                 .args(["test", "--release", "--workspace", "--"])
                 .args(cargo_test_args)
                 .env("SYNGUARD_BIN", &synguard)
+                // tests/tests/deb.rs builds the package with this very xtask.
+                .env("SYNGUARD_XTASK", env::current_exe()?)
                 .status_ok()
         }
         Task::Bench { which } => {
@@ -136,6 +149,18 @@ fn main() -> Result<()> {
             )
         }
         Task::Install { root } => install(&root),
+        Task::Deb { binary, out } => {
+            setup::ensure()?;
+            let bin = match binary {
+                Some(bin) => bin,
+                None => build_synguard()?,
+            };
+            let out = out.unwrap_or_else(|| target_dir().join("deb"));
+            std::fs::create_dir_all(&out)?;
+            let deb = deb::build(&bin, &out)?;
+            println!("{}", deb.display());
+            Ok(())
+        }
         Task::Picture => {
             let out = workspace_root().join("docs/attack.svg");
             run_lab_binary(

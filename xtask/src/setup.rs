@@ -52,6 +52,12 @@ const PACKAGES: &[(&str, &str)] = &[
         "rsvg-convert, for the benchmark's PNG chart",
     ),
     (
+        "dpkg-dev",
+        "dpkg-shlibdeps, for the package's dependencies in `cargo xtask deb`",
+    ),
+    ("lintian", "checks the package `cargo xtask deb` builds"),
+    ("man-db", "`man`, to check the package's manual pages"),
+    (
         "util-linux",
         "setpriv, to run synguard with reduced capabilities in the tests",
     ),

@@ -1,6 +1,7 @@
 //! The command line. Every flag can also come from the environment (`SYNGUARD_*`); a flag wins.
 
 pub mod config_file;
+pub mod manual;
 pub mod tune;
 pub mod verbs;
 
@@ -31,7 +32,7 @@ use crate::{
         ports with SYN cookies from XDP, which the kernel accepts when the client's ACK comes \
         back, and drops ACKs that carry neither a connection nor a valid cookie. Every packet \
         is classified and counted; counters are served as Prometheus metrics.\n\n\
-        Needs root, or CAP_BPF and CAP_NET_ADMIN. Logging follows RUST_LOG (default: info).\n\n\
+        Needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN. Logging follows RUST_LOG (default: info).\n\n\
         Examples:\n  synguard run --iface eth0 --metrics-addr 0.0.0.0:9477\n  \
         synguard run --iface eth0 --mode cookie --ports 80,443"
 )]
@@ -95,6 +96,21 @@ pub enum Command {
     Detach {
         #[command(flatten)]
         target: Target,
+    },
+    /// Print a completion script for a shell, e.g.
+    /// `synguard completions bash > /etc/bash_completion.d/synguard`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (synguard.8, synguard-run.8, ...) into a directory, for packaging.
+    #[command(hide = true)]
+    Manpages {
+        /// The directory; it must exist.
+        dir: PathBuf,
+        /// The pages' date, e.g. the release's (YYYY-MM-DD).
+        #[arg(long, default_value = "")]
+        date: String,
     },
 }
 
