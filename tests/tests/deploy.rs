@@ -217,6 +217,7 @@ fn the_grafana_dashboard_is_importable_anywhere() {
         "SYNs by action",
         "Cookie validation",
         "Drops by reason",
+        "Handshake completion by port",
         "Health",
     ] {
         assert!(titles.contains(&wanted), "no {wanted:?} panel: {titles:?}");

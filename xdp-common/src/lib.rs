@@ -7,6 +7,7 @@
 pub mod checksum;
 pub mod classify;
 pub mod config;
+pub mod handshakes;
 pub mod limit;
 pub mod owners;
 pub mod promise;
@@ -121,7 +122,7 @@ pub const SCRATCH_MAP: &str = "SYNGUARD_SCRATCH";
 
 /// Every map the XDP program defines (`xdp-ebpf/src/maps.rs`), by the names above: the one
 /// list the controller's pins and the check against the built object work from.
-pub const MAP_NAMES: [&str; 26] = [
+pub const MAP_NAMES: [&str; 29] = [
     CONFIG_MAP,
     PORTS_MAP,
     LIST_V4_MAP,
@@ -148,12 +149,15 @@ pub const MAP_NAMES: [&str; 26] = [
     OWNERS_MAP,
     OWNERS_STATE_MAP,
     STAMPED_MAP,
+    handshakes::PORT_ROWS_MAP,
+    handshakes::ROW_PORTS_MAP,
+    handshakes::HANDSHAKES_MAP,
 ];
 
 /// The maps that carry state across a restart, pinned in the BPF filesystem. The rest hold
 /// facts the controller gathers afresh at every start (the listener layout, the host's facts
 /// and routes, its local addresses) or a cache of them (the per-CPU listener table).
-pub const PINNED_MAPS: [&str; 14] = [
+pub const PINNED_MAPS: [&str; 17] = [
     STATS_MAP,
     CONFIG_MAP,
     PORTS_MAP,
@@ -168,4 +172,7 @@ pub const PINNED_MAPS: [&str; 14] = [
     LIST_V6_MAP,
     SKETCH_MAP,
     SOURCES_MAP,
+    handshakes::PORT_ROWS_MAP,
+    handshakes::ROW_PORTS_MAP,
+    handshakes::HANDSHAKES_MAP,
 ];

@@ -5,7 +5,8 @@
 //! (allow/deny `lists`, mode, protected ports, `auto`'s rate switch, the per-source `limit`, the
 //! global `caps`); `cookie` answers SYNs (with what `listener` says the kernel would promise)
 //! and `ack` checks ACKs, both asking `sock` about the kernel's sockets and `local` whether the
-//! segment is for this host at all; `count` records the outcome. Every map is in `maps`;
+//! segment is for this host at all; `handshakes` counts SYN-ACKs and completed cookies per port;
+//! `count` records the outcome. Every map is in `maps`;
 //! `scratch` is the per-CPU memory the SYN and ACK paths work in; `bpf` holds what the BPF
 //! target and the verifier make us write differently. The entry points live in `src/bin/`.
 #![no_std]
@@ -18,6 +19,7 @@ pub mod bpf;
 pub mod caps;
 pub mod cookie;
 pub mod count;
+pub mod handshakes;
 pub mod limit;
 pub mod listener;
 pub mod lists;

@@ -14,6 +14,7 @@ use synguard_common::{
     AttackState, AutoState, Config, LIST_MAX_ENTRIES, LISTENER_SLOTS, LOCAL_ADDRESS_SLOTS,
     PORTS_WORDS, ROUTE_TABLE_ENTRIES, SOURCE_BUCKETS, STAMP_SLOTS, Stats,
     config::{CapState, SourceSamples, cap},
+    handshakes::{Handshakes, PORT_ROWS_ENTRIES, ROWS},
     limit::{SKETCH_CELLS, SourceKey},
     owners::{OwnerBits, OwnersState},
     promise::{HostFacts, KernelLayout, ROUTE_CLASSES, RouteFacts},
@@ -34,6 +35,12 @@ pub static SYNGUARD_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// A bitmap of protected ports, 64 to a word.
 #[map]
 pub static SYNGUARD_PORTS: Array<u64> = Array::with_max_entries(PORTS_WORDS, 0);
+
+/// Each port's row of handshake counters (0: `other`), and each row's port (`handshakes.rs`).
+#[map]
+pub static SYNGUARD_PORT_ROWS: Array<u8> = Array::with_max_entries(PORT_ROWS_ENTRIES, 0);
+#[map]
+pub static SYNGUARD_ROW_PORTS: Array<u16> = Array::with_max_entries(ROWS as u32, 0);
 
 /// The allow and deny lists, by source prefix (`lists.rs`).
 #[map]
@@ -122,6 +129,10 @@ pub static SYNGUARD_OWNERS: Array<OwnerBits> = Array::with_max_entries(2, BPF_F_
 /// Which generation is read, whether the fast path is armed, the listener epoch.
 #[map]
 pub static SYNGUARD_OWNERS_STATE: Array<OwnersState> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// SYN-ACKs sent and cookies completed, per port row (`handshakes.rs`).
+#[map]
+pub static SYNGUARD_HANDSHAKES: PerCpuArray<Handshakes> = PerCpuArray::with_max_entries(1, 0);
 
 /// Scratch space for the SYN and ACK paths (`scratch.rs`).
 #[map]

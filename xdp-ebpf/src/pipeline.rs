@@ -1,13 +1,15 @@
 //! A packet's whole path through synguard, in order: `parse` reads and classifies it, `policy`
 //! decides (lists, mode, ports, `auto`, the per-source limit; `cookie` answers SYNs, `ack`
 //! checks ACKs), `cookie::send` writes an answered SYN's reply, `owners` notes the source of
-//! what is handed to the kernel, and `count` records the outcome and returns the XDP action.
+//! what is handed to the kernel, `handshakes` counts SYN-ACKs and completed cookies per port,
+//! and `count` records the outcome and returns the XDP action.
 
 use aya_ebpf::programs::XdpContext;
 
 use crate::{
     cookie,
     count::{self, Outcome, Verdict},
+    handshakes,
     maps::SYNGUARD_SCRATCH,
     owners, parse,
     policy::{self, Decision},
@@ -33,5 +35,7 @@ pub fn conclude(ctx: &XdpContext, outcome: Outcome) -> u32 {
     // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
     let outcome = outcome.opaque(unsafe { &mut (*scratch).outcome });
     owners::note_if_handed_over(ctx, outcome);
+    // SAFETY: as above.
+    handshakes::count(outcome, unsafe { &*scratch });
     count::finish(ctx, outcome)
 }

@@ -13,6 +13,7 @@ use crate::{
             Status,
         },
     },
+    daemon::follow::percent,
 };
 
 fn send<T: DeserializeOwned>(target: &Target, request: &Request) -> Result<T, Error> {
@@ -108,6 +109,27 @@ pub fn status(target: &Target, json: bool) -> Result<(), Error> {
         .map(|(reason, n)| format!("{reason} {n}"))
         .collect();
     println!("decisions   {}", nonzero.join(", "));
+    let handshakes: Vec<String> = status
+        .handshakes
+        .iter()
+        .filter(|h| h.answered + h.completed > 0)
+        .map(|h| {
+            format!(
+                "port {}: {} SYN-ACKs, {} completed ({})",
+                h.port,
+                h.answered,
+                h.completed,
+                percent(h.completed, h.answered)
+            )
+        })
+        .collect();
+    println!(
+        "handshakes  {}",
+        match handshakes.is_empty() {
+            true => "none answered from XDP yet".to_string(),
+            false => handshakes.join("; "),
+        }
+    );
     Ok(())
 }
 
@@ -160,6 +182,35 @@ pub fn top(target: &Target, count: Option<u32>) -> Result<(), Error> {
             if rate > 0.0 || name.contains(' ') {
                 println!("{name:<28} {rate:>12.0}");
             }
+        }
+        // Completion per port over the last second: near 100 % for real clients, near 0 for
+        // a spoofed flood.
+        let mut shown_header = false;
+        for h in &now.handshakes {
+            let old = before.handshakes.iter().find(|o| o.port == h.port);
+            let (answered, completed) = old.map_or((h.answered, h.completed), |o| {
+                (
+                    h.answered.saturating_sub(o.answered),
+                    h.completed.saturating_sub(o.completed),
+                )
+            });
+            if answered + completed == 0 {
+                continue;
+            }
+            if !shown_header {
+                println!(
+                    "{:<12} {:>14} {:>14} {:>11}",
+                    "handshakes", "SYN-ACKs/s", "completed/s", "completion"
+                );
+                shown_header = true;
+            }
+            println!(
+                "  port {:<7} {:>14.0} {:>14.0} {:>11}",
+                h.port,
+                answered as f64 / seconds,
+                completed as f64 / seconds,
+                percent(completed, answered)
+            );
         }
         match now.top_sources.as_slice() {
             [] => println!("top sources: sampled during attacks in auto mode"),

@@ -172,6 +172,19 @@ pub struct Status {
     pub decisions: BTreeMap<String, u64>,
     pub sources_metered: u64,
     pub top_sources: Vec<TopSource>,
+    /// SYN-ACKs sent and cookies completed, per protected port with a listener (`other`:
+    /// every port without a row of its own).
+    pub handshakes: Vec<PortHandshakeCounts>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortHandshakeCounts {
+    pub port: String,
+    /// SYN-ACKs sent from XDP.
+    pub answered: u64,
+    /// ACKs with a valid cookie.
+    pub completed: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ use crate::{
     daemon::baseline::Baseline,
     datapath::{
         attack::{AttackEvents, format_top},
+        handshakes::PortHandshakes,
         loader::Attachment,
         maps::{AutoSummary, monotonic_ns},
     },
@@ -34,6 +35,8 @@ pub trait Plant {
     fn update_config(&self, change: &mut dyn FnMut(&mut Config)) -> Result<(), Error>;
     /// tcp_syncookies=2 while `attacked`, the operator's value otherwise.
     fn follow_attack(&self, attacked: bool) -> Result<(), Error>;
+    /// The handshake counters per port.
+    fn handshakes(&self) -> Result<Vec<PortHandshakes>, Error>;
 }
 
 /// The attack's sampled sources ([`AttackEvents`] in the live program).
@@ -69,6 +72,10 @@ impl Plant for Live<'_> {
 
     fn follow_attack(&self, attacked: bool) -> Result<(), Error> {
         self.sysctls.cookies(attacked)
+    }
+
+    fn handshakes(&self) -> Result<Vec<PortHandshakes>, Error> {
+        lock(&self.attachment.handshakes()).read()
     }
 }
 
@@ -107,6 +114,8 @@ struct Attack {
     peak_pps: u64,
     /// The SYN counter when it started.
     syns_at_start: Option<u64>,
+    /// The handshake counters when it started.
+    handshakes_at_start: Vec<PortHandshakes>,
 }
 
 pub struct AutoFollower<S = AttackEvents> {
@@ -181,6 +190,7 @@ impl<S: Samples> AutoFollower<S> {
             last: Some((Instant::now(), summary.syns)),
             peak_pps: 0,
             syns_at_start: Some(summary.syns),
+            handshakes_at_start: handshakes(plant),
         });
         if let Err(e) = self.events.reset() {
             warn!(error = %e, "reading the sampled sources failed");
@@ -224,6 +234,7 @@ impl<S: Samples> AutoFollower<S> {
                         last: syns.map(|syns| (Instant::now(), syns)),
                         peak_pps: 0,
                         syns_at_start: syns,
+                        handshakes_at_start: handshakes(plant),
                     });
                     if let Err(e) = self.events.reset() {
                         warn!(error = %e, "reading the sampled sources failed");
@@ -327,9 +338,14 @@ impl<S: Samples> AutoFollower<S> {
             (Some(start), Some(now)) => now.syns.saturating_sub(start),
             _ => 0,
         };
+        let completion = Completion::between(&attack.handshakes_at_start, &handshakes(plant));
         self.counters.record(Event::AttackEnded);
         info!(
             syns,
+            synacks_sent = completion.answered,
+            handshakes_completed = completion.completed,
+            completion = %completion.ratio(),
+            completion_by_port = %completion.by_port(),
             mean_syn_rate = (syns as f64 / seconds.max(0.001)) as u64,
             peak_syn_rate = attack.peak_pps,
             peak_syn_rate_10ms = peak_pps,
@@ -340,6 +356,79 @@ impl<S: Samples> AutoFollower<S> {
             "SYN flood over: passing SYNs to the kernel"
         );
         follow_attack(plant, false);
+    }
+}
+
+fn handshakes(plant: &dyn Plant) -> Vec<PortHandshakes> {
+    plant.handshakes().unwrap_or_else(|e| {
+        warn!(error = %e, "reading the handshake counters failed");
+        Vec::new()
+    })
+}
+
+/// The handshakes of an attack: SYN-ACKs sent and cookies completed between two readings, in
+/// all and per port. A spoofed flood completes almost none; real clients almost all.
+struct Completion {
+    answered: u64,
+    completed: u64,
+    /// Per label, the busiest first.
+    ports: Vec<(String, u64, u64)>,
+}
+
+/// Ports named in the log's completion by port.
+const COMPLETION_PORTS: usize = 5;
+
+impl Completion {
+    fn between(start: &[PortHandshakes], now: &[PortHandshakes]) -> Completion {
+        let mut ports: Vec<(String, u64, u64)> = now
+            .iter()
+            .map(|row| {
+                let before = start.iter().find(|s| s.port == row.port);
+                let (a, c) = before.map_or((0, 0), |s| (s.answered, s.completed));
+                (
+                    row.label(),
+                    row.answered.saturating_sub(a),
+                    row.completed.saturating_sub(c),
+                )
+            })
+            .filter(|(_, answered, completed)| answered + completed > 0)
+            .collect();
+        ports.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Completion {
+            answered: ports.iter().map(|p| p.1).sum(),
+            completed: ports.iter().map(|p| p.2).sum(),
+            ports,
+        }
+    }
+
+    fn ratio(&self) -> String {
+        percent(self.completed, self.answered)
+    }
+
+    fn by_port(&self) -> String {
+        let shown: Vec<String> = self
+            .ports
+            .iter()
+            .take(COMPLETION_PORTS)
+            .map(|(port, answered, completed)| {
+                format!(
+                    "{port}: {} ({completed}/{answered})",
+                    percent(*completed, *answered)
+                )
+            })
+            .collect();
+        match shown.is_empty() {
+            true => "none".into(),
+            false => shown.join(", "),
+        }
+    }
+}
+
+/// `part` of `whole` as a percentage with one decimal, or "n/a" for none.
+pub fn percent(part: u64, whole: u64) -> String {
+    match whole {
+        0 => "n/a".into(),
+        _ => format!("{:.1}%", part as f64 * 100.0 / whole as f64),
     }
 }
 
@@ -415,6 +504,10 @@ mod tests {
         fn follow_attack(&self, attacked: bool) -> Result<(), Error> {
             self.syncookies.borrow_mut().push(attacked);
             Ok(())
+        }
+
+        fn handshakes(&self) -> Result<Vec<PortHandshakes>, Error> {
+            Ok(Vec::new())
         }
     }
 
@@ -555,5 +648,26 @@ mod tests {
         let moved = plant.config.borrow().auto_threshold_pps;
         assert!(relative.baseline().is_some());
         assert!(moved > 1_000, "threshold stayed at {moved}");
+    }
+
+    #[test]
+    fn an_attacks_completion_is_the_change_of_each_port_busiest_first() {
+        let row = |port, answered, completed| PortHandshakes {
+            port,
+            answered,
+            completed,
+        };
+        let start = [row(None, 10, 10), row(Some(80), 100, 90)];
+        let now = [
+            row(None, 10, 10),
+            row(Some(80), 30_100, 120),
+            row(Some(443), 50, 49),
+        ];
+        let c = Completion::between(&start, &now);
+        assert_eq!((c.answered, c.completed), (30_050, 79));
+        assert_eq!(c.ratio(), "0.3%");
+        assert_eq!(c.by_port(), "80: 0.1% (30/30000), 443: 98.0% (49/50)");
+        let none = Completion::between(&now, &now);
+        assert_eq!((none.ratio(), none.by_port()), ("n/a".into(), "none".into()));
     }
 }

@@ -17,7 +17,8 @@ use crate::{
     },
     control::protocol::{
         AutoStatus, Changed, CidrText, ClassPackets, Detached, Limits, ListChanged, ListCounts,
-        ListEntries, ListKind, Packets, Reply, Request, Response, Status, TopSource,
+        ListEntries, ListKind, Packets, PortHandshakeCounts, Reply, Request, Response, Status,
+        TopSource,
     },
     daemon::follow::{AutoFollower, Live},
     datapath::loader::Attachment,
@@ -153,6 +154,15 @@ impl Instance {
             decisions,
             sources_metered: stats.sources_metered,
             top_sources,
+            handshakes: lock(&self.attachment.handshakes())
+                .read()?
+                .into_iter()
+                .map(|row| PortHandshakeCounts {
+                    port: row.label(),
+                    answered: row.answered,
+                    completed: row.completed,
+                })
+                .collect(),
         })
     }
 

@@ -45,6 +45,8 @@ use crate::{
 /// How often the sources sampled during an attack are read: often enough that a CPU's ring of
 /// 64 rarely wraps unread at moderate rates, and the newest samples count when it does.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// How often new listening ports get their own handshake counters.
+const LISTENERS_EVERY: Duration = Duration::from_secs(1);
 /// How often the baseline of a relative threshold is fed.
 const BASELINE_EVERY: Duration = Duration::from_secs(1);
 
@@ -264,6 +266,11 @@ fn attach_all(
         // that answers SYNs: a poll later, the first SYNs would go to the kernel.
         attachment.follow_host()?;
         attachment.configure(settings)?;
+        // Listening ports get their handshake counters from the first SYN on; the loop keeps
+        // up with new listeners. Not being able to tell costs labels, not protection.
+        if let Err(e) = attachment.follow_listeners() {
+            warn!(error = %e, "reading the listening ports failed; handshakes count as port=\"other\"");
+        }
         info!(
             iface = %attachment.iface(),
             xdp_mode = args.xdp_mode.name(),
@@ -332,6 +339,8 @@ impl Guard {
         let mut sample_tick = tokio::time::interval(SAMPLE_EVERY);
         let mut baseline_tick = tokio::time::interval(BASELINE_EVERY);
         let mut host_tick = tokio::time::interval(facts::POLL_EVERY);
+        let mut listeners_tick = tokio::time::interval(LISTENERS_EVERY);
+        listeners_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         host_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The sample tick is idle between attacks: no catching up on the ticks it missed.
         sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -354,6 +363,7 @@ impl Guard {
                 _ = sample_tick.tick(), if attacked => Wake::Sample,
                 _ = baseline_tick.tick() => Wake::Baseline,
                 _ = host_tick.tick() => Wake::Host,
+                _ = listeners_tick.tick() => Wake::Listeners,
             };
             let plant = Live {
                 attachment: &instance.attachment,
@@ -387,6 +397,11 @@ impl Guard {
                     Err(e) => warn!(error = %e, "reading the host's facts failed"),
                 },
                 Wake::Reload(args) => reload(&mut instance, &args),
+                Wake::Listeners => {
+                    if let Err(e) = instance.attachment.follow_listeners() {
+                        warn!(error = %e, "reading the listening ports failed");
+                    }
+                }
             }
         };
         control_server.abort();
@@ -429,6 +444,8 @@ enum Wake {
     Baseline,
     /// Time to look at the host's facts again.
     Host,
+    /// Time to give new listening ports their handshake counters.
+    Listeners,
 }
 
 /// The config file read again, with the command line and environment over it as at start;

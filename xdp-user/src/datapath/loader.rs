@@ -27,6 +27,7 @@ use crate::{
     Error,
     config::settings::Settings,
     datapath::attack::AttackEvents,
+    datapath::handshakes::HandshakeMaps,
     datapath::maps::{ControlMaps, FactsMaps, ListMaps, SourceBuckets, StatsMap},
     datapath::objects,
     datapath::owners::OwnersKeeper,
@@ -41,6 +42,7 @@ pub struct Attachment {
     // Owns the program and its link; dropping it detaches.
     ebpf: Ebpf,
     stats: Arc<StatsMap>,
+    handshakes: Arc<Mutex<HandshakeMaps>>,
     control: Arc<Mutex<ControlMaps>>,
     lists: Arc<Mutex<ListMaps>>,
     events: Option<AttackEvents>,
@@ -104,6 +106,7 @@ impl Attachment {
         }
         let mut ebpf = loader.load(objects::SYNGUARD).map_err(|e| load_error(&e))?;
         let stats = Arc::new(StatsMap::take(&mut ebpf)?);
+        let handshakes = Arc::new(Mutex::new(HandshakeMaps::take(&mut ebpf)?));
         let mut control = ControlMaps::take(&mut ebpf)?;
         let lists = ListMaps::take(&mut ebpf)?;
         let events = AttackEvents::take(&mut ebpf)?;
@@ -190,6 +193,7 @@ impl Attachment {
             ebpf,
             owners,
             stats,
+            handshakes,
             control: Arc::new(Mutex::new(control)),
             lists: Arc::new(Mutex::new(lists)),
             events: Some(events),
@@ -236,6 +240,26 @@ impl Attachment {
 
     pub fn stats(&self) -> Arc<StatsMap> {
         Arc::clone(&self.stats)
+    }
+
+    /// The handshake counters per port, shared with the metrics.
+    pub fn handshakes(&self) -> Arc<Mutex<HandshakeMaps>> {
+        Arc::clone(&self.handshakes)
+    }
+
+    /// Gives the protected ports that have a listener their own row of handshake counters,
+    /// as listeners appear.
+    pub fn follow_listeners(&self) -> Result<(), Error> {
+        let listening = crate::host::listeners::listening_ports()?;
+        let control = lock(&self.control);
+        let mut protected = Vec::new();
+        for port in listening {
+            if control.protects(port)? {
+                protected.push(port);
+            }
+        }
+        drop(control);
+        lock(&self.handshakes).give_rows(protected)
     }
 
     /// Writes `settings` into the program's maps; the next packet sees them.

@@ -75,6 +75,8 @@ pub struct ControlMaps {
     ports: Array<MapData, u64>,
     auto: PerCpuArray<MapData, AutoState>,
     attack: Array<MapData, AttackState>,
+    /// The ports last written to `ports`, to answer `protects` without reading the map.
+    listed: Option<PortSet>,
 }
 
 /// What a SYN-ACK's promises are made of: where the kernel keeps listener fields, and the
@@ -401,7 +403,18 @@ impl ControlMaps {
             ports: take(ebpf, PORTS_MAP)?,
             auto: take(ebpf, AUTO_STATE_MAP)?,
             attack: take(ebpf, ATTACK_MAP)?,
+            listed: None,
         })
+    }
+
+    /// Whether `port` is protected: every port, or one of those listed with `--ports`.
+    pub fn protects(&self, port: u16) -> Result<bool, Error> {
+        let all = self.config()?.flags & synguard_common::config::flags::ALL_PORTS != 0;
+        Ok(all
+            || self
+                .listed
+                .as_ref()
+                .is_none_or(|ports| ports.contains(port)))
     }
 
     pub fn config(&self) -> Result<Config, Error> {
@@ -463,6 +476,7 @@ impl ControlMaps {
                     source,
                 })?;
         }
+        self.listed = Some(ports.clone());
         Ok(())
     }
 

@@ -23,6 +23,7 @@ use tracing::warn;
 
 use crate::{
     Error,
+    datapath::handshakes::HandshakeMaps,
     datapath::loader::Attachment,
     datapath::maps::{ControlMaps, StatsMap},
     sync::lock,
@@ -34,6 +35,7 @@ use crate::{
 struct InterfaceCollector {
     iface: String,
     stats: Arc<StatsMap>,
+    handshakes: Arc<Mutex<HandshakeMaps>>,
     control: Arc<Mutex<ControlMaps>>,
     read_errors: IntCounter,
     // Templates: they give the descriptors, and each scrape fills fresh copies.
@@ -44,6 +46,35 @@ struct InterfaceCollector {
     under_attack: IntGauge,
     sources_metered: IntCounter,
     threshold: IntGauge,
+    answered: IntCounterVec,
+    completed: IntCounterVec,
+}
+
+fn answered_vec(iface: &str) -> IntCounterVec {
+    IntCounterVec::new(
+        Opts::new(
+            "synguard_handshakes_answered_total",
+            "SYN-ACKs sent from XDP, by protected port (each listening port up to 64, then \
+             `other`).",
+        )
+        .const_label("interface", iface),
+        &["port"],
+    )
+    .expect("valid metric definition")
+}
+
+fn completed_vec(iface: &str) -> IntCounterVec {
+    IntCounterVec::new(
+        Opts::new(
+            "synguard_handshakes_completed_total",
+            "ACKs that came back with a valid cookie, by port: connections the kernel made \
+             from a cookie. Over the SYN-ACKs sent, near 1 for real clients, near 0 for a \
+             spoofed flood.",
+        )
+        .const_label("interface", iface),
+        &["port"],
+    )
+    .expect("valid metric definition")
 }
 
 fn decisions_vec(iface: &str) -> IntCounterVec {
@@ -140,6 +171,8 @@ impl Collector for InterfaceCollector {
             self.under_attack.desc(),
             self.sources_metered.desc(),
             self.threshold.desc(),
+            self.answered.desc(),
+            self.completed.desc(),
         ]
         .concat()
     }
@@ -186,6 +219,22 @@ impl Collector for InterfaceCollector {
             sources_metered.collect(),
         ]
         .concat();
+        match lock(&self.handshakes).read() {
+            Ok(rows) => {
+                let (answered, completed) = (answered_vec(&self.iface), completed_vec(&self.iface));
+                for row in rows {
+                    let label = [row.label()];
+                    answered.with_label_values(&label).inc_by(row.answered);
+                    completed.with_label_values(&label).inc_by(row.completed);
+                }
+                families.extend(answered.collect());
+                families.extend(completed.collect());
+            }
+            Err(e) => {
+                self.read_errors.inc();
+                warn!(iface = %self.iface, error = %e, "scrape: reading the handshake counters failed");
+            }
+        }
         let control = lock(&self.control);
         if let (Ok(config), Ok(auto)) = (control.config(), control.auto_summary()) {
             for m in Mode::ALL {
@@ -264,6 +313,7 @@ pub fn registry(interfaces: &[(&Attachment, Arc<Events>)]) -> Result<Registry, E
         register(Box::new(InterfaceCollector {
             iface: iface.to_string(),
             stats: attachment.stats(),
+            handshakes: attachment.handshakes(),
             control: attachment.control(),
             read_errors,
             packets: packets_vec(iface),
@@ -273,6 +323,8 @@ pub fn registry(interfaces: &[(&Attachment, Arc<Events>)]) -> Result<Registry, E
             under_attack: under_attack_gauge(iface),
             sources_metered: sources_metered_counter(iface),
             threshold: threshold_gauge(iface),
+            answered: answered_vec(iface),
+            completed: completed_vec(iface),
         }))?;
         register(Box::new(OperationsCollector::new(
             iface,
