@@ -7,6 +7,7 @@
 pub mod checksum;
 pub mod classify;
 pub mod config;
+pub mod dump;
 pub mod handshakes;
 pub mod limit;
 pub mod owners;
@@ -122,7 +123,7 @@ pub const SCRATCH_MAP: &str = "SYNGUARD_SCRATCH";
 
 /// Every map the XDP program defines (`xdp-ebpf/src/maps.rs`), by the names above: the one
 /// list the controller's pins and the check against the built object work from.
-pub const MAP_NAMES: [&str; 29] = [
+pub const MAP_NAMES: [&str; 33] = [
     CONFIG_MAP,
     PORTS_MAP,
     LIST_V4_MAP,
@@ -152,6 +153,10 @@ pub const MAP_NAMES: [&str; 29] = [
     handshakes::PORT_ROWS_MAP,
     handshakes::ROW_PORTS_MAP,
     handshakes::HANDSHAKES_MAP,
+    dump::DUMP_CONFIG_MAP,
+    dump::DUMP_BUDGET_MAP,
+    dump::DUMP_FRAME_MAP,
+    dump::DUMP_RING_MAP,
 ];
 
 /// The maps that carry state across a restart, pinned in the BPF filesystem. The rest hold

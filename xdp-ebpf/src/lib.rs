@@ -6,7 +6,7 @@
 //! global `caps`); `cookie` answers SYNs (with what `listener` says the kernel would promise)
 //! and `ack` checks ACKs, both asking `sock` about the kernel's sockets and `local` whether the
 //! segment is for this host at all; `handshakes` counts SYN-ACKs and completed cookies per port;
-//! `count` records the outcome. Every map is in `maps`;
+//! `count` records the outcome; `dump` captures for `synguard dump`. Every map is in `maps`;
 //! `scratch` is the per-CPU memory the SYN and ACK paths work in; `bpf` holds what the BPF
 //! target and the verifier make us write differently. The entry points live in `src/bin/`.
 #![no_std]
@@ -19,6 +19,7 @@ pub mod bpf;
 pub mod caps;
 pub mod cookie;
 pub mod count;
+pub mod dump;
 pub mod handshakes;
 pub mod limit;
 pub mod listener;

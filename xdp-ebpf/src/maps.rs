@@ -14,6 +14,7 @@ use synguard_common::{
     AttackState, AutoState, Config, LIST_MAX_ENTRIES, LISTENER_SLOTS, LOCAL_ADDRESS_SLOTS,
     PORTS_WORDS, ROUTE_TABLE_ENTRIES, SOURCE_BUCKETS, STAMP_SLOTS, Stats,
     config::{CapState, SourceSamples, cap},
+    dump::{DUMP_RING_BYTES, DumpConfig, DumpFrame},
     handshakes::{Handshakes, PORT_ROWS_ENTRIES, ROWS},
     limit::{SKETCH_CELLS, SourceKey},
     owners::{OwnerBits, OwnersState},
@@ -129,6 +130,17 @@ pub static SYNGUARD_OWNERS: Array<OwnerBits> = Array::with_max_entries(2, BPF_F_
 /// Which generation is read, whether the fast path is armed, the listener epoch.
 #[map]
 pub static SYNGUARD_OWNERS_STATE: Array<OwnersState> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// `synguard dump` (`dump.rs`): what to capture, each CPU's budget of records, the frame a
+/// CPU kept as it arrived, and the records.
+#[map]
+pub static SYNGUARD_DUMP_CONFIG: Array<DumpConfig> = Array::with_max_entries(1, 0);
+#[map]
+pub static SYNGUARD_DUMP_BUDGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static SYNGUARD_DUMP_FRAME: PerCpuArray<DumpFrame> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static SYNGUARD_DUMP: RingBuf = RingBuf::with_byte_size(DUMP_RING_BYTES, 0);
 
 /// SYN-ACKs sent and cookies completed, per port row (`handshakes.rs`).
 #[map]

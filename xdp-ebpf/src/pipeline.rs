@@ -1,15 +1,16 @@
-//! A packet's whole path through synguard, in order: `parse` reads and classifies it, `policy`
-//! decides (lists, mode, ports, `auto`, the per-source limit; `cookie` answers SYNs, `ack`
-//! checks ACKs), `cookie::send` writes an answered SYN's reply, `owners` notes the source of
-//! what is handed to the kernel, `handshakes` counts SYN-ACKs and completed cookies per port,
-//! and `count` records the outcome and returns the XDP action.
+//! A packet's whole path through synguard, in order: `parse` reads and classifies it, `dump`
+//! keeps a copy of it if a dump wants one, `policy` decides (lists, mode, ports, `auto`, the
+//! per-source limit; `cookie` answers SYNs, `ack` checks ACKs), `cookie::send` writes an
+//! answered SYN's reply, `owners` notes the source of what is handed to the kernel,
+//! `handshakes` counts SYN-ACKs and completed cookies per port, `dump` writes the kept copy
+//! with the outcome, and `count` records the outcome and returns the XDP action.
 
 use aya_ebpf::programs::XdpContext;
 
 use crate::{
     cookie,
     count::{self, Outcome, Verdict},
-    handshakes,
+    dump, handshakes,
     maps::SYNGUARD_SCRATCH,
     owners, parse,
     policy::{self, Decision},
@@ -18,6 +19,7 @@ use crate::{
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
     let packet = parse::parse(ctx);
+    dump::keep(ctx, &packet);
     let verdict = match policy::decide(ctx, &packet) {
         Decision::Verdict(verdict) => verdict,
         Decision::Answer(answer) => cookie::send(ctx, &answer),
@@ -37,5 +39,6 @@ pub fn conclude(ctx: &XdpContext, outcome: Outcome) -> u32 {
     owners::note_if_handed_over(ctx, outcome);
     // SAFETY: as above.
     handshakes::count(outcome, unsafe { &*scratch });
+    dump::write(ctx, outcome);
     count::finish(ctx, outcome)
 }

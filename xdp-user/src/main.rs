@@ -3,7 +3,7 @@ use std::{io::IsTerminal, process::ExitCode};
 use synguard::{
     cli::config_file::{self, ParseError},
     cli::{Command, LogFormat},
-    cli::{manual, verbs},
+    cli::{dump, manual, verbs},
     control::ListKind,
     daemon::run,
 };
@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         Command::Allow { target, action } => verbs::list(target, ListKind::Allow, action),
         Command::Deny { target, action } => verbs::list(target, ListKind::Deny, action),
         Command::Detach { target } => verbs::detach(target),
+        Command::Dump(args) => runtime.block_on(dump::dump(args)),
         Command::Completions { shell } => manual::completions(*shell),
         Command::Manpages { dir, date } => manual::manpages(dir, date),
         Command::CheckConfig { file } => config_file::read(file, true).map(|settings| {

@@ -39,6 +39,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ("procps", "the lab: sysctl"),
     ("hping3", "traffic for the tests and the demo"),
     (
+        "tcpdump",
+        "reads `synguard dump`'s captures in the tests, as operators do",
+    ),
+    (
+        "tshark",
+        "reads the verdicts and comments of `synguard dump`'s captures in the tests",
+    ),
+    (
         "prometheus",
         "promtool, and a real Prometheus that scrapes synguard in the tests",
     ),
@@ -134,6 +142,9 @@ fn problems() -> Result<Vec<String>> {
             "sysctl",
             "tc",
             "hping3",
+            "tcpdump",
+            "tshark",
+            "lintian",
             "promtool",
             "prometheus",
             "setpriv",

@@ -1,6 +1,7 @@
 //! The command line. Every flag can also come from the environment (`SYNGUARD_*`); a flag wins.
 
 pub mod config_file;
+pub mod dump;
 pub mod manual;
 pub mod tune;
 pub mod verbs;
@@ -97,6 +98,11 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Capture what the XDP program sees and does, as pcapng: each packet with its action and
+    /// reason, and the SYN-ACKs sent from XDP, e.g. `synguard dump -c 1000 -w - | tcpdump -nr -`.
+    /// Needs root. Filters by class, reason, port and source; bounded by count, duration and
+    /// a rate cap, so it can run during a flood.
+    Dump(Box<dump::DumpArgs>),
     /// Print a completion script for a shell, e.g.
     /// `synguard completions bash > /etc/bash_completion.d/synguard`.
     Completions {

@@ -668,6 +668,9 @@ mod tests {
         assert_eq!(c.ratio(), "0.3%");
         assert_eq!(c.by_port(), "80: 0.1% (30/30000), 443: 98.0% (49/50)");
         let none = Completion::between(&now, &now);
-        assert_eq!((none.ratio(), none.by_port()), ("n/a".into(), "none".into()));
+        assert_eq!(
+            (none.ratio(), none.by_port()),
+            ("n/a".into(), "none".into())
+        );
     }
 }

@@ -401,6 +401,14 @@ impl Guard {
                     if let Err(e) = instance.attachment.follow_listeners() {
                         warn!(error = %e, "reading the listening ports failed");
                     }
+                    match instance.attachment.end_abandoned_dump() {
+                        Ok(true) => info!(
+                            iface = instance.attachment.iface(),
+                            "turned off the capture of a `synguard dump` that died"
+                        ),
+                        Ok(false) => {}
+                        Err(e) => warn!(error = %e, "checking for an abandoned dump failed"),
+                    }
                 }
             }
         };
@@ -444,7 +452,8 @@ enum Wake {
     Baseline,
     /// Time to look at the host's facts again.
     Host,
-    /// Time to give new listening ports their handshake counters.
+    /// Time to give new listening ports their handshake counters, and to turn off the capture
+    /// of a dump that died.
     Listeners,
 }
 

@@ -247,6 +247,36 @@ impl Attachment {
         Arc::clone(&self.handshakes)
     }
 
+    /// Turns off a dump whose `synguard dump` process died (kill -9) without doing so: its
+    /// budget ran out a refill after, but its filters would still be read on every packet.
+    /// Says whether it did.
+    pub fn end_abandoned_dump(&mut self) -> Result<bool, Error> {
+        use synguard_common::dump::{DUMP_CONFIG_MAP, DumpConfig};
+        let map = self
+            .ebpf
+            .map_mut(DUMP_CONFIG_MAP)
+            .ok_or_else(|| Error::Other(format!("map {DUMP_CONFIG_MAP} missing")))?;
+        let mut config: aya::maps::Array<_, DumpConfig> =
+            aya::maps::Array::try_from(map).map_err(|source| Error::Map {
+                map: DUMP_CONFIG_MAP,
+                source,
+            })?;
+        let running = config.get(&0, 0).map_err(|source| Error::Map {
+            map: DUMP_CONFIG_MAP,
+            source,
+        })?;
+        if running.session == 0 || crate::datapath::dump::process_alive(running.owner_pid) {
+            return Ok(false);
+        }
+        config
+            .set(0, DumpConfig::default(), 0)
+            .map_err(|source| Error::Map {
+                map: DUMP_CONFIG_MAP,
+                source,
+            })?;
+        Ok(true)
+    }
+
     /// Gives the protected ports that have a listener their own row of handshake counters,
     /// as listeners appear.
     pub fn follow_listeners(&self) -> Result<(), Error> {

@@ -4,6 +4,7 @@
 
 pub mod attack;
 pub mod btf;
+pub mod dump;
 pub mod handshakes;
 pub mod loader;
 pub mod maps;
