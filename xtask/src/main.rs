@@ -86,9 +86,10 @@ enum Task {
     /// kernel (BPF_PROG_TEST_RUN), against a floor program, in one run. `limiter`: the
     /// per-source limiter's cost with one source against many, and against a bucket per
     /// source. `flood`: the same SYN flood against kernel cookies, SYNPROXY, synguard and
-    /// XDP floors, side by side; writes docs/bench-flood.md and .png. Needs root.
+    /// XDP floors, side by side; writes docs/bench-flood.md and .png. `dump`: a flood's cost
+    /// per SYN with a `synguard dump` running against without, alternated. Needs root.
     Bench {
-        #[arg(value_parser = ["prog", "limiter", "flood"])]
+        #[arg(value_parser = ["prog", "limiter", "flood", "dump"])]
         which: String,
     },
 }

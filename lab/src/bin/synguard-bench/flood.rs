@@ -238,10 +238,10 @@ fn program_stats(setup: &Setup) -> Result<Option<(f64, u64)>> {
 }
 
 /// kernel.bpf_stats_enabled (global) on for the benchmark, put back after.
-struct BpfStats(String);
+pub(crate) struct BpfStats(String);
 
 impl BpfStats {
-    fn enable() -> Result<BpfStats> {
+    pub(crate) fn enable() -> Result<BpfStats> {
         const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
         let before = std::fs::read_to_string(PATH)?.trim().to_string();
         std::fs::write(PATH, "1")?;

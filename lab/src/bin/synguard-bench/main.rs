@@ -35,6 +35,7 @@ use synguard_common::{
 };
 use synguard_lab::Lab;
 
+mod dump;
 mod flood;
 mod limiter;
 
@@ -59,9 +60,12 @@ const V6_PORT: u16 = 8080;
 fn main() -> Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "prog".into());
     anyhow::ensure!(
-        matches!(what.as_str(), "prog" | "limiter" | "flood"),
-        "unknown benchmark '{what}'; available: prog, limiter, flood"
+        matches!(what.as_str(), "prog" | "limiter" | "flood" | "dump"),
+        "unknown benchmark '{what}'; available: prog, limiter, flood, dump"
     );
+    if what == "dump" {
+        return dump::run();
+    }
     if what == "limiter" {
         return limiter::run();
     }
