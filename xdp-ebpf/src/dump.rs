@@ -86,14 +86,8 @@ pub fn keep(ctx: &XdpContext, packet: &Packet) {
     frame.len = len as u32;
     let copy = copy_len(len);
     // SAFETY: `copy` bytes fit in the frame and in `bytes`.
-    let rc = unsafe {
-        bpf_xdp_load_bytes(
-            ctx.ctx,
-            0,
-            frame.bytes.as_mut_ptr() as *mut c_void,
-            copy,
-        )
-    };
+    let rc =
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, frame.bytes.as_mut_ptr() as *mut c_void, copy) };
     if rc == 0 {
         frame.session = session;
     }
@@ -122,7 +116,11 @@ pub fn write(ctx: &XdpContext, outcome: Outcome) {
     }
     frame.session = 0;
     let reason = outcome.reason();
-    let bit = if reason < 63 { reason as u32 } else { NO_REASON_BIT };
+    let bit = if reason < 63 {
+        reason as u32
+    } else {
+        NO_REASON_BIT
+    };
     if config.reasons & (1 << bit) == 0 {
         return;
     }

@@ -22,7 +22,10 @@ pub fn count(outcome: Outcome, scratch: &Scratch) {
         return;
     }
     let port = u16::from_be_bytes(scratch.ends.dst_port);
-    let row = SYNGUARD_PORT_ROWS.get(u32::from(port)).copied().unwrap_or(0);
+    let row = SYNGUARD_PORT_ROWS
+        .get(u32::from(port))
+        .copied()
+        .unwrap_or(0);
     if let Some(handshakes) = SYNGUARD_HANDSHAKES.get_ptr_mut(0) {
         // SAFETY: this CPU's own slot; XDP runs with preemption disabled.
         unsafe { (*handshakes).record(usize::from(row), completed) };
