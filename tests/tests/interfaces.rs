@@ -195,3 +195,120 @@ fn a_handover_of_two_interfaces_is_taken_over_whole() {
         "restored by the run that took over"
     );
 }
+
+/// `[interface.NAME]` tables: each interface takes the file's settings with its own table over
+/// them, at start and at every reload (here, the file watch); a table for an interface
+/// synguard does not protect stops a start and is refused at a reload.
+#[test]
+fn each_interface_takes_its_own_table_of_the_config_file() {
+    let mut lab = Lab::new().unwrap();
+    let (server2, _client2) = lab.add_link().unwrap();
+    let _http = HttpServer::start(&lab.server, PORT).unwrap();
+    let (first, second) = (lab.server.iface.clone(), server2.iface.clone());
+    let dir = std::env::temp_dir().join(format!("{}-per-iface", lab.server.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("synguard.toml");
+    let path = file.to_str().unwrap().to_string();
+    let write = |text: &str| {
+        // Through a rename, as editors save: the watch sees one change.
+        let tmp = dir.join("synguard.toml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    let base = format!(
+        "mode = \"monitor\"\n\n[interface.{second}]\nmode = \"cookie\"\n\
+         syn-rate-per-source = 200\ndeny = [\"198.18.250.0/24\"]\n"
+    );
+    write(&base);
+
+    // A table for an interface that is not protected: the start stops, nothing attached.
+    let bin = synguard_lab::synguard_bin().unwrap();
+    let mut cmd = lab.server.command(bin.to_str().unwrap());
+    cmd.env("SYNGUARD_BPFFS", synguard_lab::LAB_BPFFS)
+        .args(["run", "--config", &path, "--iface", &first]);
+    let out = synguard_lab::run_bounded(&mut cmd, Duration::from_secs(10)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("[interface.{second}] names an interface")),
+        "{stderr}"
+    );
+    assert!(!lab.server.xdp_attached().unwrap());
+
+    let sg = Synguard::start(&lab.server, &["--config", &path, "--iface", &second]).unwrap();
+    let (s1, s2) = (status(&first), status(&second));
+    assert_eq!(
+        (
+            s1["mode"].as_str(),
+            s1["limits"]["syn_rate_per_source"].as_u64()
+        ),
+        (Some("monitor"), Some(0))
+    );
+    assert_eq!(
+        (
+            s2["mode"].as_str(),
+            s2["limits"]["syn_rate_per_source"].as_u64()
+        ),
+        (Some("cookie"), Some(200))
+    );
+    assert_eq!(
+        (s1["lists"]["deny"].as_u64(), s2["lists"]["deny"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let m = sg.metrics().unwrap();
+    assert_eq!(
+        m.sum(
+            "synguard_mode",
+            &[("interface", &first), ("mode", "monitor")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.sum(
+            "synguard_mode",
+            &[("interface", &second), ("mode", "cookie")]
+        ),
+        1.0
+    );
+    // The namespace's sysctls, once for both: the cookie-mode interface needs cookies.
+    assert_eq!(lab.server.sysctl(SYNCOOKIES).unwrap(), "2");
+
+    // An edit gives the first interface a table of its own; the second keeps its table.
+    write(&format!(
+        "{base}\n[interface.{first}]\nmode = \"auto\"\nauto-threshold = 5000\n"
+    ));
+    let mut s1 = status(&first);
+    for _ in 0..40 {
+        if s1["mode"] == "auto" {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+        s1 = status(&first);
+    }
+    assert_eq!(s1["mode"], "auto", "{}", sg.log());
+    assert_eq!(s1["auto"]["threshold"], "5000");
+    let s2 = status(&second);
+    assert_eq!(
+        (s2["mode"].as_str(), s2["lists"]["deny"].as_u64()),
+        (Some("cookie"), Some(1))
+    );
+
+    // A table for an unknown interface at a reload: refused, and both keep what they had.
+    write(&format!("{base}\n[interface.eth9]\nmode = \"off\"\n"));
+    thread::sleep(Duration::from_millis(1500));
+    let log = sg.log();
+    assert!(
+        log.contains("configuration reload refused")
+            && log.contains("[interface.eth9] names an interface"),
+        "{log}"
+    );
+    assert_eq!(status(&first)["mode"], "auto");
+    assert_eq!(status(&second)["mode"], "cookie");
+
+    // Run-time changes stay per interface too.
+    succeeded(&synguard_cli(&["set", "--iface", &second, "mode=monitor"]));
+    assert_eq!(status(&second)["mode"], "monitor");
+    assert_eq!(status(&first)["mode"], "auto");
+    sg.stop(Signal::SIGTERM).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

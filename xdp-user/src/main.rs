@@ -1,6 +1,7 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use synguard::{
+    Error,
     cli::config_file::{self, ParseError},
     cli::{Command, LogFormat},
     cli::{dump, manual, verbs},
@@ -50,8 +51,22 @@ fn main() -> ExitCode {
         Command::Dump(args) => runtime.block_on(dump::dump(args)),
         Command::Completions { shell } => manual::completions(*shell),
         Command::Manpages { dir, date } => manual::manpages(dir, date),
-        Command::CheckConfig { file } => config_file::read(file, true).map(|settings| {
-            println!("{}: OK, {} settings", file.display(), settings.len());
+        Command::CheckConfig { file } => config_file::read(file, true).and_then(|read| {
+            // Tables for interfaces the file does not protect, when it names them.
+            if let Some(iface) = read.settings.iter().find(|s| s.key == "iface") {
+                let ifaces: Vec<String> = iface
+                    .values
+                    .iter()
+                    .flat_map(|v| v.split(',').map(str::to_string))
+                    .collect();
+                read.check_interfaces(&ifaces)
+                    .map_err(|reason| Error::Config {
+                        path: file.clone(),
+                        reason,
+                    })?;
+            }
+            println!("{}: OK, {} settings", file.display(), read.len());
+            Ok(())
         }),
     };
     match result {

@@ -2,6 +2,10 @@
 //! `run`'s flag names (`mode = "cookie"`, `syn-rate-per-source = 100`, `allow = ["..."]`), and
 //! its values go through the very parsers the flags use. Precedence: flag, then environment,
 //! then file, then default: the file's values become the flags' defaults.
+//!
+//! `[interface.NAME]` tables set what may differ between interfaces ([`PER_INTERFACE_KEYS`]:
+//! mode, ports, thresholds, limits, lists) for one of them, over the file's own values; what is
+//! shared (the namespace's sysctls, where state and metrics live) stays at the top.
 
 use std::{
     ffi::OsString,
@@ -22,6 +26,76 @@ pub const DEFAULT_PATH: &str = "/etc/synguard/synguard.toml";
 pub struct Setting {
     pub key: String,
     pub values: Vec<String>,
+}
+
+/// A config file's settings: its top-level keys, and each `[interface.NAME]` table's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub settings: Vec<Setting>,
+    pub interfaces: Vec<(String, Vec<Setting>)>,
+}
+
+/// The keys an `[interface.NAME]` table may set: the tunables and the lists, which each
+/// interface's program has its own of.
+pub const PER_INTERFACE_KEYS: &[&str] = &[
+    "mode",
+    "ports",
+    "auto-threshold",
+    "auto-threshold-min",
+    "auto-baseline-secs",
+    "auto-port-threshold",
+    "auto-hold-ms",
+    "max-syn-pass-rate",
+    "max-synack-rate",
+    "syn-rate-per-source",
+    "syn-burst-per-source",
+    "source-prefix-v4",
+    "source-prefix-v6",
+    "allow",
+    "deny",
+    "allow-file",
+    "deny-file",
+];
+
+impl ConfigFile {
+    /// Settings in all, the tables' included.
+    pub fn len(&self) -> usize {
+        self.settings.len() + self.interfaces.iter().map(|(_, s)| s.len()).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The settings in force for `iface`: the file's, with its table's over them.
+    pub fn for_iface(&self, iface: &str) -> Vec<Setting> {
+        let Some((_, table)) = self.interfaces.iter().find(|(name, _)| name == iface) else {
+            return self.settings.clone();
+        };
+        let mut settings: Vec<Setting> = self
+            .settings
+            .iter()
+            .filter(|s| !table.iter().any(|t| t.key == s.key))
+            .cloned()
+            .collect();
+        settings.extend(table.iter().cloned());
+        settings
+    }
+
+    /// A table for an interface that is not protected is a mistake worth stopping for.
+    pub fn check_interfaces(&self, ifaces: &[String]) -> Result<(), String> {
+        match self
+            .interfaces
+            .iter()
+            .find(|(name, _)| !ifaces.contains(name))
+        {
+            Some((name, _)) => Err(format!(
+                "[interface.{name}] names an interface synguard is not protecting (iface = {})",
+                ifaces.join(", ")
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Why the command line could not be parsed.
@@ -56,10 +130,12 @@ pub fn config_path(argv: &[OsString]) -> (PathBuf, bool) {
 
 /// Reads and checks a config file: TOML syntax, known keys, and every value against its
 /// flag's parser.
-pub fn read(path: &Path, required: bool) -> Result<Vec<Setting>, Error> {
+pub fn read(path: &Path, required: bool) -> Result<ConfigFile, Error> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(ConfigFile::default());
+        }
         Err(reason) => {
             return Err(Error::ConfigUnreadable {
                 path: path.to_path_buf(),
@@ -71,13 +147,16 @@ pub fn read(path: &Path, required: bool) -> Result<Vec<Setting>, Error> {
         path: path.to_path_buf(),
         reason,
     };
-    let settings = parse(&text).map_err(invalid)?;
-    validate(&settings).map_err(invalid)?;
-    Ok(settings)
+    let file = parse(&text).map_err(invalid)?;
+    validate(&file.settings).map_err(invalid)?;
+    for (name, table) in &file.interfaces {
+        validate(table).map_err(|e| invalid(format!("[interface.{name}] {e}")))?;
+    }
+    Ok(file)
 }
 
 /// The settings of a config file's text, keys checked, values not yet.
-pub fn parse(text: &str) -> Result<Vec<Setting>, String> {
+pub fn parse(text: &str) -> Result<ConfigFile, String> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         // One line: where, and what the parser expected there.
         let at = e.span().map_or(String::new(), |span| {
@@ -89,6 +168,35 @@ pub fn parse(text: &str) -> Result<Vec<Setting>, String> {
         format!("malformed TOML{at}: {}", e.message().trim())
     })?;
     let known = file_keys();
+    let mut file = ConfigFile::default();
+    for (key, value) in table {
+        if key == "interface" {
+            let toml::Value::Table(tables) = value else {
+                return Err(
+                    "'interface' must be tables, one per interface: [interface.eth0]".into(),
+                );
+            };
+            for (iface, table) in tables {
+                let toml::Value::Table(table) = table else {
+                    return Err(format!("[interface.{iface}] must be a table of settings"));
+                };
+                let known: Vec<String> = PER_INTERFACE_KEYS.iter().map(|k| k.to_string()).collect();
+                let settings = parse_table(table, &known).map_err(|e| {
+                    format!("[interface.{iface}] {e}; a table sets only what may differ between interfaces")
+                })?;
+                file.interfaces.push((iface, settings));
+            }
+            continue;
+        }
+        let mut one = toml::Table::new();
+        one.insert(key, value);
+        file.settings.extend(parse_table(one, &known)?);
+    }
+    Ok(file)
+}
+
+/// The settings of one table, each key one of `known`.
+fn parse_table(table: toml::Table, known: &[String]) -> Result<Vec<Setting>, String> {
     let mut settings = Vec::new();
     for (key, value) in table {
         let name = key.replace('_', "-");
@@ -163,7 +271,7 @@ pub fn parse_cli(argv: Vec<OsString>) -> Result<Cli, ParseError> {
     let settings = match is_run {
         true => {
             let (path, required) = config_path(&argv);
-            read(&path, required).map_err(ParseError::Config)?
+            read(&path, required).map_err(ParseError::Config)?.settings
         }
         false => Vec::new(),
     };
@@ -230,7 +338,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(settings.len(), 5);
-        validate(&settings).unwrap();
+        validate(&settings.settings).unwrap();
         for (text, needle) in [
             ("mode = ", "malformed TOML at line 1, column 8: "),
             ("a = 1\nb = [1, \n", "malformed TOML at line 2"),
@@ -243,14 +351,14 @@ mod tests {
             ("no-pin = \"maybe\"", "true or false"),
             ("mode = { a = 1 }", "must be a string"),
         ] {
-            let err = parse(text).and_then(|s| validate(&s)).unwrap_err();
+            let err = parse(text).and_then(|s| validate(&s.settings)).unwrap_err();
             assert!(err.contains(needle), "{text}: {err}");
         }
     }
 
     #[test]
     fn several_interfaces_come_as_a_list_or_commas() {
-        let settings = parse("iface = [\"eth0\", \"eth1\"]\n").unwrap();
+        let settings = parse("iface = [\"eth0\", \"eth1\"]\n").unwrap().settings;
         let args = run_args(&argv(&["synguard", "run"]), &settings).unwrap();
         assert_eq!(args.iface, ["eth0", "eth1"]);
         let args = run_args(&argv(&["synguard", "run", "--iface", "eth2,eth3"]), &[]).unwrap();
@@ -265,7 +373,9 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
-        let settings = parse("iface = \"eth0\"\nmode = \"cookie\"\nauto-hold-ms = 500\n").unwrap();
+        let settings = parse("iface = \"eth0\"\nmode = \"cookie\"\nauto-hold-ms = 500\n")
+            .unwrap()
+            .settings;
         let args = run_args(&argv(&["synguard", "run"]), &settings).unwrap();
         assert_eq!(
             (args.iface[0].as_str(), args.mode.name()),
@@ -293,6 +403,85 @@ mod tests {
                 config_path(&argv(&["synguard", "run"])),
                 (PathBuf::from(DEFAULT_PATH), false)
             );
+        }
+    }
+
+    #[test]
+    fn an_interface_table_sets_its_own_tunables_over_the_files() {
+        let file = parse(
+            "iface = [\"eth0\", \"eth1\"]\nmode = \"monitor\"\nauto-hold-ms = 500\n\
+             [interface.eth1]\nmode = \"cookie\"\nsyn-rate-per-source = 100\n\
+             deny = [\"198.18.200.0/24\"]\n",
+        )
+        .unwrap();
+        assert_eq!(file.len(), 6);
+        let eth0 = run_args(&argv(&["synguard", "run"]), &file.for_iface("eth0")).unwrap();
+        let eth1 = run_args(&argv(&["synguard", "run"]), &file.for_iface("eth1")).unwrap();
+        assert_eq!((eth0.mode.name(), eth0.syn_rate_per_source), ("monitor", 0));
+        assert_eq!(
+            (eth1.mode.name(), eth1.syn_rate_per_source),
+            ("cookie", 100)
+        );
+        assert_eq!((eth0.auto_hold_ms, eth1.auto_hold_ms), (500, 500), "shared");
+        assert_eq!((eth0.deny.len(), eth1.deny.len()), (0, 1));
+        assert_eq!(
+            eth0.startup(),
+            eth1.startup(),
+            "what takes a restart is shared"
+        );
+        // A flag wins over the tables too.
+        let flagged = run_args(
+            &argv(&["synguard", "run", "--mode", "auto"]),
+            &file.for_iface("eth1"),
+        );
+        assert_eq!(flagged.unwrap().mode.name(), "auto");
+        file.check_interfaces(&["eth0".into(), "eth1".into()])
+            .unwrap();
+        let err = file.check_interfaces(&["eth0".into()]).unwrap_err();
+        assert!(err.contains("[interface.eth1] names an interface"), "{err}");
+    }
+
+    #[test]
+    fn a_table_may_set_only_what_differs_between_interfaces() {
+        for (text, needle) in [
+            (
+                "[interface.eth0]\nmetrics-addr = \"0.0.0.0:1\"\n",
+                "unknown key 'metrics-addr'",
+            ),
+            (
+                "[interface.eth0]\ncookie-timestamps = false\n",
+                "may differ between interfaces",
+            ),
+            ("interface = 3\n", "one per interface"),
+            (
+                "[interface]\neth0 = 1\n",
+                "[interface.eth0] must be a table",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let err = parse("[interface.eth0]\nmode = \"fast\"\n")
+            .and_then(|f| validate(&f.interfaces[0].1))
+            .unwrap_err();
+        assert!(err.contains("invalid value 'fast'"), "{err}");
+        // Every key a table may set is a flag of `run`, and none is one that takes a restart.
+        let flags = file_keys();
+        for key in PER_INTERFACE_KEYS {
+            assert!(flags.iter().any(|f| f == key), "{key}");
+        }
+        for key in [
+            "iface",
+            "xdp-mode",
+            "metrics-addr",
+            "state-dir",
+            "no-pin",
+            "bpffs",
+            "cookie-timestamps",
+            "log-format",
+            "no-config-watch",
+        ] {
+            assert!(!PER_INTERFACE_KEYS.contains(&key), "{key}");
         }
     }
 }

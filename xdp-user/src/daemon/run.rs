@@ -56,10 +56,19 @@ pub async fn run(args: &RunArgs, argv: &[OsString]) -> Result<(), Error> {
     // interfaces as it found them.
     preflight::check_capabilities()?;
     let ifaces = interfaces(&args.iface)?;
-    let (tunables, sources) = (args.tunables(), args.list_sources());
+    let (file, required) = config_file::config_path(argv);
+    let each = per_interface(argv, &config_file::read(&file, required)?, &ifaces)?;
     let settings = ifaces
         .iter()
-        .map(|iface| Settings::derive(&tunables, &sources, args.cookie_timestamps, iface))
+        .zip(&each)
+        .map(|(iface, own)| {
+            Settings::derive(
+                &own.tunables(),
+                &own.list_sources(),
+                args.cookie_timestamps,
+                iface,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let listener = TcpListener::bind(args.metrics_addr)
         .await
@@ -97,7 +106,7 @@ pub async fn run(args: &RunArgs, argv: &[OsString]) -> Result<(), Error> {
     // failure on one interface undoes what was done on the others.
     let sysctls = NamespaceSysctls::new(&args.state_dir);
     let mut attachments: Vec<Attachment> = Vec::new();
-    if let Err(e) = attach_all(args, &ifaces, pins, &settings, &sysctls, &mut attachments) {
+    if let Err(e) = attach_all(args, &each, pins, &settings, &sysctls, &mut attachments) {
         for attachment in attachments {
             undo(attachment);
         }
@@ -106,7 +115,7 @@ pub async fn run(args: &RunArgs, argv: &[OsString]) -> Result<(), Error> {
     }
 
     let mut guards = Vec::new();
-    for (mut attachment, lock) in attachments.into_iter().zip(locks) {
+    for ((mut attachment, lock), own) in attachments.into_iter().zip(locks).zip(&each) {
         let socket = control::socket_path(&args.state_dir, attachment.iface());
         let control_listener = control::bind(&socket)?;
         let counters = Arc::new(Events::default());
@@ -114,16 +123,16 @@ pub async fn run(args: &RunArgs, argv: &[OsString]) -> Result<(), Error> {
             .take_events()
             .ok_or_else(|| Error::Other("the attack events were taken twice".into()))?;
         let follower = AutoFollower::new(
-            args.mode == Mode::Auto,
+            own.mode == Mode::Auto,
             Arc::clone(&counters),
             events,
-            args.auto_threshold,
-            args.auto_threshold_min,
-            Duration::from_secs(args.auto_baseline_secs),
+            own.auto_threshold,
+            own.auto_threshold_min,
+            Duration::from_secs(own.auto_baseline_secs),
         );
         let claim = sysctls.claim(attachment.iface());
         let mut instance = Instance {
-            tunables: tunables.clone(),
+            tunables: own.tunables(),
             cookie_timestamps: args.cookie_timestamps,
             attachment,
             sysctls: claim,
@@ -161,7 +170,7 @@ pub async fn run(args: &RunArgs, argv: &[OsString]) -> Result<(), Error> {
     let startup = args.startup();
     let mut config_watch = match args.no_config_watch {
         true => None,
-        false => ConfigWatch::new(watched_files(config_file::config_path(argv).0, args))
+        false => ConfigWatch::new(watched_files(config_file::config_path(argv).0, &each))
             .map_err(|e| warn!(error = %e, "config changes will apply on SIGHUP only: watching the config file failed"))
             .ok(),
     };
@@ -230,17 +239,19 @@ fn interfaces(named: &[String]) -> Result<Vec<String>, Error> {
     Ok(ifaces)
 }
 
-/// Attaches every interface (passing, pinned in `pins` unless `None`), joins the sysctls the mode needs, then configures each;
-/// what was attached so far is left in `attachments` for the caller to undo on error.
+/// Attaches every interface (passing, pinned in `pins` unless `None`), joins the sysctls its
+/// mode needs, then configures each; `each` is each interface's arguments, their own table of
+/// the config file over the rest. What was attached so far is left in `attachments` for the
+/// caller to undo on error.
 fn attach_all(
     args: &RunArgs,
-    ifaces: &[String],
+    each: &[RunArgs],
     pins: Vec<Option<PinDir>>,
     settings: &[Settings],
     sysctls: &NamespaceSysctls,
     attachments: &mut Vec<Attachment>,
 ) -> Result<(), Error> {
-    for ((iface, pins), settings) in ifaces.iter().zip(pins).zip(settings) {
+    for ((iface, pins), settings) in args.iface.iter().zip(pins).zip(settings) {
         let attachment = Attachment::attach(iface, args.xdp_mode, settings, pins)?;
         if attachment.adopted() {
             info!(
@@ -250,18 +261,18 @@ fn attach_all(
         }
         attachments.push(attachment);
     }
-    if matches!(args.mode, Mode::Cookie | Mode::Auto) {
-        for iface in ifaces {
+    for (iface, own) in args.iface.iter().zip(each) {
+        if matches!(own.mode, Mode::Cookie | Mode::Auto) {
             let claim = sysctls.claim(iface);
             claim.join(args.cookie_timestamps)?;
             // Cookie mode needs tcp_syncookies=2 for good; auto only during an attack. Until
             // then the kernel keeps the operator's setting: with 2 it would answer every SYN
             // it gets with a cookie of its own, and clients without timestamps would lose
             // window scaling and SACK.
-            claim.cookies(args.mode == Mode::Cookie)?;
+            claim.cookies(own.mode == Mode::Cookie)?;
         }
     }
-    for (attachment, settings) in attachments.iter_mut().zip(settings) {
+    for ((attachment, settings), args) in attachments.iter_mut().zip(settings).zip(each) {
         // The host's facts as the sysctls now are (tcp_timestamps=2 above), before the mode
         // that answers SYNs: a poll later, the first SYNs would go to the kernel.
         attachment.follow_host()?;
@@ -312,7 +323,8 @@ enum Order {
 struct Reread {
     file: PathBuf,
     why: &'static str,
-    args: Result<RunArgs, Error>,
+    /// Each interface's arguments, by interface.
+    args: Result<Vec<(String, RunArgs)>, Error>,
 }
 
 /// One protected interface: its instance, control socket and lock.
@@ -461,34 +473,54 @@ enum Wake {
 /// refused whole if it changes what takes a restart.
 fn reread(argv: &[OsString], startup: &Startup, why: &'static str) -> Reread {
     let (file, required) = config_file::config_path(argv);
-    let args = config_file::read(&file, required)
-        .and_then(|settings| config_file::run_args(argv, &settings))
-        .and_then(|new| match startup.restart_needed(&new.startup()) {
-            Some(key) => Err(Error::Refused(format!(
+    let args = config_file::read(&file, required).and_then(|read| {
+        let shared = config_file::run_args(argv, &read.settings)?;
+        if let Some(key) = startup.restart_needed(&shared.startup()) {
+            return Err(Error::Refused(format!(
                 "'{key}' changed; it takes a restart of synguard to apply"
-            ))),
-            None => Ok(new),
-        });
+            )));
+        }
+        let each = per_interface(argv, &read, &startup.iface)?;
+        Ok(startup.iface.iter().cloned().zip(each).collect())
+    });
     Reread { file, why, args }
 }
 
-/// The files whose contents make the configuration: the config file and the list files, those
-/// that are files or not there yet (`/dev/null`, say, is no file to watch).
-fn watched_files(config: PathBuf, args: &RunArgs) -> Vec<PathBuf> {
-    [config]
-        .into_iter()
-        .chain(args.allow_file.iter().chain(&args.deny_file).cloned())
-        .filter(|file| std::fs::metadata(file).map_or(true, |m| m.is_file()))
+/// Each interface's arguments: the command line and environment over the config file, with the
+/// interface's own `[interface.NAME]` table over the file's top level.
+fn per_interface(
+    argv: &[OsString],
+    file: &config_file::ConfigFile,
+    ifaces: &[String],
+) -> Result<Vec<RunArgs>, Error> {
+    file.check_interfaces(ifaces).map_err(Error::Refused)?;
+    ifaces
+        .iter()
+        .map(|iface| config_file::run_args(argv, &file.for_iface(iface)))
         .collect()
+}
+
+/// The files whose contents make the configuration: the config file and every interface's list
+/// files, those that are files or not there yet (`/dev/null`, say, is no file to watch).
+fn watched_files(config: PathBuf, each: &[RunArgs]) -> Vec<PathBuf> {
+    let mut files = vec![config];
+    for args in each {
+        files.extend(args.allow_file.iter().chain(&args.deny_file).cloned());
+    }
+    files.sort();
+    files.dedup();
+    files.retain(|file| std::fs::metadata(file).map_or(true, |m| m.is_file()));
+    files
 }
 
 /// After a reread, the watch follows the files it named, from their contents now, so that the
 /// change just read is not read again.
 fn follow_files(config_watch: &mut Option<ConfigWatch>, reread: &Reread) {
-    let (Some(config_watch), Ok(args)) = (config_watch, &reread.args) else {
+    let (Some(config_watch), Ok(each)) = (config_watch, &reread.args) else {
         return;
     };
-    config_watch.follow(watched_files(reread.file.clone(), args));
+    let each: Vec<RunArgs> = each.iter().map(|(_, args)| args.clone()).collect();
+    config_watch.follow(watched_files(reread.file.clone(), &each));
 }
 
 /// Resolves when a watched file's contents change; never without a watch.
@@ -504,8 +536,16 @@ async fn changed(config_watch: &mut Option<ConfigWatch>) {
 fn reload(instance: &mut Instance, reread: &Reread) {
     let iface = instance.attachment.iface().to_string();
     let (file, why) = (reread.file.display(), reread.why);
-    let result = match &reread.args {
-        Ok(args) => instance.reload(args.tunables(), &args.list_sources()),
+    let own = reread.args.as_ref().map(|each| {
+        each.iter()
+            .find(|(name, _)| *name == iface)
+            .map(|(_, args)| args)
+    });
+    let result = match own {
+        Ok(Some(args)) => instance.reload(args.tunables(), &args.list_sources()),
+        Ok(None) => Err(Error::Refused(format!(
+            "{iface} is missing from the reread configuration"
+        ))),
         Err(e) => Err(Error::Refused(e.to_string())),
     };
     match result {
