@@ -398,6 +398,7 @@ fn a_configmap_swap_reloads_within_two_seconds_and_a_bad_one_is_refused() {
     let s = status_until(&iface, |s| s["mode"] == "cookie");
     let took = swapped.elapsed();
     assert_eq!(s["mode"], "cookie", "{}", sg.log());
+    eprintln!("the ConfigMap swap applied after {took:?}");
     assert!(took < Duration::from_secs(2), "applied after {took:?}");
     assert_eq!(s["lists"]["deny"], 1);
 

@@ -54,6 +54,7 @@ fn real_clients_complete_their_handshakes_and_a_spoofed_flood_does_not() {
     .unwrap();
     assert_eq!(legit.succeeded, 200);
     let (answered, completed) = counts(&sg, "80");
+    eprintln!("real clients: {completed} of {answered} SYN-ACKs completed");
     assert!(answered >= 200.0, "{answered} SYN-ACKs for 200 clients");
     assert!(
         completed / answered >= 0.95,
@@ -91,6 +92,7 @@ fn real_clients_complete_their_handshakes_and_a_spoofed_flood_does_not() {
     });
     let after = counts(&sg, "80");
     let (answered, completed) = (after.0 - before.0, after.1 - before.1);
+    eprintln!("spoofed flood with 100 real clients: {completed} of {answered} completed");
     assert!(answered >= 29_000.0, "{answered} SYN-ACKs for the flood");
     assert!(
         completed / answered < 0.05,
@@ -179,6 +181,7 @@ fn the_attack_summary_in_the_log_carries_the_completion() {
         })
         .unwrap_or_else(|| panic!("no attack summary: {}", sg.log()));
     let fields = &summary["fields"];
+    eprintln!("attack summary: {fields}");
     let sent = fields["synacks_sent"].as_u64().unwrap();
     assert!(sent > 30_000, "{summary}");
     assert!(

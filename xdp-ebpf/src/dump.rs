@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use synguard_common::{
     Action,
-    dump::{DumpRecord, NO_REASON, NO_REASON_BIT, SNAP},
+    dump::{DumpConfig, DumpFrame, DumpRecord, NO_REASON, NO_REASON_BIT, SNAP},
 };
 
 use crate::{
@@ -27,26 +27,33 @@ use crate::{
     parse::{Packet, frame_len, ptr_at},
 };
 
+/// The dump's configuration, this CPU's kept frame and its budget, while a dump runs.
+#[inline(always)]
+fn running() -> Option<(
+    &'static DumpConfig,
+    &'static mut DumpFrame,
+    &'static mut u64,
+)> {
+    let config = SYNGUARD_DUMP_CONFIG.get(0)?;
+    if config.session == 0 {
+        return None;
+    }
+    let frame = SYNGUARD_DUMP_FRAME.get_ptr_mut(0)?;
+    let budget = SYNGUARD_DUMP_BUDGET.get_ptr_mut(0)?;
+    // SAFETY: this CPU's own slots, for this run of the program; XDP runs with preemption
+    // disabled, so nothing else writes them meanwhile.
+    Some(unsafe { (config, &mut *frame, &mut *budget) })
+}
+
 /// Keeps a copy of the frame as it arrived, if a dump wants it.
 #[inline(always)]
 pub fn keep(ctx: &XdpContext, packet: &Packet) {
-    let Some(config) = SYNGUARD_DUMP_CONFIG.get(0) else {
+    let Some((config, frame, budget)) = running() else {
         return;
     };
     let session = config.session;
-    if session == 0 {
-        return;
-    }
-    let (Some(frame), Some(budget)) = (
-        SYNGUARD_DUMP_FRAME.get_ptr_mut(0),
-        SYNGUARD_DUMP_BUDGET.get_ptr(0),
-    ) else {
-        return;
-    };
-    // SAFETY: this CPU's own slots; XDP runs with preemption disabled.
-    let (frame, budget) = unsafe { (&mut *frame, *budget) };
     frame.session = 0;
-    if budget == 0 || config.classes & (1 << (packet.class as u32)) == 0 {
+    if *budget == 0 || config.classes & (1 << (packet.class as u32)) == 0 {
         return;
     }
     if config.port != 0 {
@@ -96,21 +103,10 @@ pub fn keep(ctx: &XdpContext, packet: &Packet) {
 /// Writes the kept frame and its outcome, with the reply if one is sent.
 #[inline(always)]
 pub fn write(ctx: &XdpContext, outcome: Outcome) {
-    let Some(config) = SYNGUARD_DUMP_CONFIG.get(0) else {
+    let Some((config, frame, budget)) = running() else {
         return;
     };
     let session = config.session;
-    if session == 0 {
-        return;
-    }
-    let (Some(frame), Some(budget)) = (
-        SYNGUARD_DUMP_FRAME.get_ptr_mut(0),
-        SYNGUARD_DUMP_BUDGET.get_ptr_mut(0),
-    ) else {
-        return;
-    };
-    // SAFETY: this CPU's own slots; XDP runs with preemption disabled.
-    let (frame, budget) = unsafe { (&mut *frame, &mut *budget) };
     if frame.session != session || *budget == 0 {
         return;
     }

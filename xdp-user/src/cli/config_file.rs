@@ -3,7 +3,7 @@
 //! its values go through the very parsers the flags use. Precedence: flag, then environment,
 //! then file, then default: the file's values become the flags' defaults.
 //!
-//! `[interface.NAME]` tables set what may differ between interfaces ([`PER_INTERFACE_KEYS`]:
+//! `[interface.NAME]` tables set what may differ between interfaces ([`per_interface_keys`]:
 //! mode, ports, thresholds, limits, lists) for one of them, over the file's own values; what is
 //! shared (the namespace's sysctls, where state and metrics live) stays at the top.
 
@@ -35,27 +35,13 @@ pub struct ConfigFile {
     pub interfaces: Vec<(String, Vec<Setting>)>,
 }
 
-/// The keys an `[interface.NAME]` table may set: the tunables and the lists, which each
-/// interface's program has its own of.
-pub const PER_INTERFACE_KEYS: &[&str] = &[
-    "mode",
-    "ports",
-    "auto-threshold",
-    "auto-threshold-min",
-    "auto-baseline-secs",
-    "auto-port-threshold",
-    "auto-hold-ms",
-    "max-syn-pass-rate",
-    "max-synack-rate",
-    "syn-rate-per-source",
-    "syn-burst-per-source",
-    "source-prefix-v4",
-    "source-prefix-v6",
-    "allow",
-    "deny",
-    "allow-file",
-    "deny-file",
-];
+/// The keys an `[interface.NAME]` table may set: what `set` may change while synguard runs (the
+/// tunables, which each interface's program has its own of) and the lists.
+pub fn per_interface_keys() -> Vec<&'static str> {
+    let mut keys = crate::cli::tune::SETTABLE.to_vec();
+    keys.extend(["allow", "deny", "allow-file", "deny-file"]);
+    keys
+}
 
 impl ConfigFile {
     /// Settings in all, the tables' included.
@@ -180,7 +166,8 @@ pub fn parse(text: &str) -> Result<ConfigFile, String> {
                 let toml::Value::Table(table) = table else {
                     return Err(format!("[interface.{iface}] must be a table of settings"));
                 };
-                let known: Vec<String> = PER_INTERFACE_KEYS.iter().map(|k| k.to_string()).collect();
+                let known: Vec<String> =
+                    per_interface_keys().iter().map(|k| k.to_string()).collect();
                 let settings = parse_table(table, &known).map_err(|e| {
                     format!("[interface.{iface}] {e}; a table sets only what may differ between interfaces")
                 })?;
@@ -467,7 +454,7 @@ mod tests {
         assert!(err.contains("invalid value 'fast'"), "{err}");
         // Every key a table may set is a flag of `run`, and none is one that takes a restart.
         let flags = file_keys();
-        for key in PER_INTERFACE_KEYS {
+        for key in per_interface_keys() {
             assert!(flags.iter().any(|f| f == key), "{key}");
         }
         for key in [
@@ -481,7 +468,7 @@ mod tests {
             "log-format",
             "no-config-watch",
         ] {
-            assert!(!PER_INTERFACE_KEYS.contains(&key), "{key}");
+            assert!(!per_interface_keys().contains(&key), "{key}");
         }
     }
 }
