@@ -319,6 +319,26 @@ pub fn synguard_cli(args: &[&str]) -> std::process::Output {
     synguard_lab::run_bounded(&mut cmd, std::time::Duration::from_secs(20)).unwrap()
 }
 
+/// `synguard status --json` of the synguard protecting `iface`.
+pub fn status(iface: &str) -> serde_json::Value {
+    serde_json::from_str(&succeeded(&synguard_cli(&[
+        "status", "--json", "--iface", iface,
+    ])))
+    .expect("status --json prints JSON")
+}
+
+/// Polls [`status`] until `check` holds, for up to 3 s; the last reading either way.
+pub fn status_until(iface: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    for _ in 0..60 {
+        let s = status(iface);
+        if check(&s) {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    status(iface)
+}
+
 /// The output of a command that must have succeeded, as text; its output in the panic if not.
 pub fn succeeded(out: &std::process::Output) -> String {
     assert!(

@@ -9,7 +9,7 @@ use synguard_common::Reason;
 use synguard_lab::{
     HttpServer, Lab, SynShape, Synguard, run_bounded, run_legit_clients, syn_flood, synguard_bin,
 };
-use synguard_tests::{succeeded, synguard_cli};
+use synguard_tests::{status, status_until, succeeded, synguard_cli};
 
 const PORT: u16 = 80;
 
@@ -25,10 +25,6 @@ fn refused(out: &Output, needle: &str) {
         stderr.starts_with("synguard: error: ") && stderr.contains(needle),
         "{needle:?} missing: {stderr}"
     );
-}
-
-fn status(iface: &str) -> Value {
-    serde_json::from_str(&succeeded(&verb(iface, &["status", "--json"]))).unwrap()
 }
 
 #[test]
@@ -250,18 +246,6 @@ fn the_control_socket_is_for_root_and_its_group() {
             .all(|l| l["level"].is_string() && l["timestamp"].is_string())
     );
     sg.stop(nix::sys::signal::Signal::SIGTERM).unwrap();
-}
-
-/// Polls `status --json` until `check` holds, for up to 3 s.
-fn status_until(iface: &str, check: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..60 {
-        let s = status(iface);
-        if check(&s) {
-            return s;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    status(iface)
 }
 
 #[test]

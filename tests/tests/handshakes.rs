@@ -6,17 +6,10 @@ use std::{net::SocketAddr, thread, time::Duration};
 
 use serde_json::Value;
 use synguard_lab::{HttpServer, Lab, SynShape, Synguard, run_legit_clients, syn_flood};
-use synguard_tests::{succeeded, synguard_cli};
+use synguard_tests::{status, succeeded, synguard_cli};
 
 const PORT: u16 = 80;
 const QUIET_PORT: u16 = 8080;
-
-fn status(iface: &str) -> Value {
-    serde_json::from_str(&succeeded(&synguard_cli(&[
-        "status", "--json", "--iface", iface,
-    ])))
-    .unwrap()
-}
 
 /// (SYN-ACKs sent, cookies completed) on `port`, from the metrics.
 fn counts(sg: &Synguard, port: &str) -> (f64, f64) {

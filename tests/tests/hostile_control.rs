@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 use synguard_lab::{HttpServer, Lab, Synguard, http_get};
-use synguard_tests::{succeeded, synguard_cli};
+use synguard_tests::status;
 
 const PORT: u16 = 80;
 
@@ -34,13 +34,6 @@ fn refused(response: &Value, needle: &str) {
     assert_eq!(response["ok"], false, "{response}");
     let error = response["error"].as_str().unwrap_or_default();
     assert!(error.contains(needle), "{needle:?} missing: {response}");
-}
-
-fn status(iface: &str) -> Value {
-    serde_json::from_str(&succeeded(&synguard_cli(&[
-        "status", "--json", "--iface", iface,
-    ])))
-    .unwrap()
 }
 
 #[test]

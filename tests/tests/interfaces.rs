@@ -5,21 +5,13 @@
 use std::{net::SocketAddr, thread, time::Duration};
 
 use nix::sys::signal::Signal;
-use serde_json::Value;
 use synguard_lab::{
     FLOOD_SOURCES, HttpServer, Lab, SynShape, Synguard, run_legit_clients, syn_flood_over,
 };
-use synguard_tests::{succeeded, synguard_cli};
+use synguard_tests::{status, status_until, succeeded, synguard_cli};
 
 const PORT: u16 = 80;
 const SYNCOOKIES: &str = "net.ipv4.tcp_syncookies";
-
-fn status(iface: &str) -> Value {
-    serde_json::from_str(&succeeded(&synguard_cli(&[
-        "status", "--json", "--iface", iface,
-    ])))
-    .unwrap()
-}
 
 #[test]
 fn one_daemon_protects_two_interfaces_and_owns_the_sysctls_once() {
@@ -277,14 +269,13 @@ fn each_interface_takes_its_own_table_of_the_config_file() {
     write(&format!(
         "{base}\n[interface.{first}]\nmode = \"auto\"\nauto-threshold = 5000\n"
     ));
-    let mut s1 = status(&first);
-    for _ in 0..40 {
-        if s1["mode"] == "auto" {
-            break;
-        }
-        thread::sleep(Duration::from_millis(50));
-        s1 = status(&first);
-    }
+    let edited = std::time::Instant::now();
+    let s1 = status_until(&first, |s| s["mode"] == "auto");
+    assert!(
+        edited.elapsed() < Duration::from_secs(2),
+        "applied after {:?}",
+        edited.elapsed()
+    );
     assert_eq!(s1["mode"], "auto", "{}", sg.log());
     assert_eq!(s1["auto"]["threshold"], "5000");
     let s2 = status(&second);

@@ -203,19 +203,16 @@ pub async fn dump(args: &DumpArgs) -> Result<(), Error> {
     eprintln!(
         "synguard dump: {written} packets captured on {}{}",
         status.iface,
-        match pcap_lost(&outcome) {
-            true => "; the reader of the output went away",
-            false => "",
+        match outcome {
+            Ok(End::OutputClosed) => "; the reader of the output went away",
+            _ => "",
         }
     );
     outcome.map(|_| ()).and(stopped).and(finished)
 }
 
-/// Whether the capture ended because its output was closed (`| head`): a normal end.
-fn pcap_lost(outcome: &Result<End, Error>) -> bool {
-    matches!(outcome, Ok(End::OutputClosed))
-}
-
+/// How a capture ended: at a bound or a signal, or because its output was closed (`| head`),
+/// which is a normal end too.
 enum End {
     Done,
     OutputClosed,

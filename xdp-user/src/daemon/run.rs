@@ -502,7 +502,7 @@ fn per_interface(
 
 /// The files whose contents make the configuration: the config file and every interface's list
 /// files, those that are files or not there yet (`/dev/null`, say, is no file to watch).
-fn watched_files(config: PathBuf, each: &[RunArgs]) -> Vec<PathBuf> {
+fn watched_files<'a>(config: PathBuf, each: impl IntoIterator<Item = &'a RunArgs>) -> Vec<PathBuf> {
     let mut files = vec![config];
     for args in each {
         files.extend(args.allow_file.iter().chain(&args.deny_file).cloned());
@@ -519,8 +519,10 @@ fn follow_files(config_watch: &mut Option<ConfigWatch>, reread: &Reread) {
     let (Some(config_watch), Ok(each)) = (config_watch, &reread.args) else {
         return;
     };
-    let each: Vec<RunArgs> = each.iter().map(|(_, args)| args.clone()).collect();
-    config_watch.follow(watched_files(reread.file.clone(), &each));
+    config_watch.follow(watched_files(
+        reread.file.clone(),
+        each.iter().map(|(_, args)| args),
+    ));
 }
 
 /// Resolves when a watched file's contents change; never without a watch.

@@ -95,18 +95,12 @@ impl DumpMaps {
     }
 }
 
-/// Whether the process `pid` (a dump's owner) still exists.
+/// Whether the process `pid` (a dump's owner) still exists: signal 0 reaches it, or it exists
+/// but is not ours to signal.
 pub fn process_alive(pid: u32) -> bool {
     pid != 0
-        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok_or_eperm()
-}
-
-trait AliveResult {
-    fn is_ok_or_eperm(&self) -> bool;
-}
-
-impl AliveResult for nix::Result<()> {
-    fn is_ok_or_eperm(&self) -> bool {
-        matches!(self, Ok(()) | Err(nix::errno::Errno::EPERM))
-    }
+        && matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None),
+            Ok(()) | Err(nix::errno::Errno::EPERM)
+        )
 }

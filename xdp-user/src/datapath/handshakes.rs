@@ -12,7 +12,7 @@ use synguard_common::handshakes::{
 };
 use tracing::{info, warn};
 
-use crate::Error;
+use crate::{Error, datapath::maps::take};
 
 /// One label's counters: a port's, or (`port` None) every port without a row of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,22 +45,15 @@ impl HandshakeMaps {
     /// Takes the maps out of a loaded object, with the rows a previous controller gave out
     /// (pinned maps taken over).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
-        let fail = |map, source| Error::Map { map, source };
-        let take = |ebpf: &mut Ebpf, name: &'static str| {
-            ebpf.take_map(name)
-                .ok_or_else(|| Error::Other(format!("map {name} missing from the BPF object")))
-        };
-        let rows =
-            Array::try_from(take(ebpf, PORT_ROWS_MAP)?).map_err(|e| fail(PORT_ROWS_MAP, e))?;
-        let ports =
-            Array::try_from(take(ebpf, ROW_PORTS_MAP)?).map_err(|e| fail(ROW_PORTS_MAP, e))?;
-        let counts = PerCpuArray::try_from(take(ebpf, HANDSHAKES_MAP)?)
-            .map_err(|e| fail(HANDSHAKES_MAP, e))?;
+        let rows = take(ebpf, PORT_ROWS_MAP)?;
+        let ports: Array<MapData, u16> = take(ebpf, ROW_PORTS_MAP)?;
+        let counts = take(ebpf, HANDSHAKES_MAP)?;
         let mut given = [0; ROWS];
         for (row, port) in given.iter_mut().enumerate().skip(1) {
-            *port = ports
-                .get(&(row as u32), 0)
-                .map_err(|e| fail(ROW_PORTS_MAP, e))?;
+            *port = ports.get(&(row as u32), 0).map_err(|source| Error::Map {
+                map: ROW_PORTS_MAP,
+                source,
+            })?;
         }
         Ok(HandshakeMaps {
             rows,

@@ -31,7 +31,8 @@ fn local_map(address: &std::net::IpAddr) -> &'static str {
     }
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
+/// The map `name` of a loaded object, typed.
+pub(crate) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
