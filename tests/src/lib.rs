@@ -142,6 +142,25 @@ impl InKernel {
         aya::maps::HashMap::try_from(map).expect("a hash map")
     }
 
+    /// The connections each CPU remembers as established (`established.rs`), with the uses
+    /// each has left: the entries of every CPU that ever learned one.
+    pub fn known_connections(&self) -> Vec<synguard_common::established::KnownConnection> {
+        use synguard_common::established::{ESTABLISHED_MAP, KnownConnection, SLOTS};
+        let map = self.ebpf.map(ESTABLISHED_MAP).expect("the connections map");
+        let map: aya::maps::PerCpuArray<_, KnownConnection> =
+            aya::maps::PerCpuArray::try_from(map).expect("a per-CPU array");
+        (0..SLOTS)
+            .flat_map(|slot| {
+                map.get(&slot, 0)
+                    .expect("a slot")
+                    .iter()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .filter(|entry| entry.key != [0; 5])
+            .collect()
+    }
+
     /// Runs the program once on a fresh copy of `frame`.
     pub fn run(&mut self, frame: &[u8]) -> Outcome {
         let before = self.stats.read().unwrap();

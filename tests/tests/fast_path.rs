@@ -315,3 +315,99 @@ fn the_listener_epoch_moves_for_listeners_not_for_accepted_connections() {
         })
         .unwrap();
 }
+
+/// An ACK of `src` to `dst` (IPv4), with the lab's MACs.
+fn ack(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
+        panic!("IPv4 only");
+    };
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
+        .ipv4(s.octets(), d.octets(), 64)
+        .tcp(src.port(), dst.port(), 1000, 502)
+        .ack(2000)
+        .write(&mut frame, &[])
+        .unwrap();
+    frame
+}
+
+/// ACKs of an established connection pass without the socket lookup once a CPU found it
+/// (xdp-ebpf/src/established.rs), at most `USES` in a row; and once any socket closes, the
+/// connection is looked up again, so the ACK of one closed by a reset (no TIME_WAIT left) is
+/// judged as what it now is, forged. The count of closes is the whole machine's, and other
+/// tests close sockets meanwhile: a sequence a close interrupted is tried again.
+#[test]
+fn an_established_connection_is_remembered_until_a_socket_closes() {
+    use synguard_common::established::{KnownConnection, USES};
+    let lab = cookie_lab();
+    let client = lab.client.clone();
+    lab.server
+        .enter(|| {
+            let listener = TcpListener::bind(("::", PORT)).unwrap();
+            let mut program = InKernel::load(&config());
+            let stream = client
+                .enter(|| TcpStream::connect((SERVER_V4, PORT)).unwrap())
+                .unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            let src = stream.local_addr().unwrap();
+            let frame = ack(src, SocketAddr::from((SERVER_V4, PORT)));
+            // The entry of this connection, by its ports word (`established::key_of`).
+            let ports = u64::from(u16::from_ne_bytes(src.port().to_be_bytes()))
+                | u64::from(u16::from_ne_bytes(PORT.to_be_bytes())) << 16;
+            let entry = |program: &InKernel| -> Option<KnownConnection> {
+                program
+                    .known_connections()
+                    .into_iter()
+                    .filter(|e| e.key[4] == ports)
+                    .max_by_key(|e| e.closes)
+            };
+            let established = |program: &mut InKernel| {
+                let out = program.run(&frame);
+                assert_eq!(out.reasons(), [Reason::AckEstablished]);
+            };
+
+            // Learned, then USES ACKs without a lookup, then looked up and learned again.
+            let mut seen = false;
+            for _ in 0..50 {
+                // Within USES + 1 ACKs the entry is spent and learned afresh, if not sooner.
+                let mut learned = None;
+                for _ in 0..=USES {
+                    established(&mut program);
+                    let now = entry(&program).expect("the connection was not remembered");
+                    if now.uses == USES {
+                        learned = Some(now);
+                        break;
+                    }
+                }
+                let learned = learned.expect("the entry never came back to its full uses");
+                for _ in 0..USES {
+                    established(&mut program);
+                }
+                let spent = entry(&program).unwrap();
+                established(&mut program);
+                let again = entry(&program).unwrap();
+                if spent.closes != learned.closes || again.closes != learned.closes {
+                    continue;
+                }
+                assert_eq!(spent.uses, 0, "{USES} ACKs did not spend the entry's uses");
+                assert_eq!(again.uses, USES, "a spent entry was not looked up again");
+                seen = true;
+                break;
+            }
+            assert!(seen, "50 tries were all interrupted by closes elsewhere");
+
+            // A reset: the socket is gone at once, and with it the reason to pass its ACKs.
+            established(&mut program);
+            let accepted = Socket::from(accepted);
+            accepted.set_linger(Some(Duration::ZERO)).unwrap();
+            drop(accepted);
+            let out = program.run(&frame);
+            assert_eq!(
+                out.reasons(),
+                [Reason::AckForged],
+                "the ACK of a connection that was reset passed as established"
+            );
+            drop(stream);
+        })
+        .unwrap();
+}

@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod classify;
 pub mod config;
 pub mod dump;
+pub mod established;
 pub mod handshakes;
 pub mod limit;
 pub mod owners;
@@ -123,7 +124,7 @@ pub const SCRATCH_MAP: &str = "SYNGUARD_SCRATCH";
 
 /// Every map the XDP program defines (`xdp-ebpf/src/maps.rs`), by the names above: the one
 /// list the controller's pins and the check against the built object work from.
-pub const MAP_NAMES: [&str; 33] = [
+pub const MAP_NAMES: [&str; 34] = [
     CONFIG_MAP,
     PORTS_MAP,
     LIST_V4_MAP,
@@ -150,6 +151,7 @@ pub const MAP_NAMES: [&str; 33] = [
     OWNERS_MAP,
     OWNERS_STATE_MAP,
     STAMPED_MAP,
+    established::ESTABLISHED_MAP,
     handshakes::PORT_ROWS_MAP,
     handshakes::ROW_PORTS_MAP,
     handshakes::HANDSHAKES_MAP,

@@ -44,9 +44,13 @@ pub struct OwnersState {
     /// Bumped by the tracing program whenever a socket enters or leaves LISTEN: a listener
     /// the XDP program learned before the bump is looked up again.
     pub listener_epoch: u64,
+    /// Bumped by the tracing program whenever a socket closes (takes TCP_CLOSE): a connection
+    /// the XDP program found established before the bump is looked up again
+    /// (`xdp-ebpf/src/established.rs`).
+    pub closes: u64,
 }
 
-const _: () = assert!(size_of::<OwnersState>() == 16 && size_of::<OwnerBits>() == WORDS * 8);
+const _: () = assert!(size_of::<OwnersState>() == 24 && size_of::<OwnerBits>() == WORDS * 8);
 
 // SAFETY: plain old data, no padding (checked above).
 #[cfg(feature = "user")]

@@ -12,7 +12,7 @@ use crate::{
     bpf::mem::opaque,
     cookie,
     count::Verdict,
-    local, owners,
+    established, local, owners,
     parse::{TcpAt, ptr_at},
     scratch::Scratch,
     sock::{self, Endpoints, Found},
@@ -34,6 +34,13 @@ pub fn check_ack(
     }
     let ends = &scratch.ends;
     let owners_state = owners::state();
+    // Read before the lookup, so a close during it makes what it finds stale at once.
+    let closes = owners::closes(owners_state);
+    if let Some(closes) = closes
+        && established::known(ends, closes)
+    {
+        return Verdict::pass(Reason::AckEstablished);
+    }
     let source = owners::source_key(ends);
     // Without the lookup when the source cannot own a socket, so there is none to find, and
     // the port is protected whether or not anyone listens (a listed port), or a listener is
@@ -44,8 +51,11 @@ pub fn check_ack(
     let lookup = opaque(&mut scratch.how, lookup as u64) != 0;
     if lookup {
         match sock::lookup(ctx, ends, &mut scratch.tuple) {
-            Found::Connection => {
+            Found::Connection { established } => {
                 owners::note(source);
+                if let (true, Some(closes)) = (established, closes) {
+                    established::learn(ends, closes);
+                }
                 return Verdict::pass(Reason::AckEstablished);
             }
             Found::Listener(sk) => sock::release(sk),

@@ -271,7 +271,7 @@ pub fn answer_syn(
     } else {
         let listener = match sock::lookup(ctx, &scratch.ends, &mut scratch.tuple) {
             Found::Nothing => return Err(Verdict::pass(Reason::SynNoListener)),
-            Found::Connection => return Err(Verdict::pass(Reason::SynExistingSocket)),
+            Found::Connection { .. } => return Err(Verdict::pass(Reason::SynExistingSocket)),
             Found::Listener(sk) => sk,
         };
         // The verifier forbids arithmetic on socket pointers (`adjust_ptr_min_max_vals()`,

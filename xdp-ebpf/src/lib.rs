@@ -4,8 +4,9 @@
 //! `parse` reads the headers and classifies the packet; `policy` decides what applies to it
 //! (allow/deny `lists`, mode, protected ports, `auto`'s rate switch, the per-source `limit`, the
 //! global `caps`); `cookie` answers SYNs (with what `listener` says the kernel would promise)
-//! and `ack` checks ACKs, both asking `sock` about the kernel's sockets and `local` whether the
-//! segment is for this host at all; `handshakes` counts SYN-ACKs and completed cookies per port;
+//! and `ack` checks ACKs (remembering in `established` the connections it found), both asking
+//! `sock` about the kernel's sockets, `owners` whether the source may own one, and `local`
+//! whether the segment is for this host at all; `handshakes` counts SYN-ACKs and completed cookies per port;
 //! `count` records the outcome; `dump` captures for `synguard dump`. Every map is in `maps`;
 //! `scratch` is the per-CPU memory the SYN and ACK paths work in; `bpf` holds what the BPF
 //! target and the verifier make us write differently. The entry points live in `src/bin/`.
@@ -20,6 +21,7 @@ pub mod caps;
 pub mod cookie;
 pub mod count;
 pub mod dump;
+pub mod established;
 pub mod handshakes;
 pub mod limit;
 pub mod listener;

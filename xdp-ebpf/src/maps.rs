@@ -15,6 +15,7 @@ use synguard_common::{
     PORTS_WORDS, ROUTE_TABLE_ENTRIES, SOURCE_BUCKETS, STAMP_SLOTS, Stats,
     config::{CapState, SourceSamples, cap},
     dump::{DUMP_RING_BYTES, DumpConfig, DumpFrame},
+    established::{self, KnownConnection},
     handshakes::{Handshakes, PORT_ROWS_ENTRIES, ROWS},
     limit::{SKETCH_CELLS, SourceKey},
     owners::{OwnerBits, OwnersState},
@@ -119,6 +120,11 @@ pub static SYNGUARD_LISTENERS: PerCpuArray<ListenerSlot> =
 /// The listener each stamp slot's destination had when last looked up (`cookie.rs`).
 #[map]
 pub static SYNGUARD_STAMPED: PerCpuArray<Stamped> = PerCpuArray::with_max_entries(STAMP_SLOTS, 0);
+
+/// The connections each CPU found established (`established.rs`).
+#[map]
+pub static SYNGUARD_ESTABLISHED: PerCpuArray<KnownConnection> =
+    PerCpuArray::with_max_entries(established::SLOTS, 0);
 
 // The filter of sources that may own a socket (`owners.rs`), written by the program, its
 // tracing program and the controller.

@@ -35,6 +35,15 @@ pub fn listener_epoch(state: Option<&OwnersState>) -> u64 {
     }
 }
 
+/// The count of sockets closed (see `OwnersState::closes`), read once; `None` while the
+/// filter is not armed: then no tracing program may be counting them for this program.
+#[inline(always)]
+pub fn closes(state: Option<&OwnersState>) -> Option<u64> {
+    let state = state?;
+    // SAFETY: an aligned u64 in map memory, written atomically by the tracing program.
+    (state.armed == 1).then(|| unsafe { atomic::load(&state.closes) })
+}
+
 /// True when `key`'s source may own a socket: its bit is set in the active generation, or the
 /// filter is not armed (then nothing is known, and every source may).
 #[inline(always)]
@@ -137,6 +146,15 @@ pub fn on_state_change(ctx: &aya_ebpf::programs::RawTracePointContext) {
     if listener_changed && let Some(state) = SYNGUARD_OWNERS_STATE.get_ptr_mut(0) {
         // SAFETY: an aligned u64 of the one-slot state.
         unsafe { atomic::fetch_add(&mut (*state).listener_epoch, 1) };
+    }
+    // Every way a socket leaves the kernel's tables goes through TCP_CLOSE: tcp_done(), and
+    // tcp_time_wait(), which replaces the socket by a TIME_WAIT one and then calls tcp_done()
+    // (net/ipv4/tcp_minisocks.c). Connections learned before it are looked up again.
+    if new == TCP_CLOSE
+        && let Some(state) = SYNGUARD_OWNERS_STATE.get_ptr_mut(0)
+    {
+        // SAFETY: an aligned u64 of the one-slot state.
+        unsafe { atomic::fetch_add(&mut (*state).closes, 1) };
     }
     if new == TCP_CLOSE || new == TCP_LISTEN {
         return;

@@ -18,7 +18,10 @@ use crate::{
     parse::{Addresses, TcpAt, addresses, ptr_at},
 };
 
-/// TCP_LISTEN in include/net/tcp_states.h.
+/// TCP_ESTABLISHED and TCP_LISTEN in include/net/tcp_states.h. A TIME_WAIT socket reads as
+/// TCP_TIME_WAIT and a request socket as TCP_NEW_SYN_RECV (`skc_state`, which
+/// bpf_sock_convert_ctx_access() reads for every kind, net/core/filter.c).
+const TCP_ESTABLISHED: u32 = 1;
 const TCP_LISTEN: u32 = 10;
 
 /// Addresses and ports of a segment, copied out of the packet (network byte order). IPv4
@@ -86,7 +89,10 @@ pub enum Found {
     Nothing,
     Listener(*mut bpf_sock),
     /// An established, TIME_WAIT or request socket: the kernel owns this 4-tuple.
-    Connection,
+    /// `established`: it is a full socket in TCP_ESTABLISHED.
+    Connection {
+        established: bool,
+    },
 }
 
 /// Looks the segment's 4-tuple up. `tuple` is scratch space (in a per-CPU map: the BPF stack
@@ -124,11 +130,14 @@ pub fn lookup(ctx: &XdpContext, ends: &Endpoints, tuple: &mut bpf_sock_tuple) ->
         return Found::Nothing;
     }
     // SAFETY: a non-null result is a valid socket until released.
-    if unsafe { (*sk).state } == TCP_LISTEN {
+    let state = unsafe { (*sk).state };
+    if state == TCP_LISTEN {
         Found::Listener(sk)
     } else {
         release(sk);
-        Found::Connection
+        Found::Connection {
+            established: state == TCP_ESTABLISHED,
+        }
     }
 }
 

@@ -33,6 +33,15 @@ impl<const N: usize> Words<N> {
         unsafe { words.add(i.min(N / 4 - 1)).read() }
     }
 
+    /// The `i`th 8-byte word, in native byte order: one aligned load.
+    #[inline(always)]
+    pub fn u64_at(&self, i: usize) -> u64 {
+        let words = self.0.as_ptr() as *const u64;
+        // SAFETY: aligned (the type is 8-byte aligned), and in bounds: the index is clamped,
+        // which folds away for the constant indexes it is called with.
+        unsafe { words.add(i.min(Self::WORDS - 1)).read() }
+    }
+
     /// Zeroes every byte, a word at a time.
     #[inline(always)]
     pub fn zero(&mut self) {
